@@ -1,0 +1,43 @@
+"""Every error afterfix raises on purpose, in one hierarchy:
+
+    AfterfixError
+    ├── StoreError            the store cannot be opened, attached or written
+    │   └── StoreBusy         still locked by other processes after every retry
+    ├── DecodeError           a whole input cannot be read (garbage body, wrong content type)
+    ├── ConfigError           an option has a value that cannot work
+    └── ReadOnlyQuery         a query would write, and writing was not asked for
+
+Single refused records are not exceptions: decoders return them as `Refusal`s with the place
+(file and line, or request and span) and the reason, and the rest of the input goes through.
+Each message names the place and says what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class AfterfixError(Exception):
+    """Base of every error afterfix raises on purpose."""
+
+
+class StoreError(AfterfixError):
+    """The store cannot be opened, attached or written."""
+
+
+class StoreBusy(StoreError):
+    """Other processes kept the store's catalog locked through every retry."""
+
+
+class DecodeError(AfterfixError):
+    """A whole input cannot be decoded; nothing from it was stored."""
+
+    def __init__(self, message: str, *, status: int = 400):
+        super().__init__(message)
+        self.status = status  # the HTTP status the receiver answers with
+
+
+class ConfigError(AfterfixError):
+    """An option has a value that cannot work."""
+
+
+class ReadOnlyQuery(AfterfixError):
+    """A query would change the store, and writing was not asked for."""

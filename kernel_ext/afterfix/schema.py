@@ -1,0 +1,99 @@
+"""The physical tables of the store, as Arrow schemas and DuckDB DDL from one definition.
+
+Decoders produce Arrow tables with exactly these schemas; the store creates tables with
+exactly these columns. Hot fields (trace, run, incident, operation, tool) are real columns so
+that filters on them never parse JSON; everything else stays in the `attributes` JSON text.
+`traces/SCHEMA.md` describes every column; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_TS = pa.timestamp("us")  # UTC, naive: DuckDB shows TIMESTAMP without a session time zone
+
+# (name, arrow type, duckdb type, nullable)
+SPAN_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("trace_id", pa.string(), "VARCHAR", False),
+    ("span_id", pa.string(), "VARCHAR", False),
+    ("parent_span_id", pa.string(), "VARCHAR", True),
+    ("name", pa.string(), "VARCHAR", False),
+    ("kind", pa.string(), "VARCHAR", True),
+    ("start_time", _TS, "TIMESTAMP", False),
+    ("end_time", _TS, "TIMESTAMP", False),
+    ("duration_ms", pa.float64(), "DOUBLE", False),
+    ("status_code", pa.string(), "VARCHAR", True),
+    ("status_message", pa.string(), "VARCHAR", True),
+    ("service_name", pa.string(), "VARCHAR", True),
+    ("scope_name", pa.string(), "VARCHAR", True),
+    ("operation", pa.string(), "VARCHAR", True),
+    ("afterfix_kind", pa.string(), "VARCHAR", True),
+    ("run_id", pa.string(), "VARCHAR", True),
+    ("incident_id", pa.string(), "VARCHAR", True),
+    ("agent_name", pa.string(), "VARCHAR", True),
+    ("tool_name", pa.string(), "VARCHAR", True),
+    ("tool_call_id", pa.string(), "VARCHAR", True),
+    ("decision_id", pa.string(), "VARCHAR", True),
+    ("action_id", pa.string(), "VARCHAR", True),
+    ("model", pa.string(), "VARCHAR", True),
+    ("input_tokens", pa.int64(), "BIGINT", True),
+    ("output_tokens", pa.int64(), "BIGINT", True),
+    ("error_type", pa.string(), "VARCHAR", True),
+    ("attributes", pa.string(), "VARCHAR", False),  # JSON object, dotted keys kept as-is
+    ("resource_attributes", pa.string(), "VARCHAR", False),  # JSON object
+    ("links", pa.string(), "VARCHAR", True),  # JSON list of {trace_id, span_id, attributes}
+    ("source", pa.string(), "VARCHAR", False),  # file path, or "otlp-http"
+    ("ingested_at", _TS, "TIMESTAMP", False),
+]
+
+EVENT_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("trace_id", pa.string(), "VARCHAR", False),
+    ("span_id", pa.string(), "VARCHAR", False),
+    ("seq", pa.int32(), "INTEGER", False),  # position among the span's events
+    ("name", pa.string(), "VARCHAR", False),
+    ("time", _TS, "TIMESTAMP", False),
+    ("attributes", pa.string(), "VARCHAR", False),  # JSON object
+]
+
+QUARANTINE_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("received_at", _TS, "TIMESTAMP", False),
+    ("source", pa.string(), "VARCHAR", False),  # file path, or "otlp-http"
+    ("location", pa.string(), "VARCHAR", False),  # "line 17", "span 3 of request 12", ...
+    ("reason", pa.string(), "VARCHAR", False),  # what is wrong and how to fix it
+    ("record", pa.string(), "VARCHAR", True),  # the refused text, redacted, truncated
+]
+
+# Where each input has been read up to. Appended, never updated: the newest row per source wins.
+OFFSET_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("source", pa.string(), "VARCHAR", False),
+    ("fingerprint", pa.string(), "VARCHAR", False),  # identifies the file's content (inode, head hash)
+    ("position", pa.int64(), "BIGINT", False),  # byte offset fully committed
+    ("committed_at", _TS, "TIMESTAMP", False),
+]
+
+TABLES: dict[str, list[tuple[str, pa.DataType, str, bool]]] = {
+    "spans": SPAN_COLUMNS,
+    "events": EVENT_COLUMNS,
+    "quarantine": QUARANTINE_COLUMNS,
+    "ingest_offsets": OFFSET_COLUMNS,
+}
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema a batch for `table` must have."""
+    return pa.schema([pa.field(n, t, nullable=null) for n, t, _, null in TABLES[table]])
+
+
+SPAN_SCHEMA = arrow_schema("spans")
+EVENT_SCHEMA = arrow_schema("events")
+QUARANTINE_SCHEMA = arrow_schema("quarantine")
+OFFSET_SCHEMA = arrow_schema("ingest_offsets")
+
+
+def create_table_sql(table: str, prefix: str = "") -> str:
+    cols = ",\n  ".join(f"{n} {d}{'' if null else ' NOT NULL'}" for n, _, d, null in TABLES[table])
+    return f"CREATE TABLE IF NOT EXISTS {prefix}{table} (\n  {cols}\n)"
+
+
+def empty(table: str) -> pa.Table:
+    return arrow_schema(table).empty_table()

@@ -1,0 +1,371 @@
+"""The store: one DuckLake shared by every process that reviews, reports or ingests.
+
+A plain DuckDB file admits one process at a time (read-only included), so the store is a
+DuckLake whose catalog is SQLite (WAL, busy timeout) and whose data is Parquet under the store
+folder. Any number of processes attach it; each commits in short transactions and retries
+while another holds the catalog. Writers on one machine also take an advisory file lock around
+their check-then-insert, which is what makes "the same span delivered twice is stored once"
+hold between processes: DuckLake has no unique constraints.
+
+Layout of a store folder::
+
+    STORE/catalog.sqlite     DuckLake catalog (tables, snapshots, file lists)
+    STORE/data/              Parquet files
+    STORE/write.lock         advisory lock taken by writers on this machine
+    STORE/spool/             receivers' write-ahead spool (see ingest/spool.py)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import random
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pyarrow as pa
+
+from ._exceptions import ReadOnlyQuery, StoreBusy, StoreError
+from . import schema
+
+DUCKDB_VERSION = "1.5.5"
+ENV_STORE = "AFTERFIX_STORE"
+
+# Statement types a read-only query may run.
+_READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "EXTENSION"}
+_RETRY_MARKERS = ("database is locked", "database is busy", "conflict", "SQLITE_BUSY")
+
+
+def _repo_root() -> Path | None:
+    # kernel_ext/afterfix/store.py -> repository root, when installed in editable mode
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "traces").is_dir() and (root / "pyproject.toml").is_file() else None
+
+
+def default_store_path() -> Path:
+    """AFTERFIX_STORE if set, else traces/store in the afterfix checkout, else ./traces/store."""
+    if os.environ.get(ENV_STORE):
+        return Path(os.environ[ENV_STORE]).expanduser()
+    root = _repo_root()
+    if root is not None:
+        return root / "traces" / "store"
+    return Path.cwd() / "traces" / "store"
+
+
+def _extension_files() -> tuple[Path, Path]:
+    """Paths to the DuckLake and SQLite extension binaries shipped as PyPI wheels.
+
+    The SQLite extension's entry point is named for `sqlite_scanner`, so LOAD only finds it
+    under that file name: it is copied once into a cache folder.
+    """
+    try:
+        import duckdb_extension_ducklake
+        import duckdb_extension_sqlite
+    except ImportError as e:  # pragma: no cover - dependency missing
+        raise StoreError(f"{e.name} is not installed: pip install 'duckdb-extension-{e.name.split('_')[-1]}=={DUCKDB_VERSION}'") from e
+    if duckdb.__version__ != DUCKDB_VERSION:
+        raise StoreError(
+            f"duckdb {duckdb.__version__} is installed but the extension wheels are built for {DUCKDB_VERSION}: "
+            f"pip install 'duckdb=={DUCKDB_VERSION}'"
+        )
+    sub = Path("extensions") / f"v{DUCKDB_VERSION}"
+    ducklake = Path(duckdb_extension_ducklake.__file__).parent / sub / "ducklake.duckdb_extension"
+    sqlite_src = Path(duckdb_extension_sqlite.__file__).parent / sub / "sqlite.duckdb_extension"
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "afterfix" / f"duckdb-{DUCKDB_VERSION}"
+    sqlite = cache / "sqlite_scanner.duckdb_extension"
+    if not sqlite.exists() or sqlite.stat().st_size != sqlite_src.stat().st_size:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".sqlite_scanner.{os.getpid()}.{threading.get_ident()}"
+        shutil.copyfile(sqlite_src, tmp)
+        os.replace(tmp, sqlite)  # atomic: concurrent processes never LOAD a half-copied file
+    return ducklake, sqlite
+
+
+def is_retryable(err: BaseException) -> bool:
+    text = str(err)
+    return any(m.lower() in text.lower() for m in _RETRY_MARKERS)
+
+
+@dataclass
+class AppendResult:
+    spans_new: int = 0
+    spans_duplicate: int = 0
+    events: int = 0
+    quarantined: int = 0
+    commit_ms: float = 0.0
+
+
+class Store:
+    """A handle on one store folder. Cheap to create; connections are made on demand.
+
+    `query()` reads through a connection that attaches the lake read-only; `append()` writes
+    spans, events, quarantined records and input offsets in one transaction.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, busy_timeout_ms: int = 5000, retries: int = 60):
+        self.root = Path(path).expanduser() if path else default_store_path()
+        self.root = self.root.resolve()
+        self.catalog = self.root / "catalog.sqlite"
+        self.data = self.root / "data"
+        self.busy_timeout_ms = busy_timeout_ms
+        self.retries = retries
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._created = False
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # -- connections --------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.catalog.exists()
+
+    def _attach(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
+        ducklake, sqlite = _extension_files()
+        con.execute(f"LOAD '{ducklake}'")
+        con.execute(f"LOAD '{sqlite}'")
+        opts = f"DATA_PATH '{self.data}/', META_JOURNAL_MODE 'WAL', META_BUSY_TIMEOUT {self.busy_timeout_ms}"
+        if read_only:
+            opts += ", READ_ONLY"
+        catalog = str(self.catalog).replace("'", "''")
+        self._retry(lambda: con.execute(f"ATTACH 'ducklake:sqlite:{catalog}' AS lake ({opts})"), "attach")
+        con.execute("USE lake")
+
+    def create(self) -> None:
+        """Create the store folder, catalog and tables if missing (safe to race)."""
+        if self._created:
+            return
+        with self._lock:
+            if self._created:
+                return
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.data.mkdir(exist_ok=True)
+            with self.write_lock():
+                con = duckdb.connect()
+                try:
+                    self._attach(con, read_only=False)
+                    existing = {r[0] for r in con.execute(
+                        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
+                    for table in schema.TABLES:
+                        if table not in existing:
+                            self._retry(lambda t=table: con.execute(schema.create_table_sql(t, "lake.")), "create")
+                finally:
+                    con.close()
+            self._created = True
+
+    def _new_connection(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if read_only and not self.exists():
+            raise StoreError(f"no store at {self.root}: ingest something first (afterfix ingest PATH) or pass --store")
+        if not read_only:
+            self.create()
+        con = duckdb.connect()
+        try:
+            self._attach(con, read_only=read_only)
+            from . import views  # late: views.py reads the convention, not the other way round
+
+            views.create(con)
+        except Exception:
+            con.close()
+            raise
+        return con
+
+    def connection(self, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+        """This thread's connection (one read-only and one read-write per thread, reused)."""
+        key = "ro" if read_only else "rw"
+        con = getattr(self._local, key, None)
+        if con is None:
+            con = self._new_connection(read_only)
+            setattr(self._local, key, con)
+        return con
+
+    def close(self) -> None:
+        for key in ("ro", "rw"):
+            con = getattr(self._local, key, None)
+            if con is not None:
+                con.close()
+                setattr(self._local, key, None)
+
+    # -- reading ----------------------------------------------------------------
+
+    def query(self, sql: str, params: list | dict | None = None, *, write: bool = False):
+        """Run SQL and return a pandas DataFrame. Refuses statements that write unless write=True."""
+        if not write:
+            check_read_only(sql)
+        con = self.connection(read_only=not write)
+        rel = self._retry(lambda: con.execute(sql, params) if params is not None else con.execute(sql), "query")
+        if rel.description is None:
+            import pandas as pd
+
+            return pd.DataFrame()
+        return rel.df()
+
+    def arrow(self, sql: str, params: list | None = None) -> pa.Table:
+        check_read_only(sql)
+        con = self.connection(read_only=True)
+        return self._retry(lambda: con.execute(sql, params or []).to_arrow_table(), "query")
+
+    def offsets(self) -> dict[str, tuple[str, int]]:
+        """The newest committed (fingerprint, position) per input source."""
+        if not self.exists():
+            return {}
+        con = self.connection(read_only=True)
+        rows = self._retry(lambda: con.execute(
+            "SELECT source, arg_max(fingerprint, committed_at), arg_max(position, committed_at) "
+            "FROM lake.ingest_offsets GROUP BY source").fetchall(), "query")
+        return {src: (fp, pos) for src, fp, pos in rows}
+
+    # -- writing ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Advisory lock serialising writers on this machine (threads and processes)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "write.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def append(
+        self,
+        spans: pa.Table | None = None,
+        events: pa.Table | None = None,
+        quarantine: pa.Table | None = None,
+        offsets: pa.Table | None = None,
+    ) -> AppendResult:
+        """Store one batch atomically: all of it or none of it.
+
+        Spans already stored (same trace_id and span_id) are skipped with their events, so a
+        redelivered batch stores nothing twice. Offsets are committed in the same transaction,
+        which is what lets a tailer resume exactly where the committed data ends.
+        """
+        con = self.connection(read_only=False)
+        result = AppendResult()
+
+        def attempt() -> None:
+            t0 = time.perf_counter()
+            res = AppendResult()
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if spans is not None and spans.num_rows:
+                    self._insert_spans(con, spans, events, res)
+                if quarantine is not None and quarantine.num_rows:
+                    con.register("afterfix_batch_q", quarantine)
+                    con.execute("INSERT INTO lake.quarantine SELECT * FROM afterfix_batch_q")
+                    res.quarantined = quarantine.num_rows
+                if offsets is not None and offsets.num_rows:
+                    con.register("afterfix_batch_o", offsets)
+                    con.execute("INSERT INTO lake.ingest_offsets SELECT * FROM afterfix_batch_o")
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                raise
+            finally:
+                for name in ("afterfix_batch_s", "afterfix_batch_e", "afterfix_batch_q", "afterfix_batch_o", "afterfix_new_keys"):
+                    with contextlib.suppress(Exception):
+                        con.unregister(name)
+            res.commit_ms = (time.perf_counter() - t0) * 1000
+            result.__dict__.update(res.__dict__)
+
+        with self.write_lock():
+            self._retry(attempt, "append")
+        return result
+
+    @staticmethod
+    def _insert_spans(con, spans: pa.Table, events: pa.Table | None, res: AppendResult) -> None:
+        con.register("afterfix_batch_s", spans)
+        lo, hi = con.execute("SELECT min(start_time), max(start_time) FROM afterfix_batch_s").fetchone()
+        # Only stored spans in the batch's time range can collide: the range filter lets
+        # DuckLake skip every Parquet file outside it by its min/max statistics.
+        new_keys = con.execute(
+            """
+            SELECT DISTINCT b.trace_id, b.span_id FROM afterfix_batch_s b
+            WHERE NOT EXISTS (
+                SELECT 1 FROM lake.spans s
+                WHERE s.start_time BETWEEN $lo AND $hi AND s.trace_id = b.trace_id AND s.span_id = b.span_id)
+            """,
+            {"lo": lo, "hi": hi},
+        ).to_arrow_table()
+        res.spans_new = new_keys.num_rows
+        res.spans_duplicate = spans.num_rows - new_keys.num_rows
+        if res.spans_duplicate == 0:
+            con.execute("INSERT INTO lake.spans SELECT * FROM afterfix_batch_s")
+        elif res.spans_new:
+            con.register("afterfix_new_keys", new_keys)
+            con.execute(
+                """
+                INSERT INTO lake.spans
+                SELECT * EXCLUDE (rn) FROM (
+                    SELECT b.*, row_number() OVER (PARTITION BY b.trace_id, b.span_id) AS rn
+                    FROM afterfix_batch_s b SEMI JOIN afterfix_new_keys k USING (trace_id, span_id))
+                WHERE rn = 1
+                """
+            )
+        if events is not None and events.num_rows and res.spans_new:
+            con.register("afterfix_batch_e", events)
+            if res.spans_duplicate == 0:
+                con.execute("INSERT INTO lake.events SELECT * FROM afterfix_batch_e")
+                res.events = events.num_rows
+            else:
+                con.register("afterfix_new_keys", new_keys)
+                n = con.execute(
+                    """
+                    INSERT INTO lake.events
+                    SELECT * EXCLUDE (rn) FROM (
+                        SELECT e.*, row_number() OVER (PARTITION BY e.trace_id, e.span_id, e.seq) AS rn
+                        FROM afterfix_batch_e e SEMI JOIN afterfix_new_keys k USING (trace_id, span_id))
+                    WHERE rn = 1
+                    """
+                ).fetchone()
+                res.events = n[0] if n else 0
+
+    def compact(self) -> None:
+        """Merge small Parquet files and drop files no snapshot needs (sub-second here)."""
+        con = self.connection(read_only=False)
+        with self.write_lock():
+            for call in (
+                "CALL ducklake_merge_adjacent_files('lake')",
+                "CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL 1 HOUR)",
+                "CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL 1 HOUR)",
+            ):
+                self._retry(lambda c=call: con.execute(c), "compact")
+
+    # -- retries ----------------------------------------------------------------
+
+    def _retry(self, fn, what: str):
+        delay = 0.01
+        for attempt in range(self.retries):
+            try:
+                return fn()
+            except duckdb.Error as e:
+                if not is_retryable(e) or attempt == self.retries - 1:
+                    if is_retryable(e):
+                        raise StoreBusy(f"{self.root}: catalog still locked after {self.retries} tries ({what}): {e}") from e
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.5)
+
+
+def check_read_only(sql: str) -> None:
+    """Raise ReadOnlyQuery if any statement in `sql` would change something."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return  # let execution report the syntax error with DuckDB's own message
+    for st in statements:
+        kind = st.type.name
+        if kind not in _READ_TYPES:
+            raise ReadOnlyQuery(
+                f"{kind} statements change the store and queries are read-only by default: "
+                "use `%%sql --write` or `afterfix query --write` if you mean it"
+            )
