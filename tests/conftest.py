@@ -1,0 +1,26 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from afterfix.store import Store
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    """A fresh, empty store in a temporary folder."""
+    s = Store(tmp_path / "store")
+    s.create()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
