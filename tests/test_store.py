@@ -1,0 +1,137 @@
+"""The store: atomic appends, stored-once, offsets, read-only queries, several processes at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from afterfix import ReadOnlyQuery, Store, schema
+
+T0 = dt.datetime(2026, 11, 27, 2, 47)
+
+
+def make_spans(n: int, *, trace: str = "a" * 32, start: int = 0, run_id: str = "run-1") -> pa.Table:
+    cols: dict[str, list] = {c[0]: [] for c in schema.SPAN_COLUMNS}
+    for i in range(start, start + n):
+        row = dict.fromkeys(cols)
+        row.update(
+            trace_id=trace, span_id=f"{i + 1:016x}", name=f"execute_tool kubectl_get #{i}", kind="INTERNAL",
+            start_time=T0 + dt.timedelta(milliseconds=i), end_time=T0 + dt.timedelta(milliseconds=i + 5),
+            duration_ms=5.0, status_code="OK", operation="execute_tool", run_id=run_id, tool_name="kubectl_get",
+            attributes='{"gen_ai.tool.name": "kubectl_get"}', resource_attributes="{}", source="test", ingested_at=T0,
+        )
+        for k, v in row.items():
+            cols[k].append(v)
+    return pa.Table.from_pydict(cols, schema=schema.SPAN_SCHEMA)
+
+
+def make_events(spans: pa.Table) -> pa.Table:
+    ids = spans.column("span_id").to_pylist()
+    return pa.Table.from_pydict(
+        {"trace_id": spans.column("trace_id").to_pylist(), "span_id": ids, "seq": [0] * len(ids),
+         "name": ["afterfix.option"] * len(ids), "time": [T0] * len(ids), "attributes": ['{"afterfix.option.id": "a"}'] * len(ids)},
+        schema=schema.EVENT_SCHEMA,
+    )
+
+
+def count(store: Store, table: str = "spans") -> int:
+    return int(store.query(f"SELECT count(*) AS n FROM {table}")["n"][0])
+
+
+def test_append_stores_each_span_once(store):
+    batch = make_spans(10)
+    first = store.append(batch, make_events(batch))
+    again = store.append(batch, make_events(batch))
+    assert (first.spans_new, first.spans_duplicate, first.events) == (10, 0, 10)
+    assert (again.spans_new, again.spans_duplicate, again.events) == (0, 10, 0)
+    assert count(store) == 10 and count(store, "events") == 10
+
+
+def test_overlapping_batch_stores_only_the_new_spans(store):
+    store.append(make_spans(10))
+    overlap = pa.concat_tables([make_spans(5, start=5), make_spans(5, start=10), make_spans(2, start=10)])
+    res = store.append(overlap, make_events(overlap))
+    assert res.spans_new == 5
+    assert count(store) == 15
+    assert count(store, "events") == 5  # events only for the spans newly stored, once each
+    assert store.query("SELECT count(DISTINCT span_id) AS n FROM spans")["n"][0] == 15
+
+
+def test_offsets_commit_with_the_data(store):
+    offsets = pa.Table.from_pydict(
+        {"source": ["f.jsonl", "f.jsonl"], "fingerprint": ["fp", "fp"], "position": [100, 250], "committed_at": [T0, T0 + dt.timedelta(seconds=1)]},
+        schema=schema.OFFSET_SCHEMA,
+    )
+    store.append(make_spans(1), offsets=offsets)
+    assert store.offsets() == {"f.jsonl": ("fp", 250)}
+
+
+@pytest.mark.parametrize("sql", [
+    "DELETE FROM spans",
+    "INSERT INTO spans SELECT * FROM spans",
+    "CREATE TABLE x (a INT)",
+    "SELECT 1; DROP TABLE spans",
+    "UPDATE spans SET name = 'x'",
+])
+def test_queries_are_read_only_unless_asked(store, sql):
+    store.append(make_spans(3))
+    with pytest.raises(ReadOnlyQuery, match="read-only"):
+        store.query(sql)
+    assert count(store) == 3
+
+
+def test_write_query_when_asked(store):
+    store.query("CREATE TABLE notes (a INTEGER)", write=True)
+    store.query("INSERT INTO notes VALUES (1)", write=True)
+    assert int(store.query("SELECT count(*) AS n FROM notes")["n"][0]) == 1
+
+
+def test_views_exist_on_an_empty_store(store):
+    for view in ("runs", "tool_calls", "llm_calls", "decisions", "options", "actions", "incidents", "orphan_spans"):
+        assert store.query(f"SELECT * FROM {view}").empty
+
+
+def test_a_reader_sees_commits_made_after_it_connected(tmp_path):
+    writer, reader = Store(tmp_path / "s"), Store(tmp_path / "s")
+    writer.append(make_spans(2))
+    assert count(reader) == 2
+    writer.append(make_spans(3, start=2))
+    assert count(reader) == 5
+
+
+def test_read_only_on_a_missing_store_names_the_fix(tmp_path):
+    from afterfix import StoreError
+
+    with pytest.raises(StoreError, match="afterfix ingest"):
+        Store(tmp_path / "nothing").query("SELECT 1")
+
+
+_WRITER = """
+import sys, importlib.util
+spec = importlib.util.spec_from_file_location("store_test", sys.argv[1]); mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+store = mod.Store(sys.argv[2]); store.connection(read_only=False)
+import time; time.sleep(max(0.0, float(sys.argv[3]) - time.time()))  # all start together
+for r in range(6):
+    store.append(mod.make_spans(50, start=r * 50))  # every process sends the same spans
+"""
+
+
+def test_processes_writing_the_same_spans_store_them_once(tmp_path):
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "shared")
+    Store(path).create()
+    import time
+
+    start = str(time.time() + 5)
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, __file__, path, start], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    reader = Store(path)
+    while any(p.poll() is None for p in procs):
+        reader.query("SELECT count(*) FROM spans")  # reading meanwhile never fails
+    for p in procs:
+        assert p.wait() == 0, p.stderr.read()
+    assert count(reader) == 300
+    assert reader.query("SELECT count(DISTINCT span_id) AS n FROM spans")["n"][0] == 300
