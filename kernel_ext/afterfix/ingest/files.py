@@ -1,0 +1,356 @@
+"""Synchronous ingest of trace files and folders into the store (what `afterfix ingest` runs).
+
+`ingest_paths()` decodes OTLP/JSON lines and OTLP protobuf files, commits them in batches of
+about `batch_spans` spans so memory stays bounded, keeps every refused record in the store's
+quarantine table, and records each file's final offset in the same transaction as its last
+batch. The offsets use the inbox tailer's fingerprint, so a file the tailer (or an earlier
+ingest) has already read is skipped, and a file that has grown is read from where it ended.
+Large inputs are decoded in worker processes while the main process commits.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import datetime as dt
+import hashlib
+import multiprocessing
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+
+from .. import schema
+from ..store import Store
+from .otlp import Decoded, Limits, Refusal, decode_json_lines, decode_protobuf_file
+
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PROTOBUF_SUFFIXES = (".pb", ".binpb")
+SUFFIXES = JSON_SUFFIXES + PROTOBUF_SUFFIXES
+
+PROGRESS_BYTES = 20 * 1024 * 1024  # inputs larger than this show a progress bar on a terminal
+CHUNK_BYTES = 4 * 1024 * 1024  # one decode task: big enough to amortise the pipe, small enough to overlap
+PARALLEL_BYTES = 32 * 1024 * 1024  # below this, starting worker processes costs more than it saves
+WORKERS = 2
+
+
+@dataclass
+class IngestSummary:
+    """What one `ingest_paths()` call did."""
+
+    files: int = 0  # files examined, unchanged ones included
+    spans_stored: int = 0
+    duplicates: int = 0  # spans already in the store, skipped
+    refused: list[Refusal] = field(default_factory=list)
+    redactions: int = 0
+    seconds: float = 0.0
+    unchanged: int = 0  # files whose whole content was already committed (per their offsets)
+    events_stored: int = 0
+    bytes_read: int = 0
+
+    @property
+    def spans_per_second(self) -> float:
+        spans = self.spans_stored + self.duplicates
+        return spans / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- finding files -----------------------------------------------------------------------
+
+
+def find_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every trace file named by `paths`, recursing into folders; in a stable order.
+
+    A named file is taken whatever its suffix; inside folders only *.jsonl, *.json, *.ndjson,
+    *.pb and *.binpb are. Raises FileNotFoundError naming the first path that does not exist,
+    before anything is read.
+    """
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for p in paths:
+        path = Path(p).expanduser()
+        if path.is_dir():
+            candidates = sorted(
+                f for f in path.rglob("*") if f.suffix.lower() in SUFFIXES and f.is_file() and not f.name.startswith(".")
+            )
+        elif path.is_file():
+            candidates = [path]
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+        for f in candidates:
+            resolved = f.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                found.append(resolved)
+    return found
+
+
+def _is_protobuf(path: Path) -> bool:
+    return path.suffix.lower() in PROTOBUF_SUFFIXES
+
+
+# -- fingerprints (shared with the inbox tailer) ------------------------------------------
+
+try:  # the tailer owns the scheme; ingesting a file it already read must add nothing
+    from .tail import fingerprint as _tail_fingerprint
+except ImportError:  # pragma: no cover - only while tail.py is absent
+    _tail_fingerprint = None
+
+
+def fingerprint(path: Path) -> str:
+    """Identifies a file's content independently of its growth: the tailer's scheme."""
+    if _tail_fingerprint is not None:
+        return _tail_fingerprint(path)
+    st = path.stat()
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    return f"{st.st_dev}:{st.st_ino}:{hashlib.sha1(head).hexdigest()[:16]}"
+
+
+# -- decode tasks ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Task:
+    """One piece of one file to decode; `last` marks the piece that ends the file."""
+
+    file_index: int
+    source: str
+    data: bytes
+    first_line: int
+    protobuf: bool
+    end: int  # byte offset in the file where this piece ends
+    last: bool
+    size: int = 0  # len(data), kept when data has been handed to a worker
+
+    def __post_init__(self) -> None:
+        self.size = self.size or len(self.data)
+
+
+def _decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> tuple[Decoded, int]:
+    """Decode one task; returns the Decoded and the byte offset up to which it was consumed."""
+    if task.protobuf:
+        decoded, consumed = decode_protobuf_file(
+            task.data, source=task.source, limits=limits, redactor=redactor, ingested_at=ingested_at
+        )
+        return decoded, task.end - task.size + consumed
+    decoded = decode_json_lines(
+        task.data, source=task.source, first_line=task.first_line, limits=limits, redactor=redactor,
+        ingested_at=ingested_at,
+    )
+    return decoded, task.end
+
+
+def _worker_decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> tuple[Decoded, int]:
+    return _decode(task, limits, redactor, ingested_at)
+
+
+def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, on_read) -> Iterator[_Task]:
+    """Split files into decode tasks on line boundaries, reading each byte once.
+
+    `files` holds (index, path, start offset, first line number at that offset). JSON lines
+    are cut at the last newline of each chunk; a trailing line with no newline is taken only
+    at the end of the file (the writer is done with it by then, or it is refused as partial).
+    """
+    for index, path, start, first_line in files:
+        source = str(path)
+        if _is_protobuf(path):
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read()
+            on_read(len(data))
+            yield _Task(index, source, data, 1, True, start + len(data), True)
+            continue
+        with open(path, "rb") as f:
+            f.seek(start)
+            offset, line, carry = start, first_line, b""
+            while True:
+                block = f.read(chunk_bytes)
+                on_read(len(block))
+                if not block:
+                    yield _Task(index, source, carry, line, False, offset + len(carry), True)
+                    break
+                data = carry + block
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than a chunk: keep reading until it ends
+                    carry = data
+                    continue
+                piece, carry = data[:cut], data[cut:]
+                yield _Task(index, source, piece, line, False, offset + cut, False)
+                offset += cut
+                line += piece.count(b"\n")
+
+
+# -- the ingest loop --------------------------------------------------------------------
+
+
+def _offset_rows(rows: list[tuple[str, str, int]], now: dt.datetime) -> pa.Table:
+    return pa.table(
+        {
+            "source": [r[0] for r in rows],
+            "fingerprint": [r[1] for r in rows],
+            "position": pa.array([r[2] for r in rows], pa.int64()),
+            "committed_at": pa.array([now] * len(rows), pa.timestamp("us")),
+        },
+        schema=schema.OFFSET_SCHEMA,
+    )
+
+
+def _progress_bar(progress: bool | None, total: int):
+    show = progress if progress is not None else (total > PROGRESS_BYTES and sys.stderr.isatty())
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="ingest", file=sys.stderr, leave=False)
+
+
+def _plan(store: Store, files: list[Path], summary: IngestSummary) -> tuple[list[tuple[int, Path, int, int]], dict[int, tuple[str, str]], int]:
+    """Which files to read and from where: resume each after its committed offset."""
+    known = store.offsets() if store.exists() else {}
+    plan, ids, total = [], {}, 0
+    for index, path in enumerate(files):
+        size = path.stat().st_size
+        fp = fingerprint(path)
+        start, first_line = 0, 1
+        committed = known.get(str(path))
+        if committed is not None and committed[0] == fp and 0 < committed[1] <= size:
+            if committed[1] == size:
+                summary.unchanged += 1
+                continue
+            if not _is_protobuf(path):
+                start = committed[1]
+                first_line = 1 + _count_newlines(path, start)
+        plan.append((index, path, start, first_line))
+        ids[index] = (str(path), fp)
+        total += size - start
+    return plan, ids, total
+
+
+def _count_newlines(path: Path, end: int) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        while end > 0:
+            block = f.read(min(end, 16 * 1024 * 1024))
+            if not block:
+                break
+            n += block.count(b"\n")
+            end -= len(block)
+    return n
+
+
+def ingest_paths(
+    store: Store,
+    paths: Iterable[str | os.PathLike],
+    *,
+    limits: Limits | None = None,
+    redactor=None,
+    progress: bool | None = None,
+    batch_spans: int = 200_000,
+    workers: int | None = None,
+) -> IngestSummary:
+    """Decode every trace file under `paths` and store it; returns what was done.
+
+    Refused records do not stop the ingest: they are returned in `summary.refused` (each with
+    file and line) and kept in the quarantine table. `progress=None` shows a bar on a terminal
+    for inputs over 20 MB; `workers=None` decodes in worker processes only when that pays.
+    Raises FileNotFoundError for a path that does not exist, before storing anything.
+    """
+    t0 = time.perf_counter()
+    limits = limits if limits is not None else Limits()
+    summary = IngestSummary()
+    files = find_files(paths)
+    summary.files = len(files)
+    plan, ids, total = _plan(store, files, summary)
+    if not plan:
+        summary.seconds = time.perf_counter() - t0
+        return summary
+    ingested_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    bar = _progress_bar(progress, total)
+    if workers is None:
+        workers = WORKERS if total >= PARALLEL_BYTES and (os.cpu_count() or 1) > 1 else 0
+
+    pending: list[Decoded] = []
+    pending_offsets: list[tuple[str, str, int]] = []
+    pending_spans = 0
+
+    def read(n: int) -> None:
+        summary.bytes_read += n
+
+    def commit() -> None:
+        nonlocal pending, pending_offsets, pending_spans
+        if not pending and not pending_offsets:
+            return
+        batch = Decoded.concat(pending) if pending else None
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        result = store.append(
+            spans=batch.spans if batch is not None else None,
+            events=batch.events if batch is not None else None,
+            quarantine=batch.quarantine_table() if batch is not None and batch.refused else None,
+            offsets=_offset_rows(pending_offsets, now) if pending_offsets else None,
+        )
+        summary.spans_stored += result.spans_new
+        summary.duplicates += result.spans_duplicate
+        summary.events_stored += result.events
+        pending, pending_offsets, pending_spans = [], [], 0
+
+    def take(task: _Task, decoded: Decoded, position: int) -> None:
+        nonlocal pending_spans
+        pending.append(decoded)
+        pending_spans += decoded.spans.num_rows
+        summary.refused.extend(decoded.refused)
+        summary.redactions += decoded.redactions
+        if bar is not None:
+            bar.update(task.size)
+        if task.last:
+            source, fp = ids[task.file_index]
+            pending_offsets.append((source, fp, position))
+        if pending_spans >= batch_spans:
+            commit()
+
+    try:
+        tasks = _tasks(plan, CHUNK_BYTES, read)
+        if workers:
+            _run_parallel(tasks, workers, limits, redactor, ingested_at, take)
+        else:
+            for task in tasks:
+                take(task, *_decode(task, limits, redactor, ingested_at))
+        commit()
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingested_at, take) -> None:
+    """Decode in worker processes, handing results to `take` in file order.
+
+    At most 2 tasks per worker are in flight, which bounds memory; the main process commits
+    while the workers decode the next chunks.
+    """
+    # forkserver: forking a process whose DuckDB and Arrow threads are running is unsafe
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["afterfix.ingest.otlp"])
+    inflight: deque[tuple[_Task, cf.Future]] = deque()
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        try:
+            for task in tasks:
+                fut = pool.submit(_worker_decode, task, limits, redactor, ingested_at)
+                # the executor holds the bytes until they are sent; keep only the header here
+                inflight.append((dataclasses.replace(task, data=b"", size=task.size), fut))
+                while len(inflight) >= 2 * workers:
+                    done, fut = inflight.popleft()
+                    take(done, *fut.result())
+            while inflight:
+                done, fut = inflight.popleft()
+                take(done, *fut.result())
+        except BaseException:
+            for _, fut in inflight:
+                fut.cancel()
+            raise
+
