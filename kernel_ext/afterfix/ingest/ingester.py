@@ -1,0 +1,338 @@
+"""The ingester: one thread per process that commits submitted batches to the store.
+
+Receivers and tailers decode on their own threads and `submit()` the result; every `interval`
+seconds the ingester commits everything pending in one `Store.append` transaction, with the
+input offsets that say how far each input is now stored. A batch leaves the ingester only when
+its commit succeeded: when the store stays busy the batch is kept and retried, so nothing that
+was acknowledged is dropped. Memory is bounded by callers checking `overloaded` before they read
+more input (the receiver answers 503, the tailer waits).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import pyarrow as pa
+
+from .. import schema
+from .._exceptions import StoreBusy, StoreError
+from ..store import Store
+
+log = logging.getLogger(__name__)
+
+_MAX_SPANS_PER_COMMIT = 100_000
+_MAX_BACKOFF_S = 5.0
+
+
+def utcnow() -> dt.datetime:
+    """Now in UTC as a naive timestamp, as the store keeps times."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class Batch:
+    """What the ingester commits for one input chunk: rows for spans, events and quarantine."""
+
+    spans: pa.Table
+    events: pa.Table
+    quarantine: pa.Table
+    redactions: int = 0
+
+    @classmethod
+    def of(cls, decoded: Any) -> "Batch":
+        """A Batch from a decoder's `Decoded` (or a Batch, returned as is), checked against the schema."""
+        if isinstance(decoded, Batch):
+            return decoded
+        return cls(
+            spans=_conform(decoded.spans, schema.SPAN_SCHEMA, "spans"),
+            events=_conform(decoded.events, schema.EVENT_SCHEMA, "events"),
+            quarantine=_conform(decoded.quarantine_table(), schema.QUARANTINE_SCHEMA, "quarantine"),
+            redactions=int(getattr(decoded, "redactions", 0) or 0),
+        )
+
+    @property
+    def num_spans(self) -> int:
+        return self.spans.num_rows
+
+    @property
+    def refused(self) -> int:
+        return self.quarantine.num_rows
+
+    @staticmethod
+    def concat(parts: list["Batch"]) -> "Batch":
+        return Batch(
+            spans=pa.concat_tables([p.spans for p in parts]),
+            events=pa.concat_tables([p.events for p in parts]),
+            quarantine=pa.concat_tables([p.quarantine for p in parts]),
+            redactions=sum(p.redactions for p in parts),
+        )
+
+
+def _conform(table: pa.Table | None, target: pa.Schema, what: str) -> pa.Table:
+    # A batch with the wrong columns would fail its commit again and again and hold up every
+    # batch behind it, so it is refused here, on the caller's thread, where the error is useful.
+    if table is None:
+        return target.empty_table()
+    if table.schema.equals(target):
+        return table
+    if table.schema.names != target.names:
+        raise StoreError(f"{what} batch has columns {table.schema.names}, the store expects {target.names} (afterfix/schema.py)")
+    try:
+        return table.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise StoreError(f"{what} batch does not match afterfix/schema.py: {e}") from e
+
+
+@dataclass
+class IngestStats:
+    spans_stored: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    redacted: int = 0
+    batches: int = 0
+    pending: int = 0  # spans submitted and not yet committed
+    rate_per_s: float = 0.0  # spans stored per second over the last 10 s
+    lag_s: float = 0.0  # age of the oldest pending batch
+    last_commit_at: dt.datetime | None = None
+    last_error: str | None = None
+    errors: int = 0
+
+
+@dataclass
+class _Item:
+    batch: Batch
+    offsets: list[tuple[str, str, int]]
+    on_commit: Callable[[], None] | None
+    seq: int
+    submitted: float = field(default_factory=time.monotonic)
+
+
+class Ingester:
+    """One per process: a thread that commits submitted batches to the store every `interval` s."""
+
+    def __init__(self, store: Store, *, interval: float = 0.5, max_pending_spans: int = 200_000, compact_every_s: float = 300):
+        self.store = store
+        self.interval = interval
+        self.max_pending_spans = max_pending_spans
+        self.compact_every_s = compact_every_s
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._pending_spans = 0  # queued + being committed
+        self._submitted_seq = 0
+        self._committed_seq = 0
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._wake = False
+        self._stats = IngestStats()
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self._last_committed_at: dt.datetime | None = None
+        self._last_compact = time.monotonic()
+        self._stored_since_compact = 0
+        self._inflight_since: float | None = None
+        self._started_at: float | None = None
+        self._stop_deadline = float("inf")
+
+    # -- the callers' side ----------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._stop_deadline = float("inf")
+        self._thread = threading.Thread(target=self._run, name="afterfix-ingester", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        """Commit what was submitted (trying for up to `timeout` s), then end the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cond:
+            self._stopping = True
+            self._stop_deadline = time.monotonic() + timeout
+            self._cond.notify_all()
+        thread.join(timeout + 1)
+        self._thread = None
+
+    def submit(self, decoded: Any, *, offsets: Iterable[tuple[str, str, int]] = (), on_commit: Callable[[], None] | None = None) -> None:
+        """Queue a decoded batch for the next commit; never blocks on the store.
+
+        `offsets` (source, fingerprint, position) are committed in the same transaction as the
+        data; `on_commit` runs on the ingester thread once the transaction is committed.
+        """
+        batch = Batch.of(decoded)
+        with self._cond:
+            self._submitted_seq += 1
+            self._queue.append(_Item(batch, list(offsets), on_commit, self._submitted_seq))
+            self._pending_spans += batch.num_spans
+
+    def flush(self, timeout: float = 10) -> bool:
+        """Commit now; True when everything submitted so far is committed."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._submitted_seq
+            running = self._thread is not None
+            if running:
+                self._wake = True
+                self._cond.notify_all()
+        if not running:  # never started, or stopped: commit on the caller's thread
+            while self._committed_seq < target and time.monotonic() < deadline:
+                if not self._commit_once():
+                    time.sleep(0.05)
+            return self._committed_seq >= target
+        with self._cond:
+            while self._committed_seq < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    @property
+    def overloaded(self) -> bool:
+        """True while more spans are pending than `max_pending_spans`: stop reading input."""
+        return self._pending_spans > self.max_pending_spans
+
+    def stats(self) -> IngestStats:
+        with self._cond:
+            s = IngestStats(**self._stats.__dict__)
+            s.pending = self._pending_spans
+            s.lag_s = (time.monotonic() - self._queue[0].submitted) if self._queue else 0.0
+            if self._inflight_since is not None:
+                s.lag_s = max(s.lag_s, time.monotonic() - self._inflight_since)
+            now = time.monotonic()
+            while self._recent and self._recent[0][0] < now - 10:
+                self._recent.popleft()
+            window = min(10.0, max(now - self._started_at, 1e-3)) if self._started_at else 10.0
+            s.rate_per_s = sum(n for _, n in self._recent) / window
+        return s
+
+    # -- the ingester thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        self._started_at = time.monotonic()
+        backoff = 0.0
+        try:
+            while True:
+                with self._cond:
+                    if not self._wake and not self._stopping:
+                        self._cond.wait(max(self.interval, backoff))
+                    self._wake = False
+                    stopping = self._stopping
+                    empty = not self._queue
+                if stopping and (empty or time.monotonic() > self._stop_deadline):
+                    return  # what is left stays in the spool (HTTP) or unread (files)
+                ok = True
+                while ok and self._queue:
+                    ok = self._commit_once()
+                backoff = 0.0 if ok else min(max(backoff * 2, self.interval, 0.05), _MAX_BACKOFF_S)
+                if stopping and not ok:
+                    time.sleep(min(backoff, max(0.0, self._stop_deadline - time.monotonic())))
+                self._maybe_compact()
+        finally:
+            with contextlib.suppress(Exception):
+                self.store.close()  # this thread's connections
+
+    def _take(self) -> list[_Item]:
+        with self._cond:
+            items: list[_Item] = []
+            spans = 0
+            while self._queue and (not items or spans + self._queue[0].batch.num_spans <= _MAX_SPANS_PER_COMMIT):
+                item = self._queue.popleft()
+                items.append(item)
+                spans += item.batch.num_spans
+            if items:
+                self._inflight_since = items[0].submitted
+            return items
+
+    def _put_back(self, items: list[_Item]) -> None:
+        with self._cond:
+            self._queue.extendleft(reversed(items))
+            self._inflight_since = None
+
+    def _commit_once(self) -> bool:
+        """Commit the oldest pending items; False when the store refused (they stay pending)."""
+        items = self._take()
+        if not items:
+            return False
+        batch = Batch.concat([i.batch for i in items]) if len(items) > 1 else items[0].batch
+        try:
+            result = self.store.append(
+                spans=batch.spans if batch.num_spans else None,
+                events=batch.events if batch.events.num_rows else None,
+                quarantine=batch.quarantine if batch.refused else None,
+                offsets=self._offsets_table(items),
+            )
+        except Exception as e:  # kept and retried: acknowledged data is never dropped
+            kind = "store busy" if isinstance(e, StoreBusy) else type(e).__name__
+            log.warning("afterfix ingester: commit of %d spans failed (%s: %s); will retry", batch.num_spans, kind, e)
+            self._put_back(items)
+            with self._cond:
+                self._stats.errors += 1
+                self._stats.last_error = f"{utcnow():%Y-%m-%d %H:%M:%S} {kind}: {e}"
+            return False
+        now = time.monotonic()
+        with self._cond:
+            st = self._stats
+            st.spans_stored += result.spans_new
+            st.duplicates += result.spans_duplicate
+            st.refused += batch.refused
+            st.redacted += batch.redactions
+            st.batches += 1
+            st.last_commit_at = utcnow()
+            self._recent.append((now, result.spans_new))
+            self._stored_since_compact += result.spans_new
+            self._pending_spans -= batch.num_spans
+            self._inflight_since = None
+        for item in items:
+            if item.on_commit is not None:
+                try:
+                    item.on_commit()
+                except Exception:  # a caller's bookkeeping must not stop the ingester
+                    log.exception("afterfix ingester: on_commit callback failed")
+        with self._cond:  # after the callbacks: flush() returning means they ran too
+            self._committed_seq = max(self._committed_seq, items[-1].seq)
+            self._cond.notify_all()
+        return True
+
+    def _offsets_table(self, items: list[_Item]) -> pa.Table | None:
+        # The newest row per source wins in Store.offsets(), so one row per source per commit,
+        # from the item submitted last, with a committed_at later than any this ingester wrote.
+        latest: dict[str, tuple[str, int]] = {}
+        for item in items:
+            for source, fingerprint, position in item.offsets:
+                latest[source] = (fingerprint, int(position))
+        if not latest:
+            return None
+        at = utcnow()
+        if self._last_committed_at is not None and at <= self._last_committed_at:
+            at = self._last_committed_at + dt.timedelta(microseconds=1)
+        self._last_committed_at = at
+        return pa.Table.from_pydict(
+            {
+                "source": list(latest),
+                "fingerprint": [fp for fp, _ in latest.values()],
+                "position": [pos for _, pos in latest.values()],
+                "committed_at": [at] * len(latest),
+            },
+            schema=schema.OFFSET_SCHEMA,
+        )
+
+    def _maybe_compact(self) -> None:
+        if self._stored_since_compact == 0 or time.monotonic() - self._last_compact < self.compact_every_s:
+            return
+        self._last_compact = time.monotonic()
+        self._stored_since_compact = 0
+        try:
+            self.store.compact()
+        except Exception as e:  # compaction is housekeeping: report it, keep ingesting
+            log.warning("afterfix ingester: compaction failed: %s", e)
+            with self._cond:
+                self._stats.last_error = f"{utcnow():%Y-%m-%d %H:%M:%S} compaction: {e}"
