@@ -1,0 +1,610 @@
+"""The object store behind the Kubernetes API simulator, with the semantics the product relies on.
+
+This is a simulator, not Kubernetes: no real API server can run on the machines afterfix is built
+and tested on, so this keeps the parts of the API contract that the product and its rollback engine
+depend on: `metadata.uid`, a resourceVersion that changes on every write, 409 Conflict on a stale
+resourceVersion, `Status` errors, merge/strategic/JSON patches, `dryRun=All`, `managedFields` per
+field manager, Deployment revisions through ReplicaSets, pods that follow them, and an HPA.
+Controllers live in `controllers.py`, the workload metrics in `workloads.py`, HTTP in `apiserver.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from afterfix._exceptions import AfterfixError
+from afterfix.nightshift import controllers, validation
+from afterfix.nightshift.clock import SimClock, rfc3339
+from afterfix.nightshift.patches import PatchError, json_patch, merge_patch, strategic_merge_patch
+
+__all__ = ["Cluster", "ApiError", "Kind", "KINDS", "kind_for"]
+
+STATE_VERSION = 1
+SIM_PREFIX = "sim.afterfix.dev/"
+
+
+class ApiError(AfterfixError):
+    """A refused API request; the HTTP layer answers with `status()` as a Kubernetes Status."""
+
+    def __init__(self, status: int, reason: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = status, reason, message, details or {}
+
+    def status(self) -> dict:
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": self.message, "reason": self.reason, "details": self.details, "code": self.code}
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+    has_status: bool = True   # status is a subresource: ordinary writes leave it alone
+    has_generation: bool = True
+
+    @property
+    def group(self) -> str:
+        return self.api_version.split("/")[0] if "/" in self.api_version else ""
+
+    @property
+    def qualified(self) -> str:
+        """`deployments.apps`, as Kubernetes names a resource in messages."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+KINDS: dict[str, Kind] = {k.kind: k for k in [
+    Kind("v1", "Namespace", "namespaces", namespaced=False, has_generation=False),
+    Kind("v1", "Pod", "pods", has_generation=False),
+    Kind("v1", "ConfigMap", "configmaps", has_status=False, has_generation=False),
+    Kind("v1", "Event", "events", has_status=False, has_generation=False),
+    Kind("apps/v1", "Deployment", "deployments"),
+    Kind("apps/v1", "ReplicaSet", "replicasets"),
+    Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+]}
+
+
+def kind_for(api_version: str | None, kind: str | None) -> Kind:
+    spec = KINDS.get(kind or "")
+    if spec is None or (api_version and api_version != spec.api_version):
+        raise ApiError(404, "NotFound", f"the server could not find the requested resource "
+                       f"(apiVersion {api_version!r}, kind {kind!r}); this simulator serves "
+                       + ", ".join(f"{k.api_version} {k.kind}" for k in KINDS.values()))
+    return spec
+
+
+class Cluster:
+    """Kubernetes objects with API semantics, controllers and a workload model, on a `SimClock`.
+
+    Every public method takes `self.lock`, so one Cluster can serve a threaded HTTP server.
+    With `state_file`, the state is loaded from it if present and saved to it (atomically)
+    after writes and on `save()`.
+    """
+
+    def __init__(self, clock: SimClock | None = None, *, state_file: Path | str | None = None, seed: int = 0):
+        from afterfix.nightshift.workloads import WorkloadModel
+
+        self.clock = clock or SimClock()
+        self.state_file = Path(state_file) if state_file else None
+        self.seed = seed
+        self.lock = threading.RLock()
+        self.rng = random.Random(seed)
+        self._rv = 0
+        self._objects: dict[tuple[str, str, str], dict] = {}
+        self.sim: dict[str, Any] = {}  # controller and workload memory that is not an API field
+        self._dirty = False
+        self.workloads = WorkloadModel(self)
+        if self.state_file and self.state_file.exists():
+            self.load()
+        else:
+            for ns in ("default", "kube-system"):
+                self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                            field_manager="afterfix-sim")
+
+    # ---- reading ----------------------------------------------------------------------------
+    @property
+    def resource_version(self) -> str:
+        return str(self._rv)
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict:
+        with self.lock:
+            spec = kind_for(api_version, kind)
+            return copy.deepcopy(self._require(spec, namespace, name))
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None,
+             label_selector: str | None = None, field_selector: str | None = None) -> list[dict]:
+        with self.lock:
+            spec = kind_for(api_version, kind)
+            match_labels = parse_label_selector(label_selector)
+            match_fields = parse_field_selector(field_selector)
+            out = []
+            for (k, ns, _), obj in sorted(self._objects.items()):
+                if k != spec.kind or (namespace and spec.namespaced and ns != namespace):
+                    continue
+                if match_labels(obj.get("metadata", {}).get("labels") or {}) and match_fields(obj):
+                    out.append(copy.deepcopy(obj))
+            return out
+
+    def _find(self, spec: Kind, namespace: str | None, name: str) -> dict | None:
+        return self._objects.get((spec.kind, namespace or "" if spec.namespaced else "", name))
+
+    def _require(self, spec: Kind, namespace: str | None, name: str) -> dict:
+        obj = self._find(spec, namespace, name)
+        if obj is None:
+            raise ApiError(404, "NotFound", f'{spec.qualified} "{name}" not found',
+                           {"name": name, "group": spec.group, "kind": spec.plural})
+        return obj
+
+    # ---- writing ----------------------------------------------------------------------------
+    def create(self, obj: dict, *, dry_run: bool = False, field_manager: str | None = None) -> dict:
+        with self.lock:
+            spec = kind_for(obj.get("apiVersion"), obj.get("kind"))
+            new = copy.deepcopy(obj)
+            new["apiVersion"], new["kind"] = spec.api_version, spec.kind
+            meta = new.setdefault("metadata", {})
+            if not isinstance(meta, dict):
+                raise ApiError(400, "BadRequest", "metadata must be an object")
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + self.random_suffix()
+            name = meta.get("name")
+            if not name:
+                raise ApiError(422, "Invalid", f"{spec.kind} is invalid: metadata.name: Required value: "
+                               "name or generateName is required",
+                               _details(spec, "", [("FieldValueRequired", "metadata.name", "Required value")]))
+            if spec.namespaced:
+                meta["namespace"] = meta.get("namespace") or "default"
+                if self._find(KINDS["Namespace"], None, meta["namespace"]) is None:
+                    raise ApiError(404, "NotFound", f'namespaces "{meta["namespace"]}" not found',
+                                   {"name": meta["namespace"], "kind": "namespaces"})
+            else:
+                meta.pop("namespace", None)
+            if self._find(spec, meta.get("namespace"), name) is not None:
+                raise ApiError(409, "AlreadyExists", f'{spec.qualified} "{name}" already exists',
+                               {"name": name, "group": spec.group, "kind": spec.plural})
+            for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation",
+                        "deletionTimestamp", "selfLink"):
+                meta.pop(key, None)
+            validation.default(new)
+            validation.validate(new, None)
+            meta["uid"] = self.new_uid()
+            meta["creationTimestamp"] = rfc3339(self.clock.now())
+            if spec.has_generation:
+                meta["generation"] = 1
+            if spec.has_status:
+                new["status"] = validation.initial_status(new)
+            update_managed_fields(new, None, field_manager or "unknown", "Update", self.clock.now())
+            if dry_run:
+                return new
+            return self._store(new)
+
+    def replace(self, obj: dict, *, dry_run: bool = False, field_manager: str | None = None,
+                subresource: str | None = None) -> dict:
+        with self.lock:
+            spec = kind_for(obj.get("apiVersion"), obj.get("kind"))
+            meta = obj.get("metadata") or {}
+            current = self._require(spec, meta.get("namespace") or ("default" if spec.namespaced else None),
+                                    meta.get("name", ""))
+            return self._update(spec, current, copy.deepcopy(obj), dry_run, field_manager, subresource, "Update")
+
+    def patch(self, api_version: str, kind: str, namespace: str | None, name: str, patch: Any, *,
+              patch_type: str = "merge", dry_run: bool = False, field_manager: str | None = None,
+              subresource: str | None = None) -> dict:
+        with self.lock:
+            spec = kind_for(api_version, kind)
+            current = self._require(spec, namespace, name)
+            try:
+                if patch_type == "merge":
+                    if not isinstance(patch, dict):
+                        raise PatchError("a JSON merge patch for an object must be a JSON object")
+                    new = merge_patch(current, patch)
+                elif patch_type == "strategic":
+                    if not isinstance(patch, dict):
+                        raise PatchError("a strategic merge patch must be a JSON object")
+                    new = strategic_merge_patch(current, patch)
+                elif patch_type == "json":
+                    new = json_patch(current, patch)
+                else:
+                    raise ApiError(415, "UnsupportedMediaType", f"patch type {patch_type!r} is not supported; "
+                                   "use merge, strategic or json")
+            except PatchError as e:
+                raise ApiError(422 if patch_type == "json" else 400, "Invalid" if patch_type == "json" else "BadRequest",
+                               f"{spec.qualified} \"{name}\": cannot apply {patch_type} patch: {e}") from None
+            if not isinstance(new, dict):
+                raise ApiError(400, "BadRequest", f"{spec.qualified} \"{name}\": the patch replaced the whole object")
+            return self._update(spec, current, new, dry_run, field_manager, subresource, "Update")
+
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str, *, dry_run: bool = False,
+               preconditions: dict | None = None) -> dict:
+        with self.lock:
+            spec = kind_for(api_version, kind)
+            current = self._require(spec, namespace, name)
+            pre = preconditions or {}
+            if pre.get("uid") and pre["uid"] != current["metadata"]["uid"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {spec.qualified} "{name}": '
+                               f'Precondition failed: UID in precondition: {pre["uid"]}, UID in object meta: '
+                               f'{current["metadata"]["uid"]}', _conflict(spec, name))
+            if pre.get("resourceVersion") and pre["resourceVersion"] != current["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {spec.qualified} "{name}": '
+                               f'Precondition failed: ResourceVersion in precondition: {pre["resourceVersion"]}, '
+                               f'ResourceVersion in object meta: {current["metadata"]["resourceVersion"]}',
+                               _conflict(spec, name))
+            gone = copy.deepcopy(current)
+            if not dry_run:
+                self._remove(spec, current)
+                controllers.reconcile(self)
+                self.autosave()
+            if spec.kind == "Pod":
+                return gone
+            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                    "details": {"name": name, "group": spec.group, "kind": spec.plural,
+                                "uid": current["metadata"]["uid"]}}
+
+    # ---- the write path ---------------------------------------------------------------------
+    def _update(self, spec: Kind, current: dict, new: dict, dry_run: bool, field_manager: str | None,
+                subresource: str | None, operation: str) -> dict:
+        name = current["metadata"]["name"]
+        meta = new.get("metadata")
+        if not isinstance(meta, dict):
+            raise ApiError(400, "BadRequest", f'{spec.qualified} "{name}": metadata must be an object')
+        if new.get("kind", spec.kind) != spec.kind or new.get("apiVersion", spec.api_version) != spec.api_version:
+            raise ApiError(400, "BadRequest", f'{spec.qualified} "{name}": kind/apiVersion cannot change '
+                           f'(got {new.get("apiVersion")} {new.get("kind")})')
+        new["apiVersion"], new["kind"] = spec.api_version, spec.kind
+        rv = meta.get("resourceVersion")
+        if rv and rv != current["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {spec.qualified} "{name}": the object '
+                           "has been modified; please apply your changes to the latest version and try again",
+                           _conflict(spec, name))
+        if meta.get("uid") and meta["uid"] != current["metadata"]["uid"]:
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {spec.qualified} "{name}": '
+                           f'Precondition failed: UID in precondition: {meta["uid"]}, UID in object meta: '
+                           f'{current["metadata"]["uid"]}', _conflict(spec, name))
+        if meta.get("name", name) != name or (spec.namespaced and meta.get("namespace", current["metadata"]["namespace"])
+                                               != current["metadata"]["namespace"]):
+            raise ApiError(400, "BadRequest", f'{spec.qualified} "{name}": metadata.name and metadata.namespace '
+                           "must match the object addressed")
+        # System-owned metadata always comes from the stored object.
+        for key in ("uid", "creationTimestamp", "generation", "namespace", "name", "managedFields"):
+            if key in current["metadata"]:
+                meta[key] = current["metadata"][key]
+            else:
+                meta.pop(key, None)
+        meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+        if spec.has_status:
+            if subresource == "status":
+                # Only status may change through the status subresource.
+                status = new.get("status")
+                new = copy.deepcopy(current)
+                new["status"] = status
+            else:
+                new["status"] = copy.deepcopy(current.get("status", {}))
+        validation.default(new)
+        validation.validate(new, current)
+        if _sans_managed(new) == _sans_managed(current):
+            return copy.deepcopy(current)  # a no-op write does not bump resourceVersion, as in Kubernetes
+        if spec.has_generation and _body(new) != _body(current):
+            meta["generation"] = current["metadata"].get("generation", 1) + 1
+        update_managed_fields(new, current, field_manager or "unknown", operation, self.clock.now(), subresource)
+        if dry_run:
+            return new
+        return self._store(new)
+
+    def _store(self, obj: dict) -> dict:
+        spec = KINDS[obj["kind"]]
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._objects[(spec.kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])] = obj
+        self._dirty = True
+        if not getattr(self, "_reconciling", False):
+            self._reconciling = True
+            try:
+                controllers.reconcile(self)
+            finally:
+                self._reconciling = False
+            self.autosave()
+        return copy.deepcopy(self._objects[(spec.kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])])
+
+    def _remove(self, spec: Kind, obj: dict) -> None:
+        meta = obj["metadata"]
+        self._objects.pop((spec.kind, meta.get("namespace", ""), meta["name"]), None)
+        self._rv += 1
+        self._dirty = True
+        # Garbage collection: dependents go with their owner (background propagation).
+        uid = meta["uid"]
+        for key, other in list(self._objects.items()):
+            owners = other["metadata"].get("ownerReferences") or []
+            in_namespace = spec.kind == "Namespace" and other["metadata"].get("namespace") == meta["name"]
+            if in_namespace or any(o.get("uid") == uid for o in owners):
+                if key in self._objects:
+                    self._remove(KINDS[key[0]], other)
+
+    # Controllers write through these, with their own field manager, never through dry-run.
+    def controller_write(self, obj: dict, manager: str, *, subresource: str | None = None) -> dict:
+        spec = KINDS[obj["kind"]]
+        current = self._find(spec, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        if current is None:
+            return self.create(obj, field_manager=manager)
+        obj = copy.deepcopy(obj)
+        obj["metadata"].pop("resourceVersion", None)
+        return self._update(spec, current, obj, False, manager, subresource, "Update")
+
+    def controller_delete(self, obj: dict) -> None:
+        spec = KINDS[obj["kind"]]
+        current = self._find(spec, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        if current is not None:
+            self._remove(spec, current)
+
+    def objects(self, kind: str, namespace: str | None = None) -> list[dict]:
+        """Live (not copied) objects of one kind, for controllers inside the lock."""
+        return [o for (k, ns, _), o in sorted(self._objects.items())
+                if k == kind and (namespace is None or ns == namespace)]
+
+    # ---- identities -------------------------------------------------------------------------
+    def new_uid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def random_suffix(self, n: int = 5) -> str:
+        # Kubernetes' alphabet for generated names: no vowels, no look-alike digits.
+        return "".join(self.rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(n))
+
+    # ---- time -------------------------------------------------------------------------------
+    def tick(self, seconds: float, *, step: float = 15.0) -> None:
+        """Advance simulated time by `seconds`, running controllers and the workload model every
+        `step` simulated seconds (HPA reconcile, container restarts, metrics)."""
+        with self.lock:
+            remaining = float(seconds)
+            while remaining > 1e-9:
+                dt = min(step, remaining)
+                self.clock.advance(dt)
+                remaining -= dt
+                self._reconciling = True
+                try:
+                    controllers.tick(self, dt)
+                finally:
+                    self._reconciling = False
+            self.autosave()
+
+    # ---- persistence ------------------------------------------------------------------------
+    def autosave(self) -> None:
+        if self.state_file and self._dirty:
+            self.save()
+
+    def save(self) -> Path | None:
+        """Write the whole state to `state_file` atomically (temp file, fsync, rename)."""
+        with self.lock:
+            if not self.state_file:
+                return None
+            version, internal, gauss = self.rng.getstate()
+            state = {"version": STATE_VERSION, "clock": self.clock.now(), "resourceVersion": self._rv,
+                     "seed": self.seed, "rng": [version, list(internal), gauss], "sim": self.sim,
+                     "objects": [self._objects[k] for k in sorted(self._objects)]}
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+            with open(tmp, "w") as f:
+                json.dump(state, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_file)
+            self._dirty = False
+            return self.state_file
+
+    def load(self) -> None:
+        with self.lock:
+            try:
+                state = json.loads(self.state_file.read_text())
+            except (OSError, ValueError) as e:
+                raise AfterfixError(f"{self.state_file}: cannot read the simulator state ({e}); "
+                                    "delete the file to start from an empty cluster") from None
+            if state.get("version") != STATE_VERSION:
+                raise AfterfixError(f"{self.state_file}: state version {state.get('version')} is not "
+                                    f"{STATE_VERSION}; delete the file to start from an empty cluster")
+            self.clock.set(state["clock"])
+            self._rv = int(state["resourceVersion"])
+            self.seed = state.get("seed", self.seed)
+            version, internal, gauss = state["rng"]
+            self.rng.setstate((version, tuple(internal), gauss))
+            self.sim = state.get("sim", {})
+            self._objects = {}
+            for obj in state["objects"]:
+                meta = obj["metadata"]
+                self._objects[(obj["kind"], meta.get("namespace", ""), meta["name"])] = obj
+            self._dirty = False
+
+    # ---- events -----------------------------------------------------------------------------
+    def record_event(self, obj: dict, type_: str, reason: str, message: str, component: str) -> None:
+        """Record a core/v1 Event about `obj`; a repeat of the same reason and message counts up."""
+        meta = obj["metadata"]
+        ns = meta.get("namespace") or "default"
+        now = rfc3339(self.clock.now())
+        for ev in self.objects("Event", ns):
+            io = ev.get("involvedObject", {})
+            if io.get("uid") == meta["uid"] and ev.get("reason") == reason and ev.get("message") == message:
+                ev = copy.deepcopy(ev)
+                ev["count"] = ev.get("count", 1) + 1
+                ev["lastTimestamp"] = now
+                self.controller_write(ev, component)
+                return
+        self.controller_write({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{self.rng.getrandbits(64):016x}", "namespace": ns},
+            "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
+                               "namespace": ns, "uid": meta["uid"], "resourceVersion": meta.get("resourceVersion")},
+            "reason": reason, "message": message, "type": type_, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": component}, "reportingComponent": component, "reportingInstance": "",
+        }, component)
+        events = self.objects("Event", ns)
+        if len(events) > 500:  # events expire in Kubernetes; keep the newest so the state stays small
+            for ev in sorted(events, key=lambda e: int(e["metadata"]["resourceVersion"]))[: len(events) - 500]:
+                self.controller_delete(ev)
+
+
+def _body(obj: dict) -> dict:
+    """Everything but metadata and status: what `generation` counts changes of."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _sans_managed(obj: dict) -> dict:
+    meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    return {**obj, "metadata": meta}
+
+
+def _conflict(spec: Kind, name: str) -> dict:
+    return {"name": name, "group": spec.group, "kind": spec.plural}
+
+
+def _details(spec: Kind, name: str, causes: list[tuple[str, str, str]]) -> dict:
+    return {"name": name, "group": spec.group, "kind": spec.kind,
+            "causes": [{"reason": r, "field": f, "message": m} for r, f, m in causes]}
+
+
+# ---- managedFields ----------------------------------------------------------------------------
+_SKIP_META = {"uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink"}
+
+
+def _field_paths(old: Any, new: Any, prefix: tuple = ()) -> set[tuple]:
+    """Leaf paths (in fieldsV1 notation) whose value differs between `old` and `new`."""
+    from afterfix.nightshift.patches import MERGE_KEYS
+
+    if isinstance(new, dict):
+        paths: set[tuple] = set()
+        old_d = old if isinstance(old, dict) else {}
+        for key, value in new.items():
+            if (not prefix and key in ("apiVersion", "kind", "status")) or (prefix == ("f:metadata",) and key in _SKIP_META):
+                continue
+            paths |= _field_paths(old_d.get(key), value, prefix + (f"f:{key}",))
+        return paths
+    if isinstance(new, list) and prefix and MERGE_KEYS.get(prefix[-1][2:]) and all(isinstance(i, dict) for i in new):
+        key = MERGE_KEYS[prefix[-1][2:]]
+        old_items = {json.dumps(i.get(key)): i for i in old if isinstance(i, dict)} if isinstance(old, list) else {}
+        paths = set()
+        for item in new:
+            k = json.dumps(item.get(key))
+            paths |= _field_paths(old_items.get(k), item, prefix + (f"k:{{\"{key}\":{k}}}",))
+        return paths
+    return {prefix} if old != new and prefix else set()
+
+
+def _paths_to_fields(paths: set[tuple]) -> dict:
+    root: dict = {}
+    for path in sorted(paths):
+        node = root
+        for part in path:
+            node = node.setdefault(part, {})
+    return root
+
+
+def _fields_to_paths(fields: dict, prefix: tuple = ()) -> set[tuple]:
+    paths: set[tuple] = set()
+    for key, value in fields.items():
+        if key == ".":
+            continue
+        if value:
+            paths |= _fields_to_paths(value, prefix + (key,))
+        else:
+            paths.add(prefix + (key,))
+    return paths
+
+
+def update_managed_fields(new: dict, old: dict | None, manager: str, operation: str, now: float,
+                          subresource: str | None = None) -> None:
+    """Give `manager` ownership of the fields this write changed and take them from the others,
+    as server-side field management does for Update operations."""
+    if subresource == "status":
+        old_s, new_s = {"status": (old or {}).get("status")}, {"status": new.get("status")}
+        changed = {("f:status",) + p[1:] for p in _field_paths({"x": old_s["status"]}, {"x": new_s["status"]})}
+    else:
+        changed = _field_paths(old, new)
+    entries = copy.deepcopy((old or new)["metadata"].get("managedFields") or [])
+    api_version = new["apiVersion"]
+    kept = []
+    for entry in entries:
+        paths = _fields_to_paths(entry.get("fieldsV1") or {})
+        same = entry.get("manager") == manager and entry.get("operation") == operation \
+            and entry.get("subresource") == subresource
+        if not same:
+            paths = {p for p in paths if not any(p[: len(c)] == c or c[: len(p)] == p for c in changed)}
+            if paths:
+                entry["fieldsV1"] = _paths_to_fields(paths)
+                kept.append(entry)
+    mine = next((e for e in entries if e.get("manager") == manager and e.get("operation") == operation
+                 and e.get("subresource") == subresource), None)
+    owned = _fields_to_paths(mine.get("fieldsV1") or {}) if mine else set()
+    owned |= changed
+    if owned:
+        entry = {"manager": manager, "operation": operation, "apiVersion": api_version,
+                 "time": rfc3339(now), "fieldsType": "FieldsV1", "fieldsV1": _paths_to_fields(owned)}
+        if subresource:
+            entry["subresource"] = subresource
+        kept.append(entry)
+    new["metadata"]["managedFields"] = kept
+
+
+# ---- selectors --------------------------------------------------------------------------------
+_SET_RE = re.compile(r"^\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+
+
+def parse_label_selector(selector: str | None):
+    """A predicate over labels for a Kubernetes label selector string (=, ==, !=, in, notin, exists, !)."""
+    if not selector:
+        return lambda labels: True
+    terms = []
+    for part in _split_selector(selector):
+        m = _SET_RE.match(part)
+        if m:
+            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
+            terms.append((lambda l, k=key, v=values: l.get(k) in v) if op == "in"
+                         else (lambda l, k=key, v=values: l.get(k) not in v))
+        elif "!=" in part:
+            key, value = (s.strip() for s in part.split("!=", 1))
+            terms.append(lambda l, k=key, v=value: l.get(k) != v)
+        elif "=" in part:
+            key, value = (s.strip() for s in part.replace("==", "=").split("=", 1))
+            terms.append(lambda l, k=key, v=value: l.get(k) == v)
+        elif part.strip().startswith("!"):
+            terms.append(lambda l, k=part.strip()[1:].strip(): k not in l)
+        elif part.strip():
+            terms.append(lambda l, k=part.strip(): k in l)
+    return lambda labels: all(t(labels) for t in terms)
+
+
+def _split_selector(selector: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in selector:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p for p in parts if p.strip()]
+
+
+def parse_field_selector(selector: str | None):
+    """A predicate over objects for an equality field selector (`metadata.name=x,involvedObject.uid!=y`)."""
+    if not selector:
+        return lambda obj: True
+    terms = []
+    for part in _split_selector(selector):
+        negate = "!=" in part
+        key, value = (s.strip() for s in part.replace("!=", "=").replace("==", "=").split("=", 1))
+        terms.append((key.split("."), value, negate))
+
+    def value_at(obj, path):
+        for p in path:
+            obj = obj.get(p) if isinstance(obj, dict) else None
+        return "" if obj is None else str(obj)
+
+    return lambda obj: all((value_at(obj, p) != v) if n else (value_at(obj, p) == v) for p, v, n in terms)

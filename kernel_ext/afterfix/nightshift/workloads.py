@@ -1,0 +1,357 @@
+"""How the simulated workloads behave over a night, and the metrics they expose.
+
+Each Deployment gets request traffic from a deterministic curve (seeded noise, optional spike);
+CPU utilization is demand over what its ready pods were given; latency p95 climbs steeply above
+~80 % utilization; memory grows with a leak until the container limit, when the container is
+OOM-killed and restarts; pods running an image in the "bad" set answer with errors; a feature flag
+read from a ConfigMap only affects pods started after the ConfigMap changed (pods remember the
+configuration they started with). Scenario knobs live in Deployment annotations
+`sim.afterfix.dev/<knob>` so a restarted simulator keeps them. `prometheus_text()` renders the
+Prometheus text exposition format (0.0.4) served on `/metrics`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from afterfix._exceptions import ConfigError
+from afterfix.nightshift.clock import rfc3339
+
+if TYPE_CHECKING:
+    from afterfix.nightshift.cluster import Cluster
+
+__all__ = ["WorkloadModel", "KNOBS", "parse_cpu", "parse_memory_mb", "ANNOTATION_PREFIX"]
+
+ANNOTATION_PREFIX = "sim.afterfix.dev/"
+CONFIG_AT_START = ANNOTATION_PREFIX + "config-at-start"
+
+# knob -> default. Annotation names use dashes: leak_mb_per_hour -> sim.afterfix.dev/leak-mb-per-hour.
+KNOBS: dict[str, Any] = {
+    "base_rps": 50.0,             # mean requests per second
+    "diurnal_amplitude": 0.3,     # traffic swing over the day (peak 20:00 UTC)
+    "noise": 0.05,                # seeded per-minute jitter, as a fraction of traffic
+    "spike_start": "",            # RFC 3339 time or epoch seconds; empty: no spike
+    "spike_minutes": 0.0,
+    "spike_factor": 1.0,
+    "cpu_per_request": 5.0,       # millicores per request/s
+    "base_latency_ms": 80.0,
+    "base_error_rate": 0.002,
+    "base_memory_mb": 180.0,
+    "leak_mb_per_hour": 0.0,
+    "bad_images": "",             # comma-separated images that answer with errors
+    "bad_image_error_rate": 0.3,
+    "flag_configmap": "",         # ConfigMap holding the flag (also counted as read by the pods)
+    "flag_key": "",               # e.g. feature.new_checkout; the flag is on when its value is "true"
+    "flag_error_rate": 0.0,       # added to the error rate of pods that started with the flag on
+    "flag_latency_ms": 0.0,
+    "flag_cpu_factor": 1.0,
+}
+DEFAULT_CPU_REQUEST_M = 250.0
+DEFAULT_MEMORY_LIMIT_MB = 512.0
+TIMEOUT_MS = 10_000.0
+
+
+def _annotation(knob: str) -> str:
+    return ANNOTATION_PREFIX + knob.replace("_", "-")
+
+
+def parse_cpu(q: str | int | float | None, default: float) -> float:
+    """A Kubernetes CPU quantity in millicores ("250m" -> 250, "1" -> 1000)."""
+    if q is None or q == "":
+        return default
+    text = str(q)
+    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
+
+
+def parse_memory_mb(q: str | int | float | None, default: float) -> float:
+    """A Kubernetes memory quantity in MiB ("512Mi" -> 512, "1Gi" -> 1024, bytes otherwise)."""
+    if q is None or q == "":
+        return default
+    text = str(q)
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 ** 2, "k": 1e3 / 2 ** 20, "M": 1e6 / 2 ** 20,
+             "G": 1e9 / 2 ** 20}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text) / 2 ** 20
+
+
+def _epoch(value: Any) -> float | None:
+    if value in ("", None):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).replace(tzinfo=timezone.utc).timestamp()
+
+
+class WorkloadModel:
+    """Behaviour knobs and metrics for every Deployment of one `Cluster` (call under its lock)."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+
+    # ---- knobs ------------------------------------------------------------------------------
+    def configure(self, namespace: str, name: str, **knobs: Any) -> dict:
+        """Set behaviour knobs for one Deployment; they are stored as its annotations."""
+        unknown = sorted(set(knobs) - set(KNOBS))
+        if unknown:
+            raise ConfigError(f"WorkloadModel.configure({namespace}/{name}): unknown knob(s) {unknown}; "
+                              f"known: {sorted(KNOBS)}")
+        annotations = {}
+        for knob, value in knobs.items():
+            if knob == "bad_images" and isinstance(value, (list, tuple, set)):
+                value = ",".join(sorted(value))
+            annotations[_annotation(knob)] = None if value is None else str(value)
+        with self.cluster.lock:
+            return self.cluster.patch("apps/v1", "Deployment", namespace, name,
+                                      {"metadata": {"annotations": annotations}}, field_manager="afterfix-sim")
+
+    def knobs(self, deploy: dict) -> dict:
+        ann = deploy["metadata"].get("annotations") or {}
+        out = {}
+        for knob, default in KNOBS.items():
+            raw = ann.get(_annotation(knob))
+            if raw is None:
+                out[knob] = default
+            elif isinstance(default, float):
+                try:
+                    out[knob] = float(raw)
+                except ValueError:
+                    out[knob] = default
+            else:
+                out[knob] = raw
+        out["bad_images"] = {i.strip() for i in str(out["bad_images"]).split(",") if i.strip()}
+        return out
+
+    # ---- pods -------------------------------------------------------------------------------
+    def pod_start_annotations(self, namespace: str, template: dict) -> dict:
+        """What a new pod remembers: the data of the ConfigMaps it reads, as they are now."""
+        names = set()
+        spec = template.get("spec") or {}
+        for c in spec.get("containers") or []:
+            for src in c.get("envFrom") or []:
+                if (src.get("configMapRef") or {}).get("name"):
+                    names.add(src["configMapRef"]["name"])
+            for env in c.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("configMapKeyRef") or {}
+                if ref.get("name"):
+                    names.add(ref["name"])
+        for vol in spec.get("volumes") or []:
+            if (vol.get("configMap") or {}).get("name"):
+                names.add(vol["configMap"]["name"])
+        deploy = self._deployment_for_template(namespace, template)
+        if deploy is not None and self.knobs(deploy)["flag_configmap"]:
+            names.add(self.knobs(deploy)["flag_configmap"])
+        seen = {}
+        for cm_name in sorted(names):
+            cm = self.cluster._find(_kind("ConfigMap"), namespace, cm_name)
+            seen[cm_name] = dict((cm or {}).get("data") or {})
+        return {CONFIG_AT_START: json.dumps(seen, sort_keys=True)} if seen else {}
+
+    def _deployment_for_template(self, namespace: str, template: dict) -> dict | None:
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        for deploy in self.cluster.objects("Deployment", namespace):
+            selector = (deploy["spec"].get("selector") or {}).get("matchLabels") or {}
+            if selector and all(labels.get(k) == v for k, v in selector.items()):
+                return deploy
+        return None
+
+    def pods(self, deploy: dict) -> list[dict]:
+        from afterfix.nightshift.controllers import owned_by
+
+        ns = deploy["metadata"]["namespace"]
+        sets = [rs for rs in self.cluster.objects("ReplicaSet", ns) if owned_by(rs, deploy)]
+        return [p for p in self.cluster.objects("Pod", ns) if any(owned_by(p, rs) for rs in sets)]
+
+    def _flag_on(self, pod: dict, knobs: dict) -> bool:
+        if not knobs["flag_key"]:
+            return False
+        seen = json.loads((pod["metadata"].get("annotations") or {}).get(CONFIG_AT_START, "{}"))
+        maps = [seen.get(knobs["flag_configmap"], {})] if knobs["flag_configmap"] else list(seen.values())
+        return any(str(m.get(knobs["flag_key"], "")).lower() == "true" for m in maps)
+
+    def _memory_mb(self, pod: dict, knobs: dict, now: float) -> float:
+        status = (pod.get("status", {}).get("containerStatuses") or [{}])[0]
+        started = _epoch((status.get("state", {}).get("running") or {}).get("startedAt"))
+        if started is None:
+            return knobs["base_memory_mb"]
+        return knobs["base_memory_mb"] + knobs["leak_mb_per_hour"] * max(0.0, now - started) / 3600
+
+    # ---- time -------------------------------------------------------------------------------
+    def step(self, dt: float) -> None:
+        """Containers live for `dt` more seconds: leaks hit their limit (OOM restart), and
+        containers in back-off come back."""
+        from afterfix.nightshift.controllers import pod_ready
+
+        now = self.cluster.clock.now()
+        for deploy in self.cluster.objects("Deployment"):
+            knobs = self.knobs(deploy)
+            for pod in self.pods(deploy):
+                if not pod_ready(pod):
+                    self._maybe_recover(pod, now)
+                elif knobs["leak_mb_per_hour"] > 0:
+                    self._maybe_oom(deploy, pod, knobs, now)
+
+    def _maybe_oom(self, deploy: dict, pod: dict, knobs: dict, now: float) -> None:
+        container = pod["spec"]["containers"][0]
+        limit = parse_memory_mb(((container.get("resources") or {}).get("limits") or {}).get("memory"),
+                                DEFAULT_MEMORY_LIMIT_MB)
+        if self._memory_mb(pod, knobs, now) < limit:
+            return
+        status = copy.deepcopy(pod["status"])
+        cs = status["containerStatuses"][0]
+        started = _epoch(cs["state"]["running"]["startedAt"])
+        killed = started + max(0.0, limit - knobs["base_memory_mb"]) / knobs["leak_mb_per_hour"] * 3600
+        cs["restartCount"] = cs.get("restartCount", 0) + 1
+        backoff = min(300.0, 10.0 * 2 ** (cs["restartCount"] - 1))
+        cs["lastState"] = {"terminated": {"exitCode": 137, "reason": "OOMKilled", "startedAt": rfc3339(started),
+                                          "finishedAt": rfc3339(killed)}}
+        cs["ready"] = False
+        cs["state"] = {"waiting": {"reason": "CrashLoopBackOff",
+                                   "message": f"back-off {int(backoff)}s restarting failed container="
+                                              f"{cs['name']} pod={pod['metadata']['name']}"}}
+        for c in status["conditions"]:
+            if c["type"] in ("Ready", "ContainersReady"):
+                c["status"], c["lastTransitionTime"] = "False", rfc3339(now)
+        status.setdefault("conditions", [])
+        self.cluster.sim.setdefault("ready_at", {})[pod["metadata"]["uid"]] = killed + backoff
+        key = f"{deploy['metadata']['namespace']}/{deploy['metadata']['name']}"
+        restarts = self.cluster.sim.setdefault("restarts", {})
+        restarts[key] = restarts.get(key, 0) + 1
+        new = copy.deepcopy(pod)
+        new["status"] = status
+        self.cluster.controller_write(new, "kubelet", subresource="status")
+        self.cluster.record_event(pod, "Warning", "OOMKilling",
+                                  f"Memory cgroup out of memory: Killed process in container {cs['name']} "
+                                  f"(limit {int(limit)}Mi)", "kubelet")
+        if cs["restartCount"] > 1:
+            self.cluster.record_event(pod, "Warning", "BackOff", "Back-off restarting failed container "
+                                      f"{cs['name']} in pod {pod['metadata']['name']}", "kubelet")
+        self._maybe_recover(self.cluster._find(_kind("Pod"), pod["metadata"]["namespace"], pod["metadata"]["name"]), now)
+
+    def _maybe_recover(self, pod: dict, now: float) -> None:
+        ready_at = self.cluster.sim.get("ready_at", {}).get(pod["metadata"]["uid"])
+        if ready_at is None or now < ready_at:
+            return
+        status = copy.deepcopy(pod["status"])
+        cs = status["containerStatuses"][0]
+        cs["ready"], cs["state"] = True, {"running": {"startedAt": rfc3339(ready_at)}}
+        for c in status["conditions"]:
+            if c["type"] in ("Ready", "ContainersReady"):
+                c["status"], c["lastTransitionTime"] = "True", rfc3339(now)
+        del self.cluster.sim["ready_at"][pod["metadata"]["uid"]]
+        new = copy.deepcopy(pod)
+        new["status"] = status
+        self.cluster.controller_write(new, "kubelet", subresource="status")
+
+    # ---- metrics ----------------------------------------------------------------------------
+    def traffic(self, namespace: str, name: str, knobs: dict, now: float) -> float:
+        """Requests per second at `now`: daily curve, seeded jitter, optional spike."""
+        hour = (now % 86400) / 3600
+        shape = 1 + knobs["diurnal_amplitude"] * math.cos(2 * math.pi * (hour - 20) / 24)
+        seed = f"{self.cluster.seed}/{namespace}/{name}/{int(now // 60)}".encode()
+        jitter = int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") / 2 ** 64 * 2 - 1
+        rps = knobs["base_rps"] * shape * (1 + knobs["noise"] * jitter)
+        start = _epoch(knobs["spike_start"])
+        if start is not None and start <= now < start + knobs["spike_minutes"] * 60:
+            rps *= knobs["spike_factor"]
+        return max(0.0, rps)
+
+    def metrics(self, namespace: str, name: str) -> dict:
+        """The current metrics of one Deployment, computed from the cluster's state now."""
+        from afterfix.nightshift.controllers import pod_ready
+
+        with self.cluster.lock:
+            deploy = self.cluster._require(_kind("Deployment"), namespace, name)
+            knobs = self.knobs(deploy)
+            now = self.cluster.clock.now()
+            pods = [p for p in self.pods(deploy) if p.get("status", {}).get("phase") == "Running"]
+            ready = [p for p in pods if pod_ready(p)]
+            rps = self.traffic(namespace, name, knobs, now)
+            restarts = self.cluster.sim.get("restarts", {}).get(f"{namespace}/{name}", 0)
+            memory = (sum(self._memory_mb(p, knobs, now) if pod_ready(p) else knobs["base_memory_mb"] for p in pods)
+                      / len(pods)) if pods else 0.0
+            out = {"rps": rps, "replicas": len(pods), "ready_replicas": len(ready), "restarts": restarts,
+                   "memory_mb": memory}
+            if not ready:
+                return dict(out, cpu_utilization=0.0, latency_p95_ms=TIMEOUT_MS, error_rate=1.0 if rps else 0.0)
+            container = deploy["spec"]["template"]["spec"]["containers"][0]
+            resources = container.get("resources") or {}
+            request = parse_cpu((resources.get("requests") or {}).get("cpu"), DEFAULT_CPU_REQUEST_M)
+            limit = parse_cpu((resources.get("limits") or {}).get("cpu"), request)
+            flags = [self._flag_on(p, knobs) for p in ready]
+            flag_share = sum(flags) / len(ready)
+            cpu_factor = 1 + (knobs["flag_cpu_factor"] - 1) * flag_share
+            load = rps * knobs["cpu_per_request"] * cpu_factor / (len(ready) * request)
+            cpu = min(load, limit / request)
+            # Queueing: latency is flat until ~80 % busy, then climbs steeply; past saturation,
+            # requests that cannot be served time out and count as errors.
+            factor = 1 + 0.4 * load if load <= 0.8 else min(50.0, 1.32 + 30 * (load - 0.8) ** 2)
+            latency = knobs["base_latency_ms"] * factor + knobs["flag_latency_ms"] * flag_share
+            per_pod = [knobs["base_error_rate"]
+                       + (knobs["bad_image_error_rate"] if _image(p) in knobs["bad_images"] else 0.0)
+                       + (knobs["flag_error_rate"] if on else 0.0) for p, on in zip(ready, flags)]
+            errors = sum(per_pod) / len(per_pod)
+            if load > 1:
+                errors += 0.5 * (1 - 1 / load)
+            return dict(out, cpu_utilization=cpu, latency_p95_ms=min(latency, TIMEOUT_MS),
+                        error_rate=min(1.0, errors))
+
+    def snapshot(self) -> list[dict]:
+        """Metrics of every Deployment, each with its namespace and name."""
+        with self.cluster.lock:
+            return [dict(self.metrics(d["metadata"]["namespace"], d["metadata"]["name"]),
+                         namespace=d["metadata"]["namespace"], deployment=d["metadata"]["name"])
+                    for d in self.cluster.objects("Deployment")]
+
+    def prometheus_text(self) -> str:
+        """All metrics in the Prometheus text exposition format (version 0.0.4), no timestamps
+        (a scrape is stamped with the scraper's wall time; simulated time is its own gauge)."""
+        rows = self.snapshot()
+        families = [
+            ("afterfix_sim_latency_p95_seconds", "gauge", "95th percentile request latency.",
+             lambda m: m["latency_p95_ms"] / 1000),
+            ("afterfix_sim_error_ratio", "gauge", "Share of requests answered with an error.", lambda m: m["error_rate"]),
+            ("afterfix_sim_cpu_utilization_ratio", "gauge", "CPU used over CPU requested, averaged over ready pods.",
+             lambda m: m["cpu_utilization"]),
+            ("afterfix_sim_memory_bytes", "gauge", "Average container memory working set.",
+             lambda m: m["memory_mb"] * 2 ** 20),
+            ("afterfix_sim_restarts_total", "counter", "Container restarts since the simulation began.",
+             lambda m: m["restarts"]),
+            ("afterfix_sim_replicas", "gauge", "Running pods.", lambda m: m["replicas"]),
+            ("afterfix_sim_ready_replicas", "gauge", "Ready pods.", lambda m: m["ready_replicas"]),
+            ("afterfix_sim_requests_per_second", "gauge", "Incoming request rate.", lambda m: m["rps"]),
+        ]
+        lines = []
+        for name, type_, help_, value in families:
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} {type_}"]
+            for m in rows:
+                labels = f'namespace="{_escape(m["namespace"])}",deployment="{_escape(m["deployment"])}"'
+                lines.append(f"{name}{{{labels}}} {_number(value(m))}")
+        lines += ["# HELP afterfix_sim_clock_seconds Simulated time, as Unix epoch seconds.",
+                  "# TYPE afterfix_sim_clock_seconds gauge", f"afterfix_sim_clock_seconds {_number(self.cluster.clock.now())}"]
+        return "\n".join(lines) + "\n"
+
+
+def _image(pod: dict) -> str:
+    return pod["spec"]["containers"][0].get("image", "")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+def _kind(kind: str):
+    from afterfix.nightshift.cluster import KINDS
+
+    return KINDS[kind]
