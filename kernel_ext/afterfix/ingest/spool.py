@@ -16,6 +16,7 @@ that the redactor removed must not reach the disk. A record is
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -144,6 +145,7 @@ class Spool:
         self.committed_records = 0
         self.replayed = 0
         self.adopted: list[str] = []
+        self._adopted_release: list = []  # callables releasing adopted folders not yet replayed
         self.recovering = False
         self.last_error: str | None = None
 
@@ -250,7 +252,12 @@ class Spool:
             return sum(len(v) for v in self._outstanding.values())
 
     def close(self) -> None:
-        """Release the folder: deleted when everything is committed, else left for the next process."""
+        """Release the folder: deleted when everything is committed, else left for the next process.
+
+        Adopted folders whose replay is not committed yet are released too, for the next process.
+        """
+        for release in list(self._adopted_release):
+            release()
         with self._lock:
             if self._lock_fd is None:
                 return
@@ -312,13 +319,22 @@ class Spool:
         state = {"left": 0, "done": False, "closed": False}
         guard = threading.Lock()
 
-        def release_if_done() -> None:
+        def release(delete: bool = False) -> None:
             with guard:
-                if not state["done"] or state["left"] or state["closed"]:
+                if state["closed"]:
                     return
                 state["closed"] = True
-            shutil.rmtree(folder, ignore_errors=True)
-            os.close(fd)
+            if delete:
+                shutil.rmtree(folder, ignore_errors=True)
+            os.close(fd)  # frees the flock
+            with contextlib.suppress(ValueError):
+                self._adopted_release.remove(release)
+
+        def release_if_done() -> None:
+            with guard:
+                finished = state["done"] and not state["left"]
+            if finished:
+                release(delete=True)
 
         def one_committed() -> None:
             with guard:
@@ -326,6 +342,7 @@ class Spool:
             self.replayed += 1
             release_if_done()
 
+        self._adopted_release.append(release)
         n = 0
         for seg in sorted(folder.glob(_SEGMENT_GLOB)):
             source = f"spool:{owner}/{seg.name}"
@@ -337,9 +354,7 @@ class Spool:
                 while ingester.overloaded and not (stop and stop.is_set()):
                     time.sleep(0.05)  # replay at the ingester's pace: memory stays bounded
                 if stop is not None and stop.is_set():
-                    with guard:
-                        state["closed"] = True
-                    os.close(fd)  # the next process adopts what is left
+                    release()  # the next process adopts what is left
                     return n
                 with guard:
                     state["left"] += 1
