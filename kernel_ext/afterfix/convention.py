@@ -21,6 +21,9 @@ INCIDENT_SEVERITY = "afterfix.incident.severity"  # critical | high | medium | l
 INCIDENT_SERVICE = "afterfix.incident.service"  # namespace/name of the affected workload
 INCIDENT_STATUS = "afterfix.incident.status"  # open | mitigated | resolved | escalated
 
+INCIDENT_SEVERITIES = ("critical", "high", "medium", "low", "info")
+INCIDENT_STATUSES = ("open", "mitigated", "resolved", "escalated")
+
 # --- detection span: what was noticed ------------------------------------------
 DETECTION_SIGNAL = "afterfix.detection.signal"  # e.g. "latency_p95"
 DETECTION_VALUE = "afterfix.detection.value"  # double
@@ -77,9 +80,15 @@ VERIFY_SIGNAL = "afterfix.verification.signal"
 VERIFY_BEFORE = "afterfix.verification.before"  # double
 VERIFY_AFTER = "afterfix.verification.after"  # double
 
+VERIFY_OUTCOMES = ("success", "failure", "inconclusive")
+
 # --- approval span: a Level 2 request waiting for a person -------------------------
 APPROVAL_ACTION_ID = "afterfix.approval.action_id"
 APPROVAL_STATUS = "afterfix.approval.status"  # requested | approved | denied | expired
+APPROVAL_APPROVER = "afterfix.approval.approver"  # who approved or denied (absent while requested)
+APPROVAL_REASON = "afterfix.approval.reason"  # why approved, denied or expired
+
+APPROVAL_STATUSES = ("requested", "approved", "denied", "expired")
 
 # --- GenAI / OpenInference keys the ingest maps (not ours; listed for one place) ----
 GENAI_OPERATION = "gen_ai.operation.name"
@@ -90,6 +99,7 @@ GENAI_TOOL_NAME = "gen_ai.tool.name"
 GENAI_TOOL_CALL_ID = "gen_ai.tool.call.id"
 GENAI_TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
 GENAI_TOOL_RESULT = "gen_ai.tool.call.result"
+GENAI_TOOL_TYPE = "gen_ai.tool.type"
 GENAI_REQUEST_MODEL = "gen_ai.request.model"
 GENAI_RESPONSE_MODEL = "gen_ai.response.model"
 GENAI_PROVIDER = "gen_ai.provider.name"

@@ -1,0 +1,611 @@
+"""Record an SRE agent's work (runs, tool calls, LLM calls, decisions, actions) as OpenTelemetry
+spans in the afterfix.* convention, with the GenAI semantic-convention attributes where they apply.
+
+`setup()` builds an OpenTelemetry SDK TracerProvider that exports over OTLP/HTTP and/or to an
+OTLP/JSON file; `Recorder` turns agent steps into spans on any TracerProvider. Everything emitted
+is plain OTLP: afterfix is one backend that understands it, not the only one. Attribute keys come
+from `afterfix.convention`; `traces/SCHEMA.md` documents them.
+
+    provider = sdk.setup(service_name="sre-agent", file="traces/inbox/agent.jsonl")
+    rec = sdk.Recorder(provider, agent_name="sre-agent")
+    with rec.run(incident_id="INC-1"):
+        did = rec.decision("why is checkout slow?", options, selected="raise-max", reason="...")
+        with rec.action("patch", target, decision_id=did) as act:
+            act.before({...}, "41"); act.after({...}, "42")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import random
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import orjson
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import convention as c
+from .otlp_json import OTLPJsonFileExporter
+
+__all__ = [
+    "setup",
+    "Recorder",
+    "Option",
+    "Target",
+    "OTLPJsonFileExporter",
+    "SeededIdGenerator",
+    "TRUST_LEVELS",
+    "dumps",
+]
+
+SCOPE_NAME = "afterfix.sdk"
+
+# What each trust level allows the agent to do on its own.
+TRUST_LEVELS = {
+    1: "alert and recommend",
+    2: "fix with approval",
+    3: "fix and inform",
+    4: "fix and report",
+}
+
+_NAME_MAX = 80  # span names stay short; the full text is in the attributes
+
+
+def dumps(value: Any) -> str:
+    """JSON text with sorted keys, so the same value always gives the same bytes.
+
+    Values JSON cannot hold (sets, paths, custom objects) are written as their `str()`.
+    """
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_json_default).decode()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    if isinstance(obj, tuple):
+        return list(obj)
+    return str(obj)
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= _NAME_MAX else text[: _NAME_MAX - 1] + "…"
+
+
+def _error_type(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _choice(value: str, allowed: Sequence[str], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+# -- provider ------------------------------------------------------------------------------
+
+
+class SeededIdGenerator(IdGenerator):
+    """Trace and span ids from a seeded random generator: the same seed gives the same ids.
+
+    For reproducible example traces and tests; live agents keep the SDK's random ids.
+    """
+
+    def __init__(self, seed: int):
+        self._rng = random.Random(seed)
+
+    def generate_span_id(self) -> int:
+        return self._rng.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._rng.getrandbits(128) or 1
+
+
+def setup(
+    service_name: str = "afterfix-agent",
+    endpoint: str | None = None,
+    file: str | os.PathLike | None = None,
+    resource: Mapping[str, Any] | None = None,
+    *,
+    batch_file: bool = False,
+    id_generator: IdGenerator | None = None,
+    set_global: bool = False,
+) -> TracerProvider:
+    """A TracerProvider exporting to an OTLP/HTTP `endpoint` (batched) and/or an OTLP/JSON `file`.
+
+    `endpoint` is the full URL, e.g. "http://127.0.0.1:4318/v1/traces". The file gets one line
+    per export, written as each span ends (or in batches with `batch_file=True`). `resource`
+    adds resource attributes next to service.name. Call `provider.shutdown()` (or
+    `force_flush()`) before the process exits, or batched spans are lost.
+    """
+    if endpoint is None and file is None:
+        raise ValueError("setup() needs an endpoint (OTLP/HTTP URL) or a file (OTLP/JSON lines), or both")
+    attrs = {"service.name": service_name, **dict(resource or {})}
+    kwargs = {"id_generator": id_generator} if id_generator is not None else {}
+    provider = TracerProvider(resource=Resource.create(attrs), **kwargs)
+    if endpoint is not None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    if file is not None:
+        exporter = OTLPJsonFileExporter(Path(file))
+        provider.add_span_processor(BatchSpanProcessor(exporter) if batch_file else SimpleSpanProcessor(exporter))
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return provider
+
+
+# -- value objects ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option considered at a decision point.
+
+    `verdict` defaults to "selected" for the decision's selected option and "rejected" for the
+    others; a rejected option needs a `reason`.
+    """
+
+    id: str
+    description: str
+    action: Mapping[str, Any] | None = None
+    evidence: Sequence[str] = ()
+    score: float | None = None
+    verdict: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """The Kubernetes object an action touches. `uid` is None only for objects not created yet;
+    `namespace` is None for cluster-scoped kinds."""
+
+    uid: str | None
+    kind: str
+    api_version: str
+    namespace: str | None
+    name: str
+
+    def attributes(self) -> dict[str, str]:
+        values = {
+            c.TARGET_UID: self.uid,
+            c.TARGET_KIND: self.kind,
+            c.TARGET_API_VERSION: self.api_version,
+            c.TARGET_NAMESPACE: self.namespace,
+            c.TARGET_NAME: self.name,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+
+# -- span handles ----------------------------------------------------------------------------
+
+
+class _Handle:
+    def __init__(self, rec: "Recorder", span: trace.Span):
+        self._rec = rec
+        self.span = span
+
+    def set(self, key: str, value: Any) -> None:
+        """Set any further attribute on this span (non-scalar values are stored as JSON)."""
+        self.span.set_attribute(key, value if isinstance(value, (str, bool, int, float)) else dumps(value))
+
+
+class RunHandle(_Handle):
+    def __init__(self, rec, span, state: "_RunState"):
+        super().__init__(rec, span)
+        self._state = state
+
+    @property
+    def run_id(self) -> str:
+        return self._state.run_id
+
+    @property
+    def incident_id(self) -> str | None:
+        return self._state.incident_id
+
+
+class IncidentHandle(_Handle):
+    def set_status(self, status: str) -> None:
+        self.span.set_attribute(c.INCIDENT_STATUS, _choice(status, c.INCIDENT_STATUSES, "incident status"))
+
+
+class ToolCallHandle(_Handle):
+    def __init__(self, rec, span, call_id: str):
+        super().__init__(rec, span)
+        self.call_id = call_id
+
+    def result(self, value: Any) -> None:
+        """The tool's result: a string is kept as it is, anything else is stored as JSON."""
+        self.span.set_attribute(c.GENAI_TOOL_RESULT, value if isinstance(value, str) else dumps(value))
+
+    def error(self, error: BaseException | str, error_type: str | None = None) -> None:
+        self._rec._fail(self.span, error, error_type)
+
+
+class LlmCallHandle(_Handle):
+    def tokens(self, input: int, output: int) -> None:
+        self.span.set_attribute(c.GENAI_INPUT_TOKENS, int(input))
+        self.span.set_attribute(c.GENAI_OUTPUT_TOKENS, int(output))
+
+    def response_model(self, model: str) -> None:
+        self.span.set_attribute(c.GENAI_RESPONSE_MODEL, model)
+
+    def error(self, error: BaseException | str, error_type: str | None = None) -> None:
+        self._rec._fail(self.span, error, error_type)
+
+
+class ActionHandle(_Handle):
+    def __init__(self, rec, span, action_id: str):
+        super().__init__(rec, span)
+        self.action_id = action_id
+        self._status: str | None = None
+        self._after = False
+
+    def before(self, state: Mapping[str, Any], resource_version: str | None) -> None:
+        """The touched fields before the change, and the object's resourceVersion then."""
+        self.span.set_attribute(c.ACTION_BEFORE, dumps(state))
+        if resource_version is not None:
+            self.span.set_attribute(c.ACTION_RV_BEFORE, str(resource_version))
+
+    def after(self, state: Mapping[str, Any], resource_version: str | None) -> None:
+        """The touched fields after the change, and the resourceVersion the write returned."""
+        self.span.set_attribute(c.ACTION_AFTER, dumps(state))
+        if resource_version is not None:
+            self.span.set_attribute(c.ACTION_RV_AFTER, str(resource_version))
+        self._after = True
+
+    def dry_run_ok(self) -> None:
+        """A server-side dry-run of this write succeeded before it was sent."""
+        self.span.set_attribute(c.ACTION_DRY_RUN, True)
+
+    def status(self, status: str) -> None:
+        self._status = _choice(status, c.ACTION_STATUSES, "action status")
+        self.span.set_attribute(c.ACTION_STATUS, status)
+        if status == "failed":
+            self.span.set_status(Status(StatusCode.ERROR, "action failed"))
+
+
+@dataclass
+class _RunState:
+    run_id: str
+    incident_id: str | None
+    agent_name: str
+    span: trace.Span
+
+
+# -- recorder --------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Turns an agent's steps into spans on `provider` (the global TracerProvider if None).
+
+    Every span started inside `run()` carries the run id, the incident id (once known) and the
+    agent's name, so a store can group by them. `clock` (epoch seconds, e.g. a simulated clock's
+    `now`) stamps start and end times; `seed` makes generated run, decision, action and tool-call
+    ids reproducible. Both exist for replayable examples; live agents leave them unset.
+    """
+
+    def __init__(
+        self,
+        provider: trace.TracerProvider | None = None,
+        agent_name: str = "reference-agent",
+        agent_id: str | None = None,
+        scenario: str | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        seed: int | None = None,
+    ):
+        self.provider = provider or trace.get_tracer_provider()
+        from . import __version__
+
+        self.tracer = self.provider.get_tracer(SCOPE_NAME, __version__)
+        self.agent_name = agent_name
+        self.agent_id = agent_id
+        self.scenario = scenario
+        self.clock = clock
+        self._rng = random.Random(seed) if seed is not None else None
+        self._run: contextvars.ContextVar[_RunState | None] = contextvars.ContextVar(f"afterfix_run_{id(self)}", default=None)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _now(self) -> int | None:
+        return None if self.clock is None else int(round(self.clock() * 1e9))
+
+    def new_id(self, prefix: str) -> str:
+        """A fresh id such as "dec-1f0c9a2b4d6e" (reproducible when the Recorder has a seed)."""
+        if self._rng is not None:
+            return f"{prefix}-{self._rng.getrandbits(48):012x}"
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+    def _common(self) -> dict[str, Any]:
+        state = self._run.get()
+        attrs: dict[str, Any] = {}
+        agent = state.agent_name if state else self.agent_name
+        if agent:
+            attrs[c.GENAI_AGENT_NAME] = agent
+        if self.agent_id:
+            attrs[c.GENAI_AGENT_ID] = self.agent_id
+        if self.scenario:
+            attrs[c.SCENARIO] = self.scenario
+        if state is not None:
+            attrs[c.RUN_ID] = state.run_id
+            if state.incident_id:
+                attrs[c.INCIDENT_ID] = state.incident_id
+        return attrs
+
+    @contextlib.contextmanager
+    def _span(self, name: str, attrs: Mapping[str, Any], kind: SpanKind = SpanKind.INTERNAL,
+              on_error: Callable[[], None] | None = None) -> Iterator[trace.Span]:
+        """Start a child of the current span, make it current, end it on exit.
+
+        An exception marks the span ERROR with error.type and an exception event, runs
+        `on_error`, and propagates.
+        """
+        attributes = {**self._common(), **{k: v for k, v in attrs.items() if v is not None}}
+        span = self.tracer.start_span(name, kind=kind, attributes=attributes, start_time=self._now())
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                yield span
+        except BaseException as e:
+            if isinstance(e, Exception):
+                self._fail(span, e)
+                if on_error is not None:
+                    on_error()
+            raise
+        finally:
+            span.end(end_time=self._now())
+
+    def _fail(self, span: trace.Span, error: BaseException | str, error_type: str | None = None) -> None:
+        if isinstance(error, BaseException):
+            span.record_exception(error, timestamp=self._now())
+            span.set_attribute(c.ERROR_TYPE, error_type or _error_type(error))
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+        else:
+            span.set_attribute(c.ERROR_TYPE, error_type or "_OTHER")  # GenAI/OTel fallback value
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+
+    def _instant(self, name: str, attrs: Mapping[str, Any]) -> trace.Span:
+        with self._span(name, attrs) as span:
+            return span
+
+    # -- runs and incidents ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def run(self, run_id: str | None = None, incident_id: str | None = None,
+            agent_name: str | None = None) -> Iterator[RunHandle]:
+        """One agent run: an "invoke_agent <agent>" span that every step inside is a child of."""
+        agent = agent_name or self.agent_name
+        state = _RunState(run_id or self.new_id("run"), incident_id, agent, trace.INVALID_SPAN)
+        token = self._run.set(state)
+        try:
+            attrs = {
+                c.GENAI_OPERATION: "invoke_agent",
+                c.GENAI_CONVERSATION_ID: state.run_id,
+            }
+            with self._span(f"invoke_agent {agent}", attrs) as span:
+                state.span = span
+                yield RunHandle(self, span, state)
+        finally:
+            self._run.reset(token)
+
+    @contextlib.contextmanager
+    def incident(self, incident_id: str, title: str, severity: str = "high", service: str | None = None,
+                 status: str = "open") -> Iterator[IncidentHandle]:
+        """The incident this run works on; the run and every later span get its id."""
+        _choice(severity, c.INCIDENT_SEVERITIES, "incident severity")
+        _choice(status, c.INCIDENT_STATUSES, "incident status")
+        state = self._run.get()
+        if state is not None and not state.incident_id:
+            state.incident_id = incident_id
+            if state.span.is_recording():
+                state.span.set_attribute(c.INCIDENT_ID, incident_id)
+        attrs = {
+            c.SPAN_KIND: "incident",
+            c.INCIDENT_ID: incident_id,
+            c.INCIDENT_TITLE: title,
+            c.INCIDENT_SEVERITY: severity,
+            c.INCIDENT_SERVICE: service,
+            c.INCIDENT_STATUS: status,
+        }
+        with self._span(f"incident {_short(title)}", attrs) as span:
+            yield IncidentHandle(self, span)
+
+    def detection(self, signal: str, value: float, threshold: float, summary: str) -> None:
+        """What was noticed: `signal` crossed `threshold` with `value`."""
+        self._instant(f"detect {signal}", {
+            c.SPAN_KIND: "detection",
+            c.DETECTION_SIGNAL: signal,
+            c.DETECTION_VALUE: float(value),
+            c.DETECTION_THRESHOLD: float(threshold),
+            c.DETECTION_SUMMARY: summary,
+        })
+
+    # -- GenAI steps ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def tool_call(self, name: str, arguments: Mapping[str, Any] | None = None, call_id: str | None = None,
+                  tool_type: str = "function") -> Iterator[ToolCallHandle]:
+        """An "execute_tool <name>" span with the GenAI tool attributes."""
+        call_id = call_id or self.new_id("call")
+        attrs = {
+            c.GENAI_OPERATION: "execute_tool",
+            c.GENAI_TOOL_NAME: name,
+            c.GENAI_TOOL_CALL_ID: call_id,
+            c.GENAI_TOOL_TYPE: tool_type,
+            c.GENAI_TOOL_ARGUMENTS: dumps(dict(arguments or {})),
+        }
+        with self._span(f"execute_tool {name}", attrs) as span:
+            yield ToolCallHandle(self, span, call_id)
+
+    @contextlib.contextmanager
+    def llm_call(self, model: str, provider: str = "none") -> Iterator[LlmCallHandle]:
+        """A "chat <model>" span (GenAI client span)."""
+        attrs = {
+            c.GENAI_OPERATION: "chat",
+            c.GENAI_REQUEST_MODEL: model,
+            c.GENAI_PROVIDER: provider,
+        }
+        with self._span(f"chat {model}", attrs, kind=SpanKind.CLIENT) as span:
+            yield LlmCallHandle(self, span)
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def decision(
+        self,
+        question: str,
+        options: Sequence[Option],
+        selected: str | None,
+        reason: str,
+        policy: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        decision_id: str | None = None,
+    ) -> str:
+        """Record a choice between `options`; returns the decision id (pass it to `action()`).
+
+        One "afterfix.option" span event per option carries its evidence, score, verdict and
+        reason. Raises ValueError when the options contradict the selection: an unknown or
+        duplicate id, a second "selected" verdict, or a rejected option without a reason.
+        """
+        verdicts = _verdicts(options, selected)
+        decision_id = decision_id or self.new_id("dec")
+        attrs = {
+            c.SPAN_KIND: "decision",
+            c.DECISION_ID: decision_id,
+            c.DECISION_QUESTION: question,
+            c.DECISION_SELECTED: selected or "",
+            c.DECISION_REASON: reason,
+            c.DECISION_POLICY: policy,
+            c.DECISION_INPUTS: dumps(dict(inputs)) if inputs is not None else None,
+        }
+        with self._span(f"decide: {_short(question)}", attrs) as span:
+            for option, verdict in zip(options, verdicts):
+                event = {
+                    c.OPTION_ID: option.id,
+                    c.OPTION_DESCRIPTION: option.description,
+                    c.OPTION_ACTION: dumps(dict(option.action)) if option.action is not None else None,
+                    c.OPTION_EVIDENCE: dumps([str(e) for e in option.evidence]),
+                    c.OPTION_SCORE: float(option.score) if option.score is not None else None,
+                    c.OPTION_VERDICT: verdict,
+                    # The selected option's reason defaults to the decision's reason.
+                    c.OPTION_REASON: option.reason or (reason if verdict == "selected" else None),
+                }
+                span.add_event(c.OPTION_EVENT, {k: v for k, v in event.items() if v is not None},
+                               timestamp=self._now())
+        return decision_id
+
+    # -- actions ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def action(
+        self,
+        verb: str,
+        target: Target,
+        *,
+        decision_id: str | None = None,
+        trust_level: int = 3,
+        mutating: bool = True,
+        patch: Mapping[str, Any] | Sequence[Any] | None = None,
+        field_manager: str | None = "afterfix-agent",
+        action_id: str | None = None,
+    ) -> Iterator[ActionHandle]:
+        """Something done (or proposed) against production: "<verb> <kind> <namespace>/<name>".
+
+        The span records what the agent did even when that exceeds its trust level: reviewing
+        that is the point. If the block raises, the span is marked ERROR with error.type, the
+        status becomes "failed", and the exception propagates. If the block ends without a
+        status and `after()` was recorded, the status is "applied".
+        """
+        if not verb:
+            raise ValueError("action verb must be a non-empty string such as 'patch'")
+        if isinstance(trust_level, bool) or trust_level not in TRUST_LEVELS:
+            raise ValueError(f"trust_level {trust_level!r} must be 1, 2, 3 or 4 ({'; '.join(f'{k} {v}' for k, v in TRUST_LEVELS.items())})")
+        if not isinstance(target, Target):
+            raise TypeError(f"target must be an afterfix.sdk.Target, not {type(target).__name__}")
+        action_id = action_id or self.new_id("act")
+        attrs = {
+            c.SPAN_KIND: "action",
+            c.ACTION_ID: action_id,
+            c.ACTION_DECISION_ID: decision_id,
+            c.ACTION_VERB: verb,
+            c.ACTION_MUTATING: bool(mutating),
+            c.TRUST_LEVEL: int(trust_level),
+            c.ACTION_PATCH: dumps(patch) if patch is not None else None,
+            c.ACTION_FIELD_MANAGER: field_manager,
+            **target.attributes(),
+        }
+        handle: ActionHandle | None = None
+
+        def failed() -> None:
+            if handle is not None:
+                handle._status = "failed"
+                handle.span.set_attribute(c.ACTION_STATUS, "failed")
+
+        with self._span(f"{verb} {target.ref}", attrs, on_error=failed) as span:
+            handle = ActionHandle(self, span, action_id)
+            yield handle
+            if handle._status is None and handle._after:
+                handle.status("applied")
+
+    def verification(self, action_id: str, outcome: str, signal: str, before: float, after: float) -> None:
+        """Whether an action worked: `signal` went from `before` to `after`."""
+        _choice(outcome, c.VERIFY_OUTCOMES, "verification outcome")
+        self._instant(f"verify {signal}", {
+            c.SPAN_KIND: "verification",
+            c.VERIFY_ACTION_ID: action_id,
+            c.VERIFY_OUTCOME: outcome,
+            c.VERIFY_SIGNAL: signal,
+            c.VERIFY_BEFORE: float(before),
+            c.VERIFY_AFTER: float(after),
+        })
+
+    def approval(self, action_id: str, status: str = "requested", approver: str | None = None,
+                 reason: str | None = None) -> None:
+        """A request for (or answer to) a person's approval of an action at trust level 2."""
+        _choice(status, c.APPROVAL_STATUSES, "approval status")
+        self._instant(f"approval {status}", {
+            c.SPAN_KIND: "approval",
+            c.APPROVAL_ACTION_ID: action_id,
+            c.APPROVAL_STATUS: status,
+            c.APPROVAL_APPROVER: approver,
+            c.APPROVAL_REASON: reason,
+        })
+
+
+def _verdicts(options: Sequence[Option], selected: str | None) -> list[str]:
+    """Each option's verdict, after checking that the options agree with `selected`."""
+    if not options:
+        raise ValueError("a decision needs at least one option")
+    ids = [o.id for o in options]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"option ids must be unique; repeated: {', '.join(dupes)}")
+    if selected is not None and selected not in ids:
+        raise ValueError(f"selected option {selected!r} is not among the options ({', '.join(ids)})")
+    verdicts = []
+    for o in options:
+        default = "selected" if o.id == selected else "rejected"
+        verdict = o.verdict or default
+        _choice(verdict, c.OPTION_VERDICTS, f"option {o.id!r} verdict")
+        if (verdict == "selected") != (o.id == selected):
+            raise ValueError(
+                f"option {o.id!r} has verdict {verdict!r} but the selected option is {selected!r}: "
+                "only the selected option has verdict 'selected'"
+            )
+        if verdict == "rejected" and not o.reason:
+            raise ValueError(f"option {o.id!r} is rejected without a reason: say why in Option(reason=...)")
+        verdicts.append(verdict)
+    return verdicts
