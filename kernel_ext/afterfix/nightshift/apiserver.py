@@ -108,6 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
+        url = url._replace(path=url.path.rstrip("/") or "/")
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
             if method == "GET" and url.path in ("/healthz", "/readyz", "/livez"):

@@ -141,6 +141,7 @@ def _sync_deployment(cluster: Cluster, deploy: dict) -> None:
     for rs in owned:
         if rs["metadata"]["uid"] != current["metadata"]["uid"] and rs["spec"]["replicas"] != 0:
             _scale_rs(cluster, deploy, rs, 0)
+    owned = [rs for rs in cluster.objects("ReplicaSet", ns) if owned_by(rs, deploy)]
     old = sorted((rs for rs in owned if rs["metadata"]["uid"] != current["metadata"]["uid"]
                   and rs["spec"]["replicas"] == 0), key=_revision)
     for rs in old[: max(0, len(old) - spec.get("revisionHistoryLimit", 10))]:

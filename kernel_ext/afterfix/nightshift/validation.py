@@ -35,7 +35,8 @@ def default(obj: dict) -> None:
 
 
 def initial_status(obj: dict) -> dict:
-    return {"Namespace": {"phase": "Active"}, "Pod": {"phase": "Pending"}}.get(obj["kind"], {})
+    return {"Namespace": {"phase": "Active"}, "Pod": {"phase": "Pending"},
+            "HorizontalPodAutoscaler": {"currentReplicas": 0, "desiredReplicas": 0}}.get(obj["kind"], {})
 
 
 def validate(obj: dict, old: dict | None) -> None:
