@@ -1,0 +1,251 @@
+"""`%load_ext afterfix`: one capture per kernel, started on load and stopped on unload.
+
+Loading creates the store if it is missing, starts `Capture` (OTLP/HTTP receiver plus inbox
+tailer, on its own threads so cells never wait for ingest), registers the magics, the `Afterfix`
+options and one `post_run_cell` callback. Unloading stops every thread it started and takes back
+everything it registered, so `%reload_ext afterfix` never doubles anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from traitlets import TraitError
+
+from ._exceptions import ConfigError
+from .config import Afterfix
+from .store import Store
+
+# One session per shell. Kept by shell id rather than on the shell so that `%reload_ext`
+# (which re-imports `afterfix` but not this module) still finds what it has to stop.
+_sessions: dict[int, "Session"] = {}
+
+DISPLAY_LIMIT_ATTR = "afterfix.display_limit"
+
+
+def _one_line(text: object, width: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+class Session:
+    """One kernel's afterfix: its options, its store, its running capture and what it registered."""
+
+    def __init__(self, shell, config: Afterfix):
+        self.shell = shell
+        self.config = config
+        self.store: Store | None = None
+        self.capture = None
+        self.receiver_error: str | None = None  # why the receiver is off although listen is True
+        self.settings: dict = {}
+        self._seen_error: str | None = None
+
+    # -- capture ------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.capture is not None
+
+    def _new_capture(self, settings: dict, listen: bool):
+        from .ingest.capture import Capture
+        from .ingest.otlp import Limits
+        from .ingest.redact import Redactor
+
+        limits = Limits()
+        limits = dataclasses.replace(limits, max_body_bytes=settings["max_body_bytes"]) if dataclasses.is_dataclass(
+            limits
+        ) else Limits(max_body_bytes=settings["max_body_bytes"])
+        return Capture(
+            self.store,
+            inbox=Path(settings["inbox"]),
+            listen=listen,
+            host=settings["host"],
+            port=settings["port"],
+            token=settings["token"],
+            limits=limits,
+            redactor=Redactor(extra=tuple(settings["redact_patterns"])),
+            interval=settings["interval"],
+        )
+
+    def start(self) -> None:
+        """Open (or create) the store and start capturing with the options as they are now."""
+        if self.running:
+            return
+        try:
+            settings = self.config.settings()
+        except TraitError as e:
+            raise ConfigError(str(e)) from None
+        store = Store(settings["store"])
+        store.create()
+        Path(settings["inbox"]).mkdir(parents=True, exist_ok=True)
+        self.store, self.settings, self.receiver_error = store, settings, None
+        capture = self._new_capture(settings, listen=settings["listen"])
+        try:
+            capture.start()
+        except OSError as e:
+            # The port is taken (often by another kernel): keep reviewing with the inbox alone.
+            capture.stop()
+            self.receiver_error = (
+                f"receiver could not listen on {settings['host']}:{settings['port']} ({e.strerror or e}); "
+                f"reading the inbox {settings['inbox']} only. Free the port or run "
+                "`%config Afterfix.port = N` then `%afterfix restart`"
+            )
+            capture = self._new_capture(settings, listen=False)
+            capture.start()
+        self.capture = capture
+
+    def stop(self) -> None:
+        """Stop capturing: joins capture's threads after it has committed what it holds."""
+        capture, self.capture = self.capture, None
+        if capture is not None:
+            capture.stop()
+        if self.store is not None:
+            self.store.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def status(self) -> dict:
+        """Capture's status plus what this kernel set up; values come from trace input and are untrusted."""
+        s = self.settings
+        info: dict = {
+            "state": "running" if self.running else "stopped",
+            "store": s.get("store", self.config.store),
+            "receiver": (
+                f"{s['host']}:{s['port']}" if s.get("listen") and not self.receiver_error else "off"
+            )
+            if s
+            else "off",
+            "inbox": s.get("inbox", self.config.inbox),
+        }
+        if self.capture is not None:
+            info.update(self.capture.status())
+        if self.receiver_error:
+            last = info.get("last_error")
+            info["last_error"] = f"{self.receiver_error}; {last}" if last else self.receiver_error
+        return info
+
+    def last_error(self) -> str | None:
+        if self.receiver_error:
+            return self.receiver_error
+        if self.capture is None:
+            return None
+        return self.capture.status().get("last_error")
+
+    # -- IPython callbacks ----------------------------------------------------------
+
+    def post_run_cell(self, result=None) -> None:
+        """After each cell: one line on stderr when capture hit an error not reported yet."""
+        try:
+            error = self.last_error()
+        except Exception as e:  # a broken status must never break the user's cell
+            error = f"status unavailable: {e}"
+        if error and error != self._seen_error:
+            print(f"afterfix: {_one_line(error)} (see %afterfix status)", file=sys.stderr)
+        self._seen_error = error
+
+
+# -- DataFrame display with the display_limit --------------------------------------
+
+
+def _limited(obj, render):
+    limit = obj.attrs.get(DISPLAY_LIMIT_ATTR) if hasattr(obj, "attrs") else None
+    if not limit:
+        return render()
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", limit, "display.min_rows", limit):
+        return render()
+
+
+def _html_frame(obj):
+    return _limited(obj, obj._repr_html_)
+
+
+def _plain_frame(obj, p, cycle):
+    p.text(_limited(obj, lambda: repr(obj)))
+
+
+def _register_display(shell) -> dict:
+    import pandas as pd
+
+    formatters = shell.display_formatter.formatters
+    previous = {}
+    for mime, printer in (("text/html", _html_frame), ("text/plain", _plain_frame)):
+        previous[mime] = formatters[mime].for_type(pd.DataFrame, printer)
+    return previous
+
+
+def _unregister_display(shell, previous: dict) -> None:
+    import pandas as pd
+
+    formatters = shell.display_formatter.formatters
+    for mime, old in previous.items():
+        if old is None:
+            formatters[mime].pop(pd.DataFrame, None)
+        else:
+            formatters[mime].for_type(pd.DataFrame, old)
+
+
+# -- load / unload ------------------------------------------------------------------
+
+
+def load(shell) -> Session:
+    """Set up afterfix in `shell` and start capturing; loading twice replaces the first session."""
+    if id(shell) in _sessions:
+        unload(shell)
+    from .magics import AfterfixMagics
+
+    config = Afterfix(parent=shell)
+    session = Session(shell, config)
+    shell.configurables.append(config)
+    magics = AfterfixMagics(shell, session=session)
+    shell.register_magics(magics)
+    session._magics = magics
+    session._display = _register_display(shell)
+    shell.events.register("post_run_cell", session.post_run_cell)
+    _sessions[id(shell)] = session
+    try:
+        session.start()
+    except ConfigError as e:
+        unload(shell)
+        from IPython.core.error import UsageError
+
+        raise UsageError(f"afterfix not loaded: {e}") from None
+    except Exception:
+        unload(shell)
+        raise
+    return session
+
+
+def unload(shell) -> None:
+    """Stop capture and take back every magic, option, formatter and callback `load` registered."""
+    session = _sessions.pop(id(shell), None)
+    if session is None:
+        return
+    try:
+        session.stop()
+    finally:
+        try:
+            shell.events.unregister("post_run_cell", session.post_run_cell)
+        except ValueError:
+            pass
+        shell.configurables[:] = [c for c in shell.configurables if c is not session.config]
+        _unregister_display(shell, getattr(session, "_display", {}))
+        magics = getattr(session, "_magics", None)
+        if magics is not None:
+            manager = shell.magics_manager
+            for kind in ("line", "cell"):
+                table = manager.magics[kind]
+                for name in [n for n, fn in table.items() if getattr(fn, "__self__", None) is magics]:
+                    del table[name]
+            if manager.registry.get(type(magics).__name__) is magics:
+                del manager.registry[type(magics).__name__]
+
+
+def session_for(shell) -> Session | None:
+    """The running session of `shell`, if afterfix is loaded there."""
+    return _sessions.get(id(shell))
