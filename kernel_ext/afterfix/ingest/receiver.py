@@ -1,0 +1,373 @@
+"""The OTLP/HTTP receiver: `POST /v1/traces` in protobuf or JSON, optionally gzipped.
+
+A request is answered 200 only once its decoded (and redacted) rows are fsynced in the spool;
+the ingester commits them afterwards. Refused spans go to the quarantine table and are
+reported in `partial_success`. Everything else gets the status OTLP/HTTP clients expect:
+400 undecodable (the reason in a google.rpc.Status, or its JSON), 401 bad token, 404 other
+paths, 413 too large (gzip bombs included), 415 other content types, 503 with Retry-After
+while the ingester is behind, so that memory stays bounded and clients retry later.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import zlib
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from google.protobuf import json_format
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from .._exceptions import ConfigError, DecodeError
+from . import otlp
+
+if TYPE_CHECKING:
+    from .ingester import Ingester
+    from .spool import Spool
+
+log = logging.getLogger(__name__)
+
+PATH = "/v1/traces"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+RETRY_AFTER_S = 1
+MAX_CONCURRENT_BODIES = 4  # bodies held in memory at once; the rest wait, then get 503
+_DRAIN_FACTOR = 4  # read and discard bodies up to this many times the limit, so the client sees the answer
+
+# The google.rpc.Code sent with each HTTP error status.
+_RPC_CODE = {
+    400: code_pb2.INVALID_ARGUMENT,
+    401: code_pb2.UNAUTHENTICATED,
+    404: code_pb2.NOT_FOUND,
+    405: code_pb2.UNIMPLEMENTED,
+    411: code_pb2.INVALID_ARGUMENT,
+    413: code_pb2.RESOURCE_EXHAUSTED,
+    415: code_pb2.INVALID_ARGUMENT,
+    429: code_pb2.RESOURCE_EXHAUSTED,
+    500: code_pb2.INTERNAL,
+    503: code_pb2.UNAVAILABLE,
+}
+
+
+class _Refuse(Exception):
+    """Answer the request with this status and message."""
+
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None, close: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.close = close
+
+
+@dataclass
+class ReceiverStats:
+    requests: int = 0
+    accepted: int = 0  # requests answered 200
+    spans: int = 0  # spans accepted (spooled)
+    refused_spans: int = 0
+    rejected_requests: int = 0  # answered with an error status
+    busy: int = 0  # answered 503 because the ingester was behind
+    last_error: str | None = None
+
+
+class Receiver:
+    """OTLP/HTTP trace receiver on a background thread (ThreadingHTTPServer)."""
+
+    def __init__(self, ingester: "Ingester", spool: "Spool", *, host: str = "127.0.0.1", port: int = 4318,
+                 token: str | None = None, limits: otlp.Limits | None = None, redactor: Any = None):
+        self.ingester = ingester
+        self.spool = spool
+        self.host = host
+        self._port = port
+        self.token = token
+        self.limits = limits or otlp.Limits()
+        self.redactor = redactor
+        self._stats = ReceiverStats()
+        self._stats_lock = threading.Lock()
+        self._bodies = threading.BoundedSemaphore(MAX_CONCURRENT_BODIES)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._request_no = 0
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{PATH}"
+
+    @property
+    def stats(self) -> ReceiverStats:
+        with self._stats_lock:
+            return ReceiverStats(**self._stats.__dict__)
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        handler = type("OTLPHandler", (_Handler,), {"receiver": self})
+        try:
+            server = _Server((self.host, self._port), handler)
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {self.host}:{self._port} ({e.strerror}): "
+                              "another receiver may be running there; pass another port, or port 0 for any free one") from e
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name=f"afterfix-receiver-{self.port}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._port = server.server_address[1]
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    # -- one request ---------------------------------------------------------------------
+
+    def _count(self, **changes: Any) -> None:
+        with self._stats_lock:
+            for k, v in changes.items():
+                if k == "last_error":
+                    self._stats.last_error = v
+                else:
+                    setattr(self._stats, k, getattr(self._stats, k) + v)
+
+    def _next_request_no(self) -> int:
+        with self._stats_lock:
+            self._request_no += 1
+            self._stats.requests += 1
+            return self._request_no
+
+    def handle(self, h: "_Handler") -> None:
+        """Answer one POST; every outcome is a response, never an exception."""
+        number = self._next_request_no()
+        kind = _kind(h.headers.get("Content-Type"))
+        body_read = False
+        try:
+            self._check(h, kind)
+            if not self._bodies.acquire(timeout=RETRY_AFTER_S):
+                self._count(busy=1)
+                raise _Refuse(503, "too many requests at once: retry later", retry_after=RETRY_AFTER_S)
+            try:
+                body = _read_body(h, self.limits.max_body_bytes)
+                body_read = True
+                if self.ingester.overloaded:
+                    self._count(busy=1)
+                    raise _Refuse(503, "the store is behind: retry later", retry_after=RETRY_AFTER_S)
+                body = _decompress(h.headers.get("Content-Encoding"), body, self.limits.max_body_bytes)
+                decoded = self._decode(kind, body, number)
+                del body
+                if decoded.spans.num_rows or decoded.refused:
+                    try:
+                        self.spool.submit(decoded, self.ingester)
+                    except OSError as e:  # the spool cannot persist it: do not acknowledge
+                        raise _Refuse(503, f"cannot write the spool ({e}): retry later", retry_after=RETRY_AFTER_S) from e
+            finally:
+                self._bodies.release()
+        except _Refuse as r:
+            self._count(rejected_requests=1, last_error=f"HTTP {r.status}: {r}")
+            # An unread body would be taken for the next request on this connection: read and
+            # drop it when it is of a sane size, else close the connection after answering.
+            close = r.close or (not body_read and not _discard_body(h, self.limits.max_body_bytes * _DRAIN_FACTOR))
+            h.answer(r.status, *_status_body(kind, r.status, str(r)), retry_after=r.retry_after, close=close)
+            return
+        except Exception as e:  # a bug must not kill the server thread or hang the client
+            log.exception("afterfix receiver: request %d failed", number)
+            self._count(rejected_requests=1, last_error=f"HTTP 500: {type(e).__name__}: {e}")
+            h.answer(500, *_status_body(kind, 500, f"internal error: {type(e).__name__}: {e}"))
+            return
+        refused = len(decoded.refused)
+        self._count(accepted=1, spans=decoded.spans.num_rows, refused_spans=refused)
+        h.answer(200, *_success_body(kind, refused, _refusal_message(decoded.refused)))
+
+    def _check(self, h: "_Handler", kind: str | None) -> None:
+        if urlsplit(h.path).path != PATH:
+            raise _Refuse(404, f"no such path {urlsplit(h.path).path!r}: traces are received at POST {PATH}")
+        if self.token is not None:
+            auth = h.headers.get("Authorization", "")
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+                raise _Refuse(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
+                                   "(OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token>)")
+        if kind is None:
+            raise _Refuse(415, f"Content-Type {h.headers.get('Content-Type')!r} is not supported: "
+                               f"send {PROTOBUF} or {JSON}")
+        encoding = (h.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding not in ("identity", "gzip"):
+            raise _Refuse(415, f"Content-Encoding {encoding!r} is not supported: send gzip or none")
+
+    def _decode(self, kind: str, body: bytes, number: int):
+        kwargs: dict[str, Any] = {"source": "otlp-http", "request": number, "limits": self.limits}
+        if self.redactor is not None:
+            kwargs["redactor"] = self.redactor
+        try:
+            if kind == "protobuf":
+                return otlp.decode_protobuf(body, **kwargs)
+            return otlp.decode_json_body(body, **kwargs)
+        except DecodeError as e:
+            raise _Refuse(e.status, f"request {number}: {e}") from e
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+
+class _Handler(BaseHTTPRequestHandler):
+    receiver: Receiver
+    protocol_version = "HTTP/1.1"  # keep-alive: exporters reuse their connection
+    server_version = "afterfix"
+    timeout = 30
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+        self.receiver.handle(self)
+
+    def _not_post(self) -> None:
+        path = urlsplit(self.path).path
+        status, msg = (405, f"{self.command} is not supported: POST to {PATH}") if path == PATH else \
+            (404, f"no such path {path!r}: traces are received at POST {PATH}")
+        close = not _discard_body(self, self.receiver.limits.max_body_bytes)
+        self.answer(status, *_status_body(_kind(self.headers.get("Content-Type")), status, msg), close=close)
+
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_post  # noqa: N815
+
+    def answer(self, status: int, content_type: str, body: bytes, *, retry_after: int | None = None, close: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if retry_after is not None:
+            self.send_header("Retry-After", str(retry_after))
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="afterfix"')
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the http.server signature
+        log.debug("afterfix receiver: %s " + format, self.address_string(), *args)
+
+
+# -- bodies ----------------------------------------------------------------------------------
+
+
+def _kind(content_type: str | None) -> str | None:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return {PROTOBUF: "protobuf", JSON: "json"}.get(media)
+
+
+def _read_body(h: _Handler, limit: int) -> bytes:
+    if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+        return _read_chunked(h, limit)
+    length = h.headers.get("Content-Length")
+    if length is None:
+        raise _Refuse(411, "Content-Length is required (or Transfer-Encoding: chunked)", close=True)
+    try:
+        n = int(length)
+        if n < 0:
+            raise ValueError
+    except ValueError:
+        raise _Refuse(400, f"Content-Length {length!r} is not a byte count", close=True) from None
+    if n > limit:
+        raise _Refuse(413, f"body of {n} bytes is over the limit of {limit} bytes: send smaller batches "
+                           "(BatchSpanProcessor max_export_batch_size)")
+    body = h.rfile.read(n)
+    if len(body) < n:
+        raise _Refuse(400, f"body ended after {len(body)} of {n} bytes", close=True)
+    return body
+
+
+def _discard_body(h: _Handler, cap: int) -> bool:
+    """Read and drop a declared body of at most `cap` bytes; False when the connection must close."""
+    if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+        return False
+    try:
+        n = int(h.headers.get("Content-Length") or 0)
+    except ValueError:
+        return False
+    if n > cap:
+        return False
+    while n > 0:
+        chunk = h.rfile.read(min(n, 1 << 20))
+        if not chunk:
+            return False
+        n -= len(chunk)
+    return True
+
+
+def _read_chunked(h: _Handler, limit: int) -> bytes:
+    parts, total = [], 0
+    while True:
+        line = h.rfile.readline(1024)
+        try:
+            size = int(line.split(b";")[0].strip(), 16)
+        except ValueError:
+            raise _Refuse(400, "malformed chunked body", close=True) from None
+        if size == 0:
+            while h.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(parts)
+        total += size
+        if total > limit:
+            raise _Refuse(413, f"chunked body is over the limit of {limit} bytes: send smaller batches", close=True)
+        parts.append(h.rfile.read(size))
+        h.rfile.readline(8)  # the CRLF after each chunk
+
+
+def _decompress(encoding: str | None, body: bytes, limit: int) -> bytes:
+    if (encoding or "identity").strip().lower() != "gzip":
+        return body
+    # Inflate at most limit + 1 bytes: a small gzip bomb never expands past the cap in memory.
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(body, limit + 1)
+        if len(out) > limit:
+            raise _Refuse(413, f"gzip body inflates to over the limit of {limit} bytes: send smaller batches")
+        if not d.eof:
+            raise _Refuse(400, "gzip body is truncated")
+    except zlib.error as e:
+        raise _Refuse(400, f"Content-Encoding is gzip but the body is not valid gzip ({e})") from None
+    return out
+
+
+# -- response bodies --------------------------------------------------------------------------
+
+
+def _status_body(kind: str | None, status: int, message: str) -> tuple[str, bytes]:
+    """A google.rpc.Status in the request's encoding (JSON when it had none we know)."""
+    msg = status_pb2.Status(code=_RPC_CODE.get(status, code_pb2.UNKNOWN), message=message)
+    if kind == "protobuf":
+        return PROTOBUF, msg.SerializeToString()
+    return JSON, json_format.MessageToJson(msg, indent=None).encode()
+
+
+def _success_body(kind: str, rejected: int, message: str) -> tuple[str, bytes]:
+    resp = trace_service_pb2.ExportTraceServiceResponse()
+    if rejected:
+        resp.partial_success.rejected_spans = rejected
+        resp.partial_success.error_message = message
+    if kind == "protobuf":
+        return PROTOBUF, resp.SerializeToString()
+    return JSON, json_format.MessageToJson(resp, indent=None).encode()
+
+
+def _refusal_message(refused: list) -> str:
+    if not refused:
+        return ""
+    shown = "; ".join(f"{r.location}: {r.reason}" for r in refused[:3])
+    more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+    return f"{len(refused)} span(s) refused and kept in the quarantine table: {shown}{more}"
