@@ -300,7 +300,7 @@ class ApiServer:
         self._server = _Server((self.host, self.port), _Handler)
         self._server.cluster = self.cluster
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="afterfix-k8s-sim", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="afterfix-k8s-sim", daemon=True)
         self._thread.start()
         return self
 
