@@ -531,7 +531,7 @@ class Recorder:
         """
         if not verb:
             raise ValueError("action verb must be a non-empty string such as 'patch'")
-        if isinstance(trust_level, bool) or trust_level not in TRUST_LEVELS:
+        if type(trust_level) is not int or trust_level not in TRUST_LEVELS:
             raise ValueError(f"trust_level {trust_level!r} must be 1, 2, 3 or 4 ({'; '.join(f'{k} {v}' for k, v in TRUST_LEVELS.items())})")
         if not isinstance(target, Target):
             raise TypeError(f"target must be an afterfix.sdk.Target, not {type(target).__name__}")

@@ -1,0 +1,489 @@
+"""afterfix.sdk through the real OpenTelemetry SDK: exact attributes and events per Recorder
+method, option verdict rules, JSON determinism, the OTLP/JSON file exporter, and the same spans
+read back through the decoder and the store's views."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from afterfix import convention as c
+from afterfix import sdk
+from afterfix.sdk import Option, Target
+
+T0 = 1795747620.0  # 2026-11-27T02:47:00Z
+
+
+class Clock:
+    def __init__(self, start: float = T0):
+        self.t = start
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+@pytest.fixture
+def memory():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(id_generator=sdk.SeededIdGenerator(7))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def recorder(provider) -> sdk.Recorder:
+    return sdk.Recorder(provider, agent_name="agent-x", clock=Clock(), seed=1)
+
+
+RUN = {c.GENAI_AGENT_NAME: "agent-x", c.RUN_ID: "run-1", c.INCIDENT_ID: "INC-1"}
+HPA = Target("uid-hpa", "HorizontalPodAutoscaler", "autoscaling/v2", "shop", "checkout")
+
+
+def _detection(rec):
+    rec.detection("latency_p95", 2.4, 0.8, "p95 latency 2.4 s over 0.8 s")
+
+
+def _tool(rec):
+    with rec.tool_call("get_hpa", {"namespace": "shop", "name": "checkout"}, call_id="call-1") as call:
+        call.result({"spec": {"maxReplicas": 4}, "status": {"currentReplicas": 4}})
+
+
+def _tool_text_result(rec):
+    with rec.tool_call("get_logs", {"tail": 10}, call_id="call-2", tool_type="extension") as call:
+        call.result("no errors")
+
+
+def _tool_error(rec):
+    with rec.tool_call("get_metrics", {}, call_id="call-3") as call:
+        call.error("prometheus unreachable")
+
+
+def _llm(rec):
+    with rec.llm_call("gpt-x", provider="openai") as llm:
+        llm.tokens(1200, 180)
+        llm.response_model("gpt-x-2026")
+
+
+def _verification(rec):
+    rec.verification("act-9", "success", "latency_p95", 2.4, 0.41)
+
+
+def _approval(rec):
+    rec.approval("act-9", "denied", approver="alice", reason="change freeze")
+
+
+def _approval_requested(rec):
+    rec.approval("act-9")
+
+
+def _incident(rec):
+    with rec.incident("INC-1", "checkout latency", severity="critical", service="shop/checkout") as inc:
+        inc.set_status("mitigated")
+
+
+def _action(rec):
+    with rec.action("patch", HPA, decision_id="dec-1", trust_level=3, patch={"spec": {"maxReplicas": 10}},
+                    action_id="act-1") as act:
+        act.before({"spec": {"maxReplicas": 4}}, "41")
+        act.dry_run_ok()
+        act.after({"spec": {"maxReplicas": 10}}, "42")
+
+
+def _action_readonly(rec):
+    with rec.action("get", Target(None, "Namespace", "v1", None, "shop"), mutating=False, trust_level=1,
+                    field_manager=None, action_id="act-2") as act:
+        act.status("recommended")
+
+
+def _action_awaiting(rec):
+    with rec.action("scale", HPA, trust_level=2, action_id="act-3") as act:
+        act.status("awaiting_approval")
+
+
+CASES = [
+    ("detection", _detection, "detect latency_p95", SpanKind.INTERNAL, {
+        c.SPAN_KIND: "detection", c.DETECTION_SIGNAL: "latency_p95", c.DETECTION_VALUE: 2.4,
+        c.DETECTION_THRESHOLD: 0.8, c.DETECTION_SUMMARY: "p95 latency 2.4 s over 0.8 s"}),
+    ("tool", _tool, "execute_tool get_hpa", SpanKind.INTERNAL, {
+        c.GENAI_OPERATION: "execute_tool", c.GENAI_TOOL_NAME: "get_hpa", c.GENAI_TOOL_CALL_ID: "call-1",
+        c.GENAI_TOOL_TYPE: "function", c.GENAI_TOOL_ARGUMENTS: '{"name":"checkout","namespace":"shop"}',
+        c.GENAI_TOOL_RESULT: '{"spec":{"maxReplicas":4},"status":{"currentReplicas":4}}'}),
+    ("tool text result", _tool_text_result, "execute_tool get_logs", SpanKind.INTERNAL, {
+        c.GENAI_OPERATION: "execute_tool", c.GENAI_TOOL_NAME: "get_logs", c.GENAI_TOOL_CALL_ID: "call-2",
+        c.GENAI_TOOL_TYPE: "extension", c.GENAI_TOOL_ARGUMENTS: '{"tail":10}', c.GENAI_TOOL_RESULT: "no errors"}),
+    ("tool error", _tool_error, "execute_tool get_metrics", SpanKind.INTERNAL, {
+        c.GENAI_OPERATION: "execute_tool", c.GENAI_TOOL_NAME: "get_metrics", c.GENAI_TOOL_CALL_ID: "call-3",
+        c.GENAI_TOOL_TYPE: "function", c.GENAI_TOOL_ARGUMENTS: "{}", c.ERROR_TYPE: "_OTHER"}),
+    ("llm", _llm, "chat gpt-x", SpanKind.CLIENT, {
+        c.GENAI_OPERATION: "chat", c.GENAI_REQUEST_MODEL: "gpt-x", c.GENAI_PROVIDER: "openai",
+        c.GENAI_INPUT_TOKENS: 1200, c.GENAI_OUTPUT_TOKENS: 180, c.GENAI_RESPONSE_MODEL: "gpt-x-2026"}),
+    ("verification", _verification, "verify latency_p95", SpanKind.INTERNAL, {
+        c.SPAN_KIND: "verification", c.VERIFY_ACTION_ID: "act-9", c.VERIFY_OUTCOME: "success",
+        c.VERIFY_SIGNAL: "latency_p95", c.VERIFY_BEFORE: 2.4, c.VERIFY_AFTER: 0.41}),
+    ("approval denied", _approval, "approval denied", SpanKind.INTERNAL, {
+        c.SPAN_KIND: "approval", c.APPROVAL_ACTION_ID: "act-9", c.APPROVAL_STATUS: "denied",
+        c.APPROVAL_APPROVER: "alice", c.APPROVAL_REASON: "change freeze"}),
+    ("approval requested", _approval_requested, "approval requested", SpanKind.INTERNAL, {
+        c.SPAN_KIND: "approval", c.APPROVAL_ACTION_ID: "act-9", c.APPROVAL_STATUS: "requested"}),
+    ("incident", _incident, "incident checkout latency", SpanKind.INTERNAL, {
+        c.SPAN_KIND: "incident", c.INCIDENT_TITLE: "checkout latency", c.INCIDENT_SEVERITY: "critical",
+        c.INCIDENT_SERVICE: "shop/checkout", c.INCIDENT_STATUS: "mitigated"}),
+    ("action", _action, "patch HorizontalPodAutoscaler shop/checkout", SpanKind.INTERNAL, {
+        c.SPAN_KIND: "action", c.ACTION_ID: "act-1", c.ACTION_DECISION_ID: "dec-1", c.ACTION_VERB: "patch",
+        c.ACTION_MUTATING: True, c.TRUST_LEVEL: 3, c.ACTION_PATCH: '{"spec":{"maxReplicas":10}}',
+        c.ACTION_FIELD_MANAGER: "afterfix-agent", c.TARGET_UID: "uid-hpa", c.TARGET_KIND: "HorizontalPodAutoscaler",
+        c.TARGET_API_VERSION: "autoscaling/v2", c.TARGET_NAMESPACE: "shop", c.TARGET_NAME: "checkout",
+        c.ACTION_BEFORE: '{"spec":{"maxReplicas":4}}', c.ACTION_RV_BEFORE: "41", c.ACTION_DRY_RUN: True,
+        c.ACTION_AFTER: '{"spec":{"maxReplicas":10}}', c.ACTION_RV_AFTER: "42", c.ACTION_STATUS: "applied"}),
+    ("read-only action", _action_readonly, "get Namespace shop", SpanKind.INTERNAL, {
+        c.SPAN_KIND: "action", c.ACTION_ID: "act-2", c.ACTION_VERB: "get", c.ACTION_MUTATING: False,
+        c.TRUST_LEVEL: 1, c.TARGET_KIND: "Namespace", c.TARGET_API_VERSION: "v1", c.TARGET_NAME: "shop",
+        c.ACTION_STATUS: "recommended"}),
+    ("action awaiting approval", _action_awaiting, "scale HorizontalPodAutoscaler shop/checkout", SpanKind.INTERNAL, {
+        c.SPAN_KIND: "action", c.ACTION_ID: "act-3", c.ACTION_VERB: "scale", c.ACTION_MUTATING: True,
+        c.TRUST_LEVEL: 2, c.ACTION_FIELD_MANAGER: "afterfix-agent", c.TARGET_UID: "uid-hpa",
+        c.TARGET_KIND: "HorizontalPodAutoscaler", c.TARGET_API_VERSION: "autoscaling/v2",
+        c.TARGET_NAMESPACE: "shop", c.TARGET_NAME: "checkout", c.ACTION_STATUS: "awaiting_approval"}),
+]
+
+
+@pytest.mark.parametrize("label,step,name,kind,expected", CASES, ids=[case[0] for case in CASES])
+def test_each_step_emits_exactly_its_attributes(memory, label, step, name, kind, expected):
+    provider, exporter = memory
+    rec = recorder(provider)
+    with rec.run(run_id="run-1", incident_id="INC-1"):
+        step(rec)
+    inner, run = exporter.get_finished_spans()
+    assert inner.name == name
+    assert inner.kind == kind
+    assert dict(inner.attributes) == {**RUN, **expected}
+    assert inner.parent.span_id == run.context.span_id
+    assert inner.context.trace_id == run.context.trace_id
+    assert inner.start_time <= inner.end_time
+    failed = c.ERROR_TYPE in expected
+    assert inner.status.status_code == (StatusCode.ERROR if failed else StatusCode.UNSET)
+
+
+def test_run_span_and_incident_id_learned_inside_the_run(memory):
+    provider, exporter = memory
+    rec = sdk.Recorder(provider, agent_name="agent-x", agent_id="agent-7", scenario="hpa-night", clock=Clock(), seed=1)
+    with rec.run(run_id="run-9") as run:
+        rec.detection("latency_p95", 2.0, 1.0, "slow")  # before the incident is known
+        with rec.incident("INC-5", "slow checkout"):
+            rec.detection("errors", 0.0, 0.05, "flat")
+        assert (run.run_id, run.incident_id) == ("run-9", "INC-5")
+    before, detection, incident, run_span = exporter.get_finished_spans()
+    common = {c.GENAI_AGENT_NAME: "agent-x", c.GENAI_AGENT_ID: "agent-7", c.SCENARIO: "hpa-night", c.RUN_ID: "run-9"}
+    assert dict(run_span.attributes) == {
+        **common, c.GENAI_OPERATION: "invoke_agent", c.GENAI_CONVERSATION_ID: "run-9", c.INCIDENT_ID: "INC-5"}
+    assert run_span.name == "invoke_agent agent-x"
+    assert c.INCIDENT_ID not in before.attributes
+    assert detection.attributes[c.INCIDENT_ID] == "INC-5"
+    assert detection.parent.span_id == incident.context.span_id
+    assert incident.parent.span_id == run_span.context.span_id
+
+
+def test_generated_ids_are_reproducible_with_a_seed(memory):
+    provider, exporter = memory
+    ids = []
+    for _ in range(2):
+        rec = sdk.Recorder(provider, clock=Clock(), seed=42)
+        with rec.run() as run:
+            did = rec.decision("q", [Option("a", "A")], "a", "r")
+            with rec.action("patch", HPA) as act:
+                pass
+            with rec.tool_call("t", {}) as call:
+                pass
+        ids.append((run.run_id, did, act.action_id, call.call_id))
+    assert ids[0] == ids[1]
+    assert re.fullmatch(r"run-[0-9a-f]{12}", ids[0][0]) and ids[0][1].startswith("dec-")
+    assert len(set(ids[0])) == 4
+
+
+def test_without_a_seed_ids_differ(memory):
+    provider, _ = memory
+    rec = sdk.Recorder(provider)
+    with rec.run() as a:
+        pass
+    with rec.run() as b:
+        pass
+    assert a.run_id != b.run_id
+
+
+# -- decisions and options -------------------------------------------------------------------
+
+OPTIONS = [
+    Option("raise-max", "Raise HPA maxReplicas 4 -> 10", action={"patch": {"spec": {"maxReplicas": 10}}, "kind": "HPA"},
+           evidence=["replicas pinned at max", "cpu 95%"], score=0.9),
+    Option("restart", "Restart pods", evidence=["memory flat"], score=0.2, reason="no memory growth"),
+    Option("wait", "Wait and watch", verdict="considered"),
+]
+
+
+def test_decision_span_and_option_events(memory):
+    provider, exporter = memory
+    rec = recorder(provider)
+    with rec.run(run_id="run-1", incident_id="INC-1"):
+        did = rec.decision("checkout p95 over SLO: what to do?", OPTIONS, "raise-max", "load exceeds capacity",
+                           policy="hpa_capacity_v1", inputs={"p95": 2.4, "cpu": 0.95}, decision_id="dec-1")
+    assert did == "dec-1"
+    span = exporter.get_finished_spans()[0]
+    assert span.name == "decide: checkout p95 over SLO: what to do?"
+    assert dict(span.attributes) == {
+        **RUN, c.SPAN_KIND: "decision", c.DECISION_ID: "dec-1", c.DECISION_QUESTION: "checkout p95 over SLO: what to do?",
+        c.DECISION_SELECTED: "raise-max", c.DECISION_REASON: "load exceeds capacity", c.DECISION_POLICY: "hpa_capacity_v1",
+        c.DECISION_INPUTS: '{"cpu":0.95,"p95":2.4}'}
+    assert [e.name for e in span.events] == [c.OPTION_EVENT] * 3
+    assert [dict(e.attributes) for e in span.events] == [
+        {c.OPTION_ID: "raise-max", c.OPTION_DESCRIPTION: "Raise HPA maxReplicas 4 -> 10",
+         c.OPTION_ACTION: '{"kind":"HPA","patch":{"spec":{"maxReplicas":10}}}',
+         c.OPTION_EVIDENCE: '["replicas pinned at max","cpu 95%"]', c.OPTION_SCORE: 0.9,
+         c.OPTION_VERDICT: "selected", c.OPTION_REASON: "load exceeds capacity"},
+        {c.OPTION_ID: "restart", c.OPTION_DESCRIPTION: "Restart pods", c.OPTION_EVIDENCE: '["memory flat"]',
+         c.OPTION_SCORE: 0.2, c.OPTION_VERDICT: "rejected", c.OPTION_REASON: "no memory growth"},
+        {c.OPTION_ID: "wait", c.OPTION_DESCRIPTION: "Wait and watch", c.OPTION_EVIDENCE: "[]",
+         c.OPTION_VERDICT: "considered"},
+    ]
+    assert all(e.timestamp >= span.start_time for e in span.events)
+
+
+VERDICT_CASES = [
+    # (options, selected, verdicts or the error text expected)
+    ([Option("a", "A"), Option("b", "B", reason="worse")], "a", ["selected", "rejected"]),
+    ([Option("a", "A", reason="r"), Option("b", "B", reason="worse")], None, ["rejected", "rejected"]),
+    ([Option("a", "A"), Option("b", "B", verdict="considered")], "a", ["selected", "considered"]),
+    ([Option("a", "A", verdict="selected"), Option("b", "B", verdict="rejected", reason="x")], "a", ["selected", "rejected"]),
+    ([Option("a", "A"), Option("b", "B")], "a", "rejected without a reason"),
+    ([Option("a", "A"), Option("b", "B", reason="")], "a", "rejected without a reason"),
+    ([Option("a", "A"), Option("b", "B", reason="x")], "c", "not among the options"),
+    ([Option("a", "A"), Option("a", "again")], "a", "repeated: a"),
+    ([Option("a", "A"), Option("b", "B", verdict="selected")], "a", "only the selected option"),
+    ([Option("a", "A", verdict="rejected", reason="x")], "a", "only the selected option"),
+    ([Option("a", "A"), Option("b", "B", verdict="maybe", reason="x")], "a", "not one of selected, rejected, considered"),
+    ([], None, "at least one option"),
+]
+
+
+@pytest.mark.parametrize("options,selected,expected", VERDICT_CASES)
+def test_option_verdict_rules(memory, options, selected, expected):
+    provider, exporter = memory
+    rec = recorder(provider)
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            rec.decision("q", options, selected, "because")
+        assert exporter.get_finished_spans() == ()  # nothing half-recorded
+        return
+    rec.decision("q", options, selected, "because")
+    span = exporter.get_finished_spans()[0]
+    assert [e.attributes[c.OPTION_VERDICT] for e in span.events] == expected
+    assert span.attributes[c.DECISION_SELECTED] == (selected or "")
+
+
+def test_json_attributes_do_not_depend_on_key_order(memory):
+    provider, exporter = memory
+    a = {"spec": {"minReplicas": 2, "maxReplicas": 10}, "metadata": {"name": "checkout", "labels": {"z": "1", "a": "2"}}}
+    b = {"metadata": {"labels": {"a": "2", "z": "1"}, "name": "checkout"}, "spec": {"maxReplicas": 10, "minReplicas": 2}}
+    assert list(a) != list(b)
+    rec = recorder(provider)
+    for state in (a, b):
+        with rec.action("patch", HPA, patch=state, action_id="act-1") as act:
+            act.before(state, "1")
+            act.after(state, "2")
+        rec.decision("q", [Option("o", "O", action=state)], "o", "r", inputs=state, decision_id="d")
+        with rec.tool_call("t", state, call_id="c") as call:
+            call.result(state)
+    spans = exporter.get_finished_spans()
+    first, second = spans[:3], spans[3:]
+    for x, y in zip(first, second):
+        assert dict(x.attributes) == dict(y.attributes)
+        assert [dict(e.attributes) for e in x.events] == [dict(e.attributes) for e in y.events]
+    assert first[0].attributes[c.ACTION_BEFORE] == sdk.dumps(a) == sdk.dumps(b)
+    assert orjson.loads(first[0].attributes[c.ACTION_BEFORE]) == a
+
+
+# -- actions -------------------------------------------------------------------------------------
+
+
+def test_exception_inside_an_action_marks_it_failed_and_propagates(memory):
+    provider, exporter = memory
+    rec = recorder(provider)
+
+    class Conflict(Exception):
+        pass
+
+    with pytest.raises(Conflict):
+        with rec.action("patch", HPA, action_id="act-1") as act:
+            act.before({"spec": {"maxReplicas": 4}}, "41")
+            raise Conflict("409: the object has been modified")
+    span = exporter.get_finished_spans()[0]
+    assert span.attributes[c.ACTION_STATUS] == "failed"
+    assert span.attributes[c.ERROR_TYPE].endswith("Conflict")
+    assert span.status.status_code == StatusCode.ERROR
+    assert "409" in span.status.description
+    assert [e.name for e in span.events] == ["exception"]
+
+
+def test_exception_inside_a_tool_call_is_recorded_with_its_type(memory):
+    provider, exporter = memory
+    rec = recorder(provider)
+    with pytest.raises(TimeoutError):
+        with rec.tool_call("get_metrics", {"q": "up"}):
+            raise TimeoutError("prometheus timed out")
+    span = exporter.get_finished_spans()[0]
+    assert span.attributes[c.ERROR_TYPE] == "TimeoutError"
+    assert span.status.status_code == StatusCode.ERROR
+
+
+def test_failed_status_without_exception_is_an_error_span(memory):
+    provider, exporter = memory
+    rec = recorder(provider)
+    with rec.action("rollback", HPA, action_id="act-1") as act:
+        act.status("failed")
+    span = exporter.get_finished_spans()[0]
+    assert span.attributes[c.ACTION_STATUS] == "failed"
+    assert span.status.status_code == StatusCode.ERROR
+
+
+def test_action_without_status_or_after_has_no_status(memory):
+    provider, exporter = memory
+    rec = recorder(provider)
+    with rec.action("patch", HPA, action_id="act-1"):
+        pass
+    assert c.ACTION_STATUS not in exporter.get_finished_spans()[0].attributes
+
+
+@pytest.mark.parametrize("level", [0, 5, -1, True, "3", 3.0, None])
+def test_trust_level_must_be_1_to_4(memory, level):
+    provider, exporter = memory
+    rec = recorder(provider)
+    with pytest.raises(ValueError, match="trust_level"):
+        with rec.action("patch", HPA, trust_level=level):
+            pass
+    assert exporter.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda rec: rec.action("patch", HPA).__enter__().status("done"), "action status 'done'"),
+    (lambda rec: rec.verification("a", "great", "s", 1, 0), "verification outcome"),
+    (lambda rec: rec.approval("a", "maybe"), "approval status"),
+    (lambda rec: rec.incident("I", "t", severity="urgent").__enter__(), "incident severity"),
+    (lambda rec: rec.incident("I", "t", status="closed").__enter__(), "incident status"),
+    (lambda rec: rec.action("", HPA).__enter__(), "verb"),
+])
+def test_values_outside_the_convention_are_refused(memory, call, match):
+    provider, _ = memory
+    with pytest.raises(ValueError, match=match):
+        call(recorder(provider))
+
+
+# -- OTLP/JSON file exporter ------------------------------------------------------------------
+
+HEX32 = re.compile(r"[0-9a-f]{32}")
+HEX16 = re.compile(r"[0-9a-f]{16}")
+
+
+def _story(rec):
+    with rec.run(run_id="run-1", incident_id="INC-1"):
+        with rec.tool_call("get_hpa", {"name": "checkout"}) as call:
+            call.result({"maxReplicas": 4})
+        with rec.llm_call("m") as llm:
+            llm.tokens(10, 3)
+        did = rec.decision("q", OPTIONS, "raise-max", "r", decision_id="dec-1")
+        with rec.action("patch", HPA, decision_id=did, action_id="act-1") as act:
+            act.before({"spec": {"maxReplicas": 4}}, "41")
+            act.after({"spec": {"maxReplicas": 10}}, "42")
+        with pytest.raises(RuntimeError):
+            with rec.tool_call("broken", {}):
+                raise RuntimeError("boom")
+
+
+def _value(any_value: dict):
+    (kind, v), = any_value.items()
+    return kind, v
+
+
+def test_file_exporter_writes_otlp_json_lines(tmp_path, memory):
+    _, _ = memory
+    path = tmp_path / "out" / "agent.jsonl"
+    provider = sdk.setup("sre-agent", file=path, resource={"deployment.environment": "prod"},
+                         id_generator=sdk.SeededIdGenerator(3))
+    memory_exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory_exporter))
+    _story(sdk.Recorder(provider, clock=Clock(), seed=2))
+    provider.shutdown()
+
+    lines = path.read_bytes().splitlines()
+    sdk_spans = {s.context.span_id: s for s in memory_exporter.get_finished_spans()}
+    assert len(lines) == len(sdk_spans) == 6  # one export per ended span
+    seen = 0
+    for line in lines:
+        data = orjson.loads(line)
+        (rs,) = data["resourceSpans"]
+        resource = {kv["key"]: kv["value"] for kv in rs["resource"]["attributes"]}
+        assert resource["service.name"] == {"stringValue": "sre-agent"}
+        assert resource["deployment.environment"] == {"stringValue": "prod"}
+        (ss,) = rs["scopeSpans"]
+        assert ss["scope"]["name"] == "afterfix.sdk"
+        for span in ss["spans"]:
+            original = sdk_spans[int(span["spanId"], 16)]
+            seen += 1
+            assert HEX32.fullmatch(span["traceId"]) and int(span["traceId"], 16) == original.context.trace_id
+            assert HEX16.fullmatch(span["spanId"])
+            if original.parent is None:
+                assert "parentSpanId" not in span
+            else:
+                assert HEX16.fullmatch(span["parentSpanId"]) and int(span["parentSpanId"], 16) == original.parent.span_id
+            assert span["startTimeUnixNano"] == str(original.start_time)  # int64 as a decimal string
+            assert span["endTimeUnixNano"] == str(original.end_time)
+            assert span["kind"] == {SpanKind.INTERNAL: 1, SpanKind.CLIENT: 3}[original.kind]  # enum as int
+            attrs = dict((kv["key"], _value(kv["value"])) for kv in span["attributes"])
+            assert set(attrs) == set(original.attributes)
+            for key, value in original.attributes.items():
+                kind, encoded = attrs[key]
+                if isinstance(value, bool):
+                    assert (kind, encoded) == ("boolValue", value)
+                elif isinstance(value, int):
+                    assert (kind, encoded) == ("intValue", str(value))
+                elif isinstance(value, float):
+                    assert kind == "doubleValue" and encoded == value
+                else:
+                    assert (kind, encoded) == ("stringValue", value)
+            events = span.get("events", [])
+            assert [e["name"] for e in events] == [e.name for e in original.events]
+            for e, oe in zip(events, original.events):
+                assert e["timeUnixNano"] == str(oe.timestamp)
+            if original.status.status_code == StatusCode.ERROR:
+                assert span["status"]["code"] == 2
+                assert span["status"]["message"] == "boom"
+            else:
+                assert "code" not in span.get("status", {})
+    assert seen == 6
+
+
+def test_file_exporter_appends_to_an_existing_file(tmp_path):
+    path = tmp_path / "agent.jsonl"
+    path.write_bytes(b'{"resourceSpans":[]}\n')
+    for run in ("run-a", "run-b"):
+        provider = sdk.setup("sre-agent", file=path, batch_file=True)
+        with sdk.Recorder(provider).run(run_id=run):
+            pass
+        provider.shutdown()
+    lines = path.read_bytes().splitlines()
+    assert lines[0] == b'{"resourceSpans":[]}'
+    assert len(lines) == 3 and all(line.endswith(b"}") for line in lines)
+    runs = [kv["value"]["stringValue"] for line in lines[1:]
+            for kv in orjson.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
+            if kv["key"] == c.RUN_ID]
+    assert runs == ["run-a", "run-b"]
+
+
+def test_setup_needs_a_destination():
+    with pytest.raises(ValueError, match="endpoint"):
+        sdk.setup("sre-agent")
