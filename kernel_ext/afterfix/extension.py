@@ -53,10 +53,13 @@ class Session:
         from .ingest.otlp import Limits
         from .ingest.redact import Redactor
 
-        limits = Limits()
-        limits = dataclasses.replace(limits, max_body_bytes=settings["max_body_bytes"]) if dataclasses.is_dataclass(
-            limits
-        ) else Limits(max_body_bytes=settings["max_body_bytes"])
+        defaults = Limits()
+        limits = (
+            dataclasses.replace(defaults, max_body_bytes=settings["max_body_bytes"])
+            if dataclasses.is_dataclass(defaults)
+            else Limits(max_body_bytes=settings["max_body_bytes"])
+        )
+        extra = tuple((f"Afterfix.redact_patterns[{i}]", p) for i, p in enumerate(settings["redact_patterns"]))
         return Capture(
             self.store,
             inbox=Path(settings["inbox"]),
@@ -65,7 +68,7 @@ class Session:
             port=settings["port"],
             token=settings["token"],
             limits=limits,
-            redactor=Redactor(extra=tuple(settings["redact_patterns"])),
+            redactor=Redactor(extra=extra),
             interval=settings["interval"],
         )
 
@@ -84,13 +87,14 @@ class Session:
         capture = self._new_capture(settings, listen=settings["listen"])
         try:
             capture.start()
-        except OSError as e:
+        except (ConfigError, OSError) as e:
+            if not settings["listen"]:
+                raise
             # The port is taken (often by another kernel): keep reviewing with the inbox alone.
             capture.stop()
             self.receiver_error = (
-                f"receiver could not listen on {settings['host']}:{settings['port']} ({e.strerror or e}); "
-                f"reading the inbox {settings['inbox']} only. Free the port or run "
-                "`%config Afterfix.port = N` then `%afterfix restart`"
+                f"receiver off: {e}. Reading the inbox {settings['inbox']} only; "
+                "free the port or run `%config Afterfix.port = N` then `%afterfix restart`"
             )
             capture = self._new_capture(settings, listen=False)
             capture.start()
@@ -114,18 +118,19 @@ class Session:
         info: dict = {
             "state": "running" if self.running else "stopped",
             "store": s.get("store", self.config.store),
-            "receiver": (
-                f"{s['host']}:{s['port']}" if s.get("listen") and not self.receiver_error else "off"
-            )
-            if s
-            else "off",
+            "receiver": "off",
             "inbox": s.get("inbox", self.config.inbox),
         }
         if self.capture is not None:
-            info.update(self.capture.status())
+            status = self.capture.status()
+            if status.get("port"):  # the real port, also when port 0 picked one
+                info["receiver"] = f"{status.get('host') or s['host']}:{status['port']}"
+            for key in ("running", "url", "host", "port", "inbox"):
+                status.pop(key, None)
+            info.update(status)
         if self.receiver_error:
             last = info.get("last_error")
-            info["last_error"] = f"{self.receiver_error}; {last}" if last else self.receiver_error
+            info["last_error"] = f"{self.receiver_error}; then: {last}" if last else self.receiver_error
         return info
 
     def last_error(self) -> str | None:
@@ -197,9 +202,14 @@ def load(shell) -> Session:
     """Set up afterfix in `shell` and start capturing; loading twice replaces the first session."""
     if id(shell) in _sessions:
         unload(shell)
+    from IPython.core.error import UsageError
+
     from .magics import AfterfixMagics
 
-    config = Afterfix(parent=shell)
+    try:
+        config = Afterfix(parent=shell)
+    except TraitError as e:
+        raise UsageError(f"afterfix not loaded: {e}") from None
     session = Session(shell, config)
     shell.configurables.append(config)
     magics = AfterfixMagics(shell, session=session)
@@ -212,8 +222,6 @@ def load(shell) -> Session:
         session.start()
     except ConfigError as e:
         unload(shell)
-        from IPython.core.error import UsageError
-
         raise UsageError(f"afterfix not loaded: {e}") from None
     except Exception:
         unload(shell)

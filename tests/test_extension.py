@@ -1,0 +1,351 @@
+"""`%load_ext afterfix` in a shell and in a real kernel: lifecycle, options, receiving spans.
+
+In-process tests use a real InteractiveShell that raises on cell errors; end-to-end tests start
+a real ipykernel with jupyter_client and send spans to it with the OpenTelemetry SDK's own
+OTLP/HTTP exporter.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from jupyter_client.manager import KernelManager
+from traitlets import TraitError
+from traitlets.config import Config
+
+from afterfix.config import Afterfix
+from afterfix.extension import Session, session_for
+
+
+class TestingShell(InteractiveShell):
+    """An InteractiveShell whose cells raise their error instead of printing it."""
+
+    __test__ = False
+
+    def run_cell(self, raw_cell, *args, **kwargs):
+        result = super().run_cell(raw_cell, *args, **kwargs)
+        result.raise_error()
+        return result
+
+
+def new_shell(tmp_path, **afterfix) -> TestingShell:
+    c = Config()
+    c.HistoryManager.hist_file = ":memory:"
+    c.Afterfix.store = str(tmp_path / "store")
+    c.Afterfix.inbox = str(tmp_path / "inbox")
+    for k, v in afterfix.items():
+        setattr(c.Afterfix, k, v)
+    return TestingShell(config=c)
+
+
+@pytest.fixture
+def shell(tmp_path, free_port):
+    ip = new_shell(tmp_path, port=free_port)
+    yield ip
+    if session_for(ip) is not None:
+        ip.run_cell("%unload_ext afterfix")
+
+
+def afterfix_callbacks(ip) -> list:
+    return [cb for cb in ip.events.callbacks["post_run_cell"] if isinstance(getattr(cb, "__self__", None), Session)]
+
+
+def wait_for(predicate, timeout: float = 30, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
+
+# -- lifecycle in one shell -------------------------------------------------------------------
+
+
+def test_load_creates_the_store_and_unload_stops_every_thread(shell, tmp_path):
+    before = set(threading.enumerate())
+    shell.run_cell("%load_ext afterfix")
+    assert (tmp_path / "store" / "catalog.sqlite").exists()
+    assert set(threading.enumerate()) - before, "loading started no capture thread"
+    assert "sql" in shell.magics_manager.magics["cell"] and "afterfix" in shell.magics_manager.magics["line"]
+    assert shell.run_cell("%afterfix status").result.info["state"] == "running"
+
+    shell.run_cell("%unload_ext afterfix")
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert left == [], f"threads still running after unload: {[t.name for t in left]}"
+    assert afterfix_callbacks(shell) == []
+    assert "sql" not in shell.magics_manager.magics["cell"] and "afterfix" not in shell.magics_manager.magics["line"]
+    assert not any(isinstance(c, Afterfix) for c in shell.configurables)
+    with pytest.raises(UsageError):
+        shell.run_cell("%sql SELECT 1")
+
+
+def test_reload_does_not_double_callbacks(shell):
+    shell.run_cell("%load_ext afterfix")
+    assert len(afterfix_callbacks(shell)) == 1
+    for _ in range(2):
+        shell.run_cell("%reload_ext afterfix")
+        assert len(afterfix_callbacks(shell)) == 1
+        assert sum(isinstance(c, Afterfix) for c in shell.configurables) == 1
+    assert shell.run_cell("%sql SELECT 42 AS answer").result["answer"][0] == 42
+    shell.run_cell("%unload_ext afterfix")
+    assert afterfix_callbacks(shell) == []
+
+
+def test_busy_port_leaves_inbox_capture_and_says_why(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ip = new_shell(tmp_path, port=port)
+        try:
+            ip.run_cell("%load_ext afterfix")  # loading still works
+            info = ip.run_cell("%afterfix status").result.info
+            assert info["state"] == "running" and info["receiver"] == "off"
+            assert str(port) in info["last_error"] and "%afterfix restart" in info["last_error"]
+            assert ip.run_cell("%sql SELECT count(*) AS n FROM spans").result["n"][0] == 0
+            # The post_run_cell callback warned once, in one line, and not again.
+            err = capsys.readouterr().err
+            warnings_ = [ln for ln in err.splitlines() if ln.startswith("afterfix:")]
+            assert len(warnings_) == 1 and str(port) in warnings_[0]
+            ip.run_cell("x = 1")
+            assert "afterfix:" not in capsys.readouterr().err
+        finally:
+            if session_for(ip) is not None:
+                ip.run_cell("%unload_ext afterfix")
+
+
+def test_changed_port_applies_on_restart(shell, free_port):
+    shell.run_cell("%load_ext afterfix")
+    first = shell.run_cell("%afterfix status").result.info["receiver"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        new_port = s.getsockname()[1]
+    shell.run_cell(f"%config Afterfix.port = {new_port}")
+    assert shell.run_cell("%afterfix status").result.info["receiver"] == first
+    shell.run_cell("%afterfix restart")
+    assert shell.run_cell("%afterfix status").result.info["receiver"] == f"127.0.0.1:{new_port}"
+    # The receiver really moved: the new port accepts connections.
+    with socket.create_connection(("127.0.0.1", new_port), timeout=5):
+        pass
+
+
+def test_options_set_before_loading_through_the_shell_config(tmp_path, free_port):
+    ip = new_shell(tmp_path)
+    ip.config.Afterfix.store = str(tmp_path / "elsewhere")
+    ip.config.Afterfix.listen = False
+    try:
+        ip.run_cell("%load_ext afterfix")
+        info = ip.run_cell("%afterfix status").result.info
+        assert info["store"] == str(tmp_path / "elsewhere") and info["receiver"] == "off"
+    finally:
+        ip.run_cell("%unload_ext afterfix")
+
+
+def test_bad_option_refuses_to_load_in_one_line(tmp_path):
+    ip = new_shell(tmp_path, store=str(tmp_path / "missing" / "parent" / "store"))
+    with pytest.raises(UsageError, match="parent folder .* does not exist"):
+        ip.run_cell("%load_ext afterfix")
+    assert session_for(ip) is None and afterfix_callbacks(ip) == []
+
+
+# -- options --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trait, value, message", [
+    ("port", 70000, "out of range"),
+    ("port", -1, "out of range"),
+    ("store", "/no/such/folder/store", "parent folder"),
+    ("inbox", "/no/such/folder/inbox", "parent folder"),
+    ("redact_patterns", ["ok", "(unclosed"], r"redact_patterns\[1\]"),
+    ("interval", 0.0, "more than 0"),
+    ("display_limit", -1, "negative"),
+    ("max_body_bytes", 10, "at least 1024"),
+    ("host", "", "empty"),
+    ("token", "has space", "without spaces"),
+])
+def test_bad_values_are_refused_with_the_option_name(trait, value, message):
+    with pytest.raises(TraitError, match=message):
+        Afterfix(**{trait: value})
+
+
+def test_non_loopback_host_is_allowed_with_a_warning():
+    with pytest.warns(UserWarning, match="not a loopback address"):
+        cfg = Afterfix(host="0.0.0.0")
+    assert cfg.host == "0.0.0.0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Afterfix(host="localhost").host == "localhost"
+
+
+def test_environment_gives_the_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFTERFIX_STORE", str(tmp_path / "s"))
+    monkeypatch.setenv("AFTERFIX_PORT", "14577")
+    monkeypatch.setenv("AFTERFIX_INBOX", str(tmp_path / "in"))
+    cfg = Afterfix()
+    assert (cfg.store, cfg.port, cfg.inbox) == (str(tmp_path / "s"), 14577, str(tmp_path / "in"))
+    monkeypatch.delenv("AFTERFIX_INBOX")
+    assert Afterfix().inbox == str(tmp_path / "inbox")  # beside the store
+    monkeypatch.setenv("AFTERFIX_PORT", "99999")
+    with pytest.raises(TraitError, match="out of range"):
+        Afterfix().settings()
+
+
+def test_config_magic_sets_options_after_loading(shell, caplog):
+    shell.run_cell("%load_ext afterfix")
+    shell.run_cell("%config Afterfix.display_limit = 3")
+    config = session_for(shell).config
+    assert config.display_limit == 3
+    port = config.port
+    shell.run_cell("%config Afterfix.port = 123456")  # %config reports the refusal in one line
+    assert config.port == port
+    assert "Afterfix.port = 123456 is out of range" in caplog.text
+
+
+# -- a real kernel --------------------------------------------------------------------------
+
+
+class Kernel:
+    """A real ipykernel started with jupyter_client; `run` raises on any error in the cell."""
+
+    def __init__(self, env: dict, cwd: Path):
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(env={**os.environ, **env}, cwd=str(cwd))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=90)
+
+    def run(self, code: str, timeout: float = 60) -> str:
+        out: list[str] = []
+        errors: list[str] = []
+
+        def hook(msg):
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream" and content["name"] == "stdout":
+                out.append(content["text"])
+            elif kind == "error":
+                errors.append(f"{content['ename']}: {content['evalue']}")
+
+        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        if errors or reply["content"]["status"] != "ok":
+            raise AssertionError(f"kernel cell failed: {code!r}: {errors or reply['content']}")
+        return "".join(out)
+
+    @property
+    def pid(self) -> int:
+        return self.km.provisioner.process.pid
+
+    def shutdown(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kernels():
+    started: list[Kernel] = []
+
+    def start(env: dict, cwd: Path) -> Kernel:
+        k = Kernel(env, cwd)
+        started.append(k)
+        return k
+
+    yield start
+    for k in started:
+        try:
+            k.shutdown()
+        except Exception:  # already killed
+            pass
+
+
+def otel_spans(n: int, run_id: str):
+    """`n` finished spans made by the real OpenTelemetry SDK."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "night-agent"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("afterfix.tests")
+    with tracer.start_as_current_span("invoke_agent night-agent", attributes={
+        "gen_ai.operation.name": "invoke_agent", "afterfix.run.id": run_id,
+    }):
+        for i in range(n - 1):
+            with tracer.start_as_current_span("execute_tool kubectl_get", attributes={
+                "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "kubectl_get",
+                "afterfix.run.id": run_id, "step": i,
+            }):
+                pass
+    provider.shutdown()
+    spans = memory.get_finished_spans()
+    assert len(spans) == n
+    return spans
+
+
+def send(port: int, spans) -> None:
+    """Export with the SDK's OTLP/HTTP exporter; returns once the receiver answered 200."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=30)
+    try:
+        assert exporter.export(spans) == SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+
+
+COUNT_CELL = """%%sql -o df
+SELECT count(*) AS n, count(DISTINCT span_id) AS distinct_spans FROM spans WHERE run_id = '{run}'"""
+
+
+def stored(kernel: Kernel, run_id: str) -> tuple[int, int]:
+    kernel.run(COUNT_CELL.format(run=run_id))
+    n, distinct = kernel.run("print(int(df.n[0]), int(df.distinct_spans[0]))").split()
+    return int(n), int(distinct)
+
+
+def kernel_env(tmp_path: Path, port: int) -> dict:
+    return {"AFTERFIX_STORE": str(tmp_path / "store"), "AFTERFIX_PORT": str(port),
+            "AFTERFIX_INBOX": str(tmp_path / "inbox")}
+
+
+@pytest.mark.slow
+def test_kernel_receives_sdk_spans_and_sql_returns_them(kernels, tmp_path, free_port):
+    kernel = kernels(kernel_env(tmp_path, free_port), tmp_path)
+    kernel.run("%load_ext afterfix")
+    assert f"127.0.0.1:{free_port}" in kernel.run("s = %afterfix status\nprint(repr(s))")
+    send(free_port, otel_spans(12, "run-e2e"))
+    assert wait_for(lambda: stored(kernel, "run-e2e") == (12, 12)), stored(kernel, "run-e2e")
+    names = kernel.run("%sql -o tools SELECT DISTINCT tool_name FROM spans WHERE tool_name IS NOT NULL\nprint(list(tools.tool_name))")
+    assert "kubectl_get" in names
+
+
+@pytest.mark.slow
+def test_acknowledged_spans_survive_kill_9_exactly_once(kernels, tmp_path, free_port):
+    env = kernel_env(tmp_path, free_port)
+    first = kernels(env, tmp_path)
+    first.run("%load_ext afterfix")
+    spans = otel_spans(40, "run-kill")
+    for i in range(0, 40, 10):
+        send(free_port, spans[i:i + 10])  # each call returns after HTTP 200
+    os.kill(first.pid, signal.SIGKILL)
+    first.km.provisioner.process.wait(timeout=30)
+
+    second = kernels(env, tmp_path)
+    second.run("%load_ext afterfix")
+    assert wait_for(lambda: stored(second, "run-kill") == (40, 40)), stored(second, "run-kill")
+    second.run("%afterfix stop")  # flushes and joins: nothing still on its way
+    assert stored(second, "run-kill") == (40, 40)
