@@ -162,16 +162,16 @@ def _store(args):
 def cmd_ingest(args) -> int:
     from .ingest.files import ingest_paths
 
-    redactor = None
-    if not args.no_redact:
-        from .ingest.redact import Redactor
+    from .ingest.redact import Redactor
 
-        try:
-            redactor = Redactor(extra=tuple(args.redact))
-        except re.error as e:
-            raise UsageError(f"--redact {e.pattern!r}: {e}") from None
-    elif args.redact:
+    if args.no_redact and args.redact:
         raise UsageError("--redact and --no-redact contradict each other: pass one")
+    if args.no_redact:
+        redactor = Redactor(patterns=[])
+    elif args.redact:
+        redactor = Redactor(extra=[("custom", pattern) for pattern in args.redact])
+    else:
+        redactor = None  # the decoder's default patterns
     try:
         summary = ingest_paths(
             _store(args), args.paths, redactor=redactor, progress=args.progress,

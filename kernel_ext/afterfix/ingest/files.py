@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import datetime as dt
-import hashlib
 import multiprocessing
 import os
 import sys
@@ -28,6 +27,7 @@ import pyarrow as pa
 from .. import schema
 from ..store import Store
 from .otlp import Decoded, Limits, Refusal, decode_json_lines, decode_protobuf_file
+from .tail import fingerprint, same_file  # the tailer's scheme: a file it already read adds nothing
 
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PROTOBUF_SUFFIXES = (".pb", ".binpb")
@@ -93,24 +93,6 @@ def _is_protobuf(path: Path) -> bool:
     return path.suffix.lower() in PROTOBUF_SUFFIXES
 
 
-# -- fingerprints (shared with the inbox tailer) ------------------------------------------
-
-try:  # the tailer owns the scheme; ingesting a file it already read must add nothing
-    from .tail import fingerprint as _tail_fingerprint
-except ImportError:  # pragma: no cover - only while tail.py is absent
-    _tail_fingerprint = None
-
-
-def fingerprint(path: Path) -> str:
-    """Identifies a file's content independently of its growth: the tailer's scheme."""
-    if _tail_fingerprint is not None:
-        return _tail_fingerprint(path)
-    st = path.stat()
-    with open(path, "rb") as f:
-        head = f.read(1024)
-    return f"{st.st_dev}:{st.st_ino}:{hashlib.sha1(head).hexdigest()[:16]}"
-
-
 # -- decode tasks ---------------------------------------------------------------------------
 
 
@@ -126,6 +108,7 @@ class _Task:
     end: int  # byte offset in the file where this piece ends
     last: bool
     size: int = 0  # len(data), kept when data has been handed to a worker
+    refusal: str | None = None  # set for a line too long to decode: refused without reading it
 
     def __post_init__(self) -> None:
         self.size = self.size or len(self.data)
@@ -133,28 +116,29 @@ class _Task:
 
 def _decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> tuple[Decoded, int]:
     """Decode one task; returns the Decoded and the byte offset up to which it was consumed."""
+    kw = {"source": task.source, "limits": limits, "ingested_at": ingested_at}
+    if task.refusal is not None:
+        refusal = Refusal(task.source, f"line {task.first_line}", task.refusal, None)
+        return Decoded(schema.empty("spans"), schema.empty("events"), [refusal], 0), task.end
+    if redactor is not None:  # else the decoder's default redactor
+        kw["redactor"] = redactor
     if task.protobuf:
-        decoded, consumed = decode_protobuf_file(
-            task.data, source=task.source, limits=limits, redactor=redactor, ingested_at=ingested_at
-        )
+        decoded, consumed = decode_protobuf_file(task.data, **kw)
         return decoded, task.end - task.size + consumed
-    decoded = decode_json_lines(
-        task.data, source=task.source, first_line=task.first_line, limits=limits, redactor=redactor,
-        ingested_at=ingested_at,
-    )
-    return decoded, task.end
+    return decode_json_lines(task.data, first_line=task.first_line, **kw), task.end
 
 
 def _worker_decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> tuple[Decoded, int]:
     return _decode(task, limits, redactor, ingested_at)
 
 
-def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, on_read) -> Iterator[_Task]:
+def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: int, on_read) -> Iterator[_Task]:
     """Split files into decode tasks on line boundaries, reading each byte once.
 
     `files` holds (index, path, start offset, first line number at that offset). JSON lines
-    are cut at the last newline of each chunk; a trailing line with no newline is taken only
-    at the end of the file (the writer is done with it by then, or it is refused as partial).
+    are cut at the last newline of each chunk; a last line without a newline is taken as is
+    (the file is complete when it is ingested). A line over `max_line` bytes is skipped without
+    holding it in memory and becomes a refusal, as the inbox tailer does.
     """
     for index, path, start, first_line in files:
         source = str(path)
@@ -174,15 +158,37 @@ def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, on_read) -
                 if not block:
                     yield _Task(index, source, carry, line, False, offset + len(carry), True)
                     break
-                data = carry + block
+                data = carry + block if carry else block
                 cut = data.rfind(b"\n") + 1
-                if cut == 0:  # one line longer than a chunk: keep reading until it ends
-                    carry = data
+                if cut == 0:
+                    if len(data) <= max_line:
+                        carry = data  # one line longer than a chunk: keep reading until it ends
+                        continue
+                    skipped = len(data) + _skip_to_newline(f, on_read)
+                    reason = (f"line is {skipped} bytes, over the limit of {max_line}: "
+                              "split the batch into smaller lines")
+                    yield _Task(index, source, b"", line, False, offset + skipped, False, size=skipped, refusal=reason)
+                    offset, line, carry = offset + skipped, line + 1, b""
                     continue
                 piece, carry = data[:cut], data[cut:]
                 yield _Task(index, source, piece, line, False, offset + cut, False)
                 offset += cut
                 line += piece.count(b"\n")
+
+
+def _skip_to_newline(f, on_read) -> int:
+    """Read past the next newline; returns how many bytes that took."""
+    n = 0
+    while True:
+        block = f.read(1 << 20)
+        i = block.find(b"\n")
+        on_read(len(block) if i < 0 else i + 1)
+        if not block:
+            return n
+        if i >= 0:
+            f.seek(i + 1 - len(block), os.SEEK_CUR)
+            return n + i + 1
+        n += len(block)
 
 
 # -- the ingest loop --------------------------------------------------------------------
@@ -218,12 +224,12 @@ def _plan(store: Store, files: list[Path], summary: IngestSummary) -> tuple[list
         fp = fingerprint(path)
         start, first_line = 0, 1
         committed = known.get(str(path))
-        if committed is not None and committed[0] == fp and 0 < committed[1] <= size:
+        if committed is not None and 0 < committed[1] <= size and same_file(path, committed[0]):
             if committed[1] == size:
                 summary.unchanged += 1
                 continue
+            start = committed[1]  # a line or frame boundary: only complete ones are committed
             if not _is_protobuf(path):
-                start = committed[1]
                 first_line = 1 + _count_newlines(path, start)
         plan.append((index, path, start, first_line))
         ids[index] = (str(path), fp)
@@ -313,7 +319,7 @@ def ingest_paths(
             commit()
 
     try:
-        tasks = _tasks(plan, CHUNK_BYTES, read)
+        tasks = _tasks(plan, CHUNK_BYTES, limits.max_body_bytes, read)
         if workers:
             _run_parallel(tasks, workers, limits, redactor, ingested_at, take)
         else:
