@@ -10,7 +10,6 @@ Controllers live in `controllers.py`, the workload metrics in `workloads.py`, HT
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import random
@@ -24,7 +23,7 @@ from typing import Any
 from afterfix._exceptions import AfterfixError
 from afterfix.nightshift import controllers, validation
 from afterfix.nightshift.clock import SimClock, rfc3339
-from afterfix.nightshift.patches import PatchError, json_patch, merge_patch, strategic_merge_patch
+from afterfix.nightshift.patches import PatchError, clone, json_patch, merge_patch, strategic_merge_patch
 
 __all__ = ["Cluster", "ApiError", "Kind", "KINDS", "kind_for"]
 
@@ -100,7 +99,7 @@ class Cluster:
         self.lock = threading.RLock()
         self.rng = random.Random(seed)
         self._rv = 0
-        self._objects: dict[tuple[str, str, str], dict] = {}
+        self._objects: dict[str, dict[tuple[str, str], dict]] = {k: {} for k in KINDS}  # kind -> (ns, name) -> obj
         self.sim: dict[str, Any] = {}  # controller and workload memory that is not an API field
         self._dirty = False
         self.workloads = WorkloadModel(self)
@@ -119,7 +118,7 @@ class Cluster:
     def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict:
         with self.lock:
             spec = kind_for(api_version, kind)
-            return copy.deepcopy(self._require(spec, namespace, name))
+            return clone(self._require(spec, namespace, name))
 
     def list(self, api_version: str, kind: str, namespace: str | None = None,
              label_selector: str | None = None, field_selector: str | None = None) -> list[dict]:
@@ -128,15 +127,15 @@ class Cluster:
             match_labels = parse_label_selector(label_selector)
             match_fields = parse_field_selector(field_selector)
             out = []
-            for (k, ns, _), obj in sorted(self._objects.items()):
-                if k != spec.kind or (namespace and spec.namespaced and ns != namespace):
+            for (ns, _), obj in sorted(self._objects[spec.kind].items()):
+                if namespace and spec.namespaced and ns != namespace:
                     continue
                 if match_labels(obj.get("metadata", {}).get("labels") or {}) and match_fields(obj):
-                    out.append(copy.deepcopy(obj))
+                    out.append(clone(obj))
             return out
 
     def _find(self, spec: Kind, namespace: str | None, name: str) -> dict | None:
-        return self._objects.get((spec.kind, namespace or "" if spec.namespaced else "", name))
+        return self._objects[spec.kind].get(((namespace or "") if spec.namespaced else "", name))
 
     def _require(self, spec: Kind, namespace: str | None, name: str) -> dict:
         obj = self._find(spec, namespace, name)
@@ -149,7 +148,7 @@ class Cluster:
     def create(self, obj: dict, *, dry_run: bool = False, field_manager: str | None = None) -> dict:
         with self.lock:
             spec = kind_for(obj.get("apiVersion"), obj.get("kind"))
-            new = copy.deepcopy(obj)
+            new = clone(obj)
             new["apiVersion"], new["kind"] = spec.api_version, spec.kind
             meta = new.setdefault("metadata", {})
             if not isinstance(meta, dict):
@@ -194,7 +193,7 @@ class Cluster:
             meta = obj.get("metadata") or {}
             current = self._require(spec, meta.get("namespace") or ("default" if spec.namespaced else None),
                                     meta.get("name", ""))
-            return self._update(spec, current, copy.deepcopy(obj), dry_run, field_manager, subresource, "Update")
+            return self._update(spec, current, clone(obj), dry_run, field_manager, subresource, "Update")
 
     def patch(self, api_version: str, kind: str, namespace: str | None, name: str, patch: Any, *,
               patch_type: str = "merge", dry_run: bool = False, field_manager: str | None = None,
@@ -238,7 +237,7 @@ class Cluster:
                                f'Precondition failed: ResourceVersion in precondition: {pre["resourceVersion"]}, '
                                f'ResourceVersion in object meta: {current["metadata"]["resourceVersion"]}',
                                _conflict(spec, name))
-            gone = copy.deepcopy(current)
+            gone = clone(current)
             if not dry_run:
                 self._remove(spec, current)
                 controllers.reconcile(self)
@@ -251,7 +250,7 @@ class Cluster:
 
     # ---- the write path ---------------------------------------------------------------------
     def _update(self, spec: Kind, current: dict, new: dict, dry_run: bool, field_manager: str | None,
-                subresource: str | None, operation: str) -> dict:
+                subresource: str | None, operation: str, copy_result: bool = True) -> dict:
         name = current["metadata"]["name"]
         meta = new.get("metadata")
         if not isinstance(meta, dict):
@@ -284,26 +283,27 @@ class Cluster:
             if subresource == "status":
                 # Only status may change through the status subresource.
                 status = new.get("status")
-                new = copy.deepcopy(current)
+                new = clone(current)
                 new["status"] = status
             else:
-                new["status"] = copy.deepcopy(current.get("status", {}))
+                new["status"] = clone(current.get("status", {}))
         validation.default(new)
         validation.validate(new, current)
         if _sans_managed(new) == _sans_managed(current):
-            return copy.deepcopy(current)  # a no-op write does not bump resourceVersion, as in Kubernetes
+            return clone(current) if copy_result else current  # a no-op write does not bump resourceVersion, as in Kubernetes
         if spec.has_generation and _body(new) != _body(current):
             meta["generation"] = current["metadata"].get("generation", 1) + 1
         update_managed_fields(new, current, field_manager or "unknown", operation, self.clock.now(), subresource)
         if dry_run:
             return new
-        return self._store(new)
+        return self._store(new, copy_result)
 
-    def _store(self, obj: dict) -> dict:
+    def _store(self, obj: dict, copy_result: bool = True) -> dict:
         spec = KINDS[obj["kind"]]
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
-        self._objects[(spec.kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])] = obj
+        key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        self._objects[spec.kind][key] = obj
         self._dirty = True
         if not getattr(self, "_reconciling", False):
             self._reconciling = True
@@ -312,31 +312,31 @@ class Cluster:
             finally:
                 self._reconciling = False
             self.autosave()
-        return copy.deepcopy(self._objects[(spec.kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])])
+        return clone(self._objects[spec.kind][key]) if copy_result else self._objects[spec.kind][key]
 
     def _remove(self, spec: Kind, obj: dict) -> None:
         meta = obj["metadata"]
-        self._objects.pop((spec.kind, meta.get("namespace", ""), meta["name"]), None)
+        self._objects[spec.kind].pop((meta.get("namespace", ""), meta["name"]), None)
         self._rv += 1
         self._dirty = True
         # Garbage collection: dependents go with their owner (background propagation).
         uid = meta["uid"]
-        for key, other in list(self._objects.items()):
-            owners = other["metadata"].get("ownerReferences") or []
-            in_namespace = spec.kind == "Namespace" and other["metadata"].get("namespace") == meta["name"]
-            if in_namespace or any(o.get("uid") == uid for o in owners):
-                if key in self._objects:
-                    self._remove(KINDS[key[0]], other)
+        for kind, objects in self._objects.items():
+            for key, other in list(objects.items()):
+                owners = other["metadata"].get("ownerReferences") or []
+                in_namespace = spec.kind == "Namespace" and other["metadata"].get("namespace") == meta["name"]
+                if (in_namespace or any(o.get("uid") == uid for o in owners)) and key in objects:
+                    self._remove(KINDS[kind], other)
 
     # Controllers write through these, with their own field manager, never through dry-run.
     def controller_write(self, obj: dict, manager: str, *, subresource: str | None = None) -> dict:
+        """Write `obj` (the caller's own copy, which it hands over) and return the stored object."""
         spec = KINDS[obj["kind"]]
         current = self._find(spec, obj["metadata"].get("namespace"), obj["metadata"]["name"])
         if current is None:
             return self.create(obj, field_manager=manager)
-        obj = copy.deepcopy(obj)
         obj["metadata"].pop("resourceVersion", None)
-        return self._update(spec, current, obj, False, manager, subresource, "Update")
+        return self._update(spec, current, obj, False, manager, subresource, "Update", copy_result=False)
 
     def controller_delete(self, obj: dict) -> None:
         spec = KINDS[obj["kind"]]
@@ -346,8 +346,8 @@ class Cluster:
 
     def objects(self, kind: str, namespace: str | None = None) -> list[dict]:
         """Live (not copied) objects of one kind, for controllers inside the lock."""
-        return [o for (k, ns, _), o in sorted(self._objects.items())
-                if k == kind and (namespace is None or ns == namespace)]
+        objects = self._objects[kind]
+        return [objects[key] for key in sorted(objects) if namespace is None or key[0] == namespace]
 
     # ---- identities -------------------------------------------------------------------------
     def new_uid(self) -> str:
@@ -387,7 +387,7 @@ class Cluster:
             version, internal, gauss = self.rng.getstate()
             state = {"version": STATE_VERSION, "clock": self.clock.now(), "resourceVersion": self._rv,
                      "seed": self.seed, "rng": [version, list(internal), gauss], "sim": self.sim,
-                     "objects": [self._objects[k] for k in sorted(self._objects)]}
+                     "objects": [objs[k] for objs in self._objects.values() for k in sorted(objs)]}
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_name(self.state_file.name + ".tmp")
             with open(tmp, "w") as f:
@@ -414,10 +414,10 @@ class Cluster:
             version, internal, gauss = state["rng"]
             self.rng.setstate((version, tuple(internal), gauss))
             self.sim = state.get("sim", {})
-            self._objects = {}
+            self._objects = {k: {} for k in KINDS}
             for obj in state["objects"]:
                 meta = obj["metadata"]
-                self._objects[(obj["kind"], meta.get("namespace", ""), meta["name"])] = obj
+                self._objects[obj["kind"]][(meta.get("namespace", ""), meta["name"])] = obj
             self._dirty = False
 
     # ---- events -----------------------------------------------------------------------------
@@ -429,7 +429,7 @@ class Cluster:
         for ev in self.objects("Event", ns):
             io = ev.get("involvedObject", {})
             if io.get("uid") == meta["uid"] and ev.get("reason") == reason and ev.get("message") == message:
-                ev = copy.deepcopy(ev)
+                ev = clone(ev)
                 ev["count"] = ev.get("count", 1) + 1
                 ev["lastTimestamp"] = now
                 self.controller_write(ev, component)
@@ -525,7 +525,7 @@ def update_managed_fields(new: dict, old: dict | None, manager: str, operation: 
         changed = {("f:status",) + p[1:] for p in _field_paths({"x": old_s["status"]}, {"x": new_s["status"]})}
     else:
         changed = _field_paths(old, new)
-    entries = copy.deepcopy((old or new)["metadata"].get("managedFields") or [])
+    entries = clone((old or new)["metadata"].get("managedFields") or [])
     api_version = new["apiVersion"]
     kept = []
     for entry in entries:

@@ -5,13 +5,13 @@ make bumps resourceVersion and leaves a managedFields entry and an Event, as in 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
 from typing import TYPE_CHECKING
 
 from afterfix.nightshift.clock import rfc3339
+from afterfix.nightshift.patches import clone
 
 if TYPE_CHECKING:
     from afterfix.nightshift.cluster import Cluster
@@ -31,7 +31,7 @@ HPA_DOWNSCALE_WINDOW = 300.0  # scale-down stabilization window
 
 def template_hash(template: dict) -> str:
     """A stable 10-character name suffix for a pod template, in Kubernetes' safe alphabet."""
-    clean = copy.deepcopy(template)
+    clean = clone(template)
     (clean.get("metadata") or {}).get("labels", {}).pop(HASH_LABEL, None)
     digest = int(hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest(), 16)
     alphabet = "bcdfghjklmnpqrstvwxz2456789"
@@ -43,8 +43,25 @@ def template_hash(template: dict) -> str:
 
 
 def owned_by(obj: dict, owner: dict) -> bool:
-    return any(r.get("uid") == owner["metadata"]["uid"] and r.get("controller")
-               for r in obj["metadata"].get("ownerReferences") or [])
+    return controller_uid(obj) == owner["metadata"]["uid"]
+
+
+def controller_uid(obj: dict) -> str | None:
+    """The uid of the object's controlling owner, if any."""
+    for ref in obj["metadata"].get("ownerReferences") or ():
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def _children(cluster: Cluster, kind: str) -> dict[str, list[dict]]:
+    """Objects of `kind` grouped by the uid of their controlling owner."""
+    out: dict[str, list[dict]] = {}
+    for obj in cluster.objects(kind):
+        uid = controller_uid(obj)
+        if uid:
+            out.setdefault(uid, []).append(obj)
+    return out
 
 
 def _owner_ref(owner: dict) -> dict:
@@ -53,7 +70,7 @@ def _owner_ref(owner: dict) -> dict:
 
 
 def _strip_hash(template: dict) -> dict:
-    clean = copy.deepcopy(template)
+    clean = clone(template)
     labels = (clean.get("metadata") or {}).get("labels")
     if labels is not None:
         labels.pop(HASH_LABEL, None)
@@ -71,20 +88,25 @@ def reconcile(cluster: Cluster) -> None:
     """Bring ReplicaSets and Pods in line with Deployments, then refresh their status."""
     for deploy in cluster.objects("Deployment"):
         _sync_deployment(cluster, deploy)
+    pods = _children(cluster, "Pod")
     for rs in cluster.objects("ReplicaSet"):
-        _sync_replicaset(cluster, rs)
+        if _sync_replicaset(cluster, rs, pods.get(rs["metadata"]["uid"], [])):
+            pods = _children(cluster, "Pod")
     for rs in cluster.objects("ReplicaSet"):
-        _replicaset_status(cluster, rs)
+        _replicaset_status(cluster, rs, pods.get(rs["metadata"]["uid"], []))
+    sets = _children(cluster, "ReplicaSet")
     for deploy in cluster.objects("Deployment"):
-        _deployment_status(cluster, deploy)
+        _deployment_status(cluster, deploy, sets.get(deploy["metadata"]["uid"], []))
 
 
 def tick(cluster: Cluster, dt: float) -> None:
     """One simulated time step: containers live (leaks, OOM restarts), the HPA evaluates."""
     cluster.workloads.step(dt)
     elapsed = cluster.sim.get("hpa_elapsed", 0.0) + dt
-    while elapsed >= HPA_PERIOD:
-        elapsed -= HPA_PERIOD
+    if elapsed >= HPA_PERIOD:
+        # One evaluation per step even when a step is longer than the period: the HPA acts on
+        # current metrics, so evaluating the same instant twice would only repeat itself.
+        elapsed %= HPA_PERIOD
         for hpa in cluster.objects("HorizontalPodAutoscaler"):
             _sync_hpa(cluster, hpa)
     cluster.sim["hpa_elapsed"] = elapsed
@@ -105,9 +127,9 @@ def _sync_deployment(cluster: Cluster, deploy: dict) -> None:
         return
     if current is None:
         h = template_hash(template)
-        rs_template = copy.deepcopy(template)
+        rs_template = clone(template)
         rs_template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = h
-        selector = copy.deepcopy(spec["selector"])
+        selector = clone(spec["selector"])
         selector.setdefault("matchLabels", {})[HASH_LABEL] = h
         labels = dict(rs_template["metadata"]["labels"])
         current = cluster.controller_write({
@@ -122,7 +144,7 @@ def _sync_deployment(cluster: Cluster, deploy: dict) -> None:
         current = cluster._find(cluster_kind("ReplicaSet"), ns, current["metadata"]["name"])
     elif _revision(current) != top:
         # An old template came back (a rollback): its ReplicaSet gets the newest revision number.
-        updated = copy.deepcopy(current)
+        updated = clone(current)
         ann = updated["metadata"].setdefault("annotations", {})
         history = [h for h in ann.get(REVISION_HISTORY, "").split(",") if h] + [str(_revision(current))]
         ann[REVISION_HISTORY] = ",".join(history)
@@ -131,7 +153,7 @@ def _sync_deployment(cluster: Cluster, deploy: dict) -> None:
         current = cluster._find(cluster_kind("ReplicaSet"), ns, current["metadata"]["name"])
     revision = current["metadata"]["annotations"][REVISION]
     if (deploy["metadata"].get("annotations") or {}).get(REVISION) != revision:
-        updated = copy.deepcopy(deploy)
+        updated = clone(deploy)
         updated["metadata"].setdefault("annotations", {})[REVISION] = revision
         cluster.controller_write(updated, DEPLOYMENT_CONTROLLER)
         deploy = cluster._find(cluster_kind("Deployment"), ns, name)
@@ -156,7 +178,7 @@ def cluster_kind(kind: str):
 
 def _scale_rs(cluster: Cluster, deploy: dict, rs: dict, replicas: int) -> None:
     before = rs["spec"]["replicas"]
-    updated = copy.deepcopy(rs)
+    updated = clone(rs)
     updated["spec"]["replicas"] = replicas
     ann = updated["metadata"].setdefault("annotations", {})
     ann["deployment.kubernetes.io/desired-replicas"] = str(deploy["spec"]["replicas"])
@@ -168,8 +190,7 @@ def _scale_rs(cluster: Cluster, deploy: dict, rs: dict, replicas: int) -> None:
                          DEPLOYMENT_CONTROLLER)
 
 
-def _deployment_status(cluster: Cluster, deploy: dict) -> None:
-    owned = [rs for rs in cluster.objects("ReplicaSet", deploy["metadata"]["namespace"]) if owned_by(rs, deploy)]
+def _deployment_status(cluster: Cluster, deploy: dict, owned: list[dict]) -> None:
     newest = next((rs for rs in owned if _strip_hash(rs["spec"]["template"]) == _strip_hash(deploy["spec"]["template"])),
                   None)
     replicas = sum(rs.get("status", {}).get("replicas", 0) for rs in owned)
@@ -207,19 +228,19 @@ def _deployment_status(cluster: Cluster, deploy: dict) -> None:
         if not status[key]:
             del status[key]  # Kubernetes omits zero counts
     if status != old:
-        new = copy.deepcopy(deploy)
+        new = clone(deploy)
         new["status"] = status
         cluster.controller_write(new, DEPLOYMENT_CONTROLLER, subresource="status")
 
 
 # ---- ReplicaSet → Pods ----------------------------------------------------------------------------
-def _sync_replicaset(cluster: Cluster, rs: dict) -> None:
+def _sync_replicaset(cluster: Cluster, rs: dict, pods: list[dict]) -> bool:
+    """Create or delete pods until `rs` has as many as it wants; True if anything changed."""
     ns = rs["metadata"]["namespace"]
-    pods = [p for p in cluster.objects("Pod", ns) if owned_by(p, rs)]
     want = rs["spec"]["replicas"]
     for _ in range(want - len(pods)):
         template = rs["spec"]["template"]
-        meta = copy.deepcopy(template.get("metadata") or {})
+        meta = clone(template.get("metadata") or {})
         name = f"{rs['metadata']['name']}-{cluster.random_suffix()}"
         annotations = meta.get("annotations") or {}
         annotations.update(cluster.workloads.pod_start_annotations(ns, template))
@@ -227,9 +248,9 @@ def _sync_replicaset(cluster: Cluster, rs: dict) -> None:
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "labels": meta.get("labels") or {},
                          "annotations": annotations, "ownerReferences": [_owner_ref(rs)]},
-            "spec": dict(copy.deepcopy(template["spec"]), nodeName="sim-node-1"),
+            "spec": dict(clone(template["spec"]), nodeName="sim-node-1"),
         }, REPLICASET_CONTROLLER)
-        running = copy.deepcopy(cluster._find(cluster_kind("Pod"), ns, pod["metadata"]["name"]))
+        running = clone(cluster._find(cluster_kind("Pod"), ns, pod["metadata"]["name"]))
         running["status"] = pod_running_status(cluster, running)
         cluster.controller_write(running, "kubelet", subresource="status")
         cluster.record_event(rs, "Normal", "SuccessfulCreate", f"Created pod: {name}", REPLICASET_CONTROLLER)
@@ -240,6 +261,7 @@ def _sync_replicaset(cluster: Cluster, rs: dict) -> None:
             cluster.controller_delete(pod)
             cluster.record_event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}",
                                  REPLICASET_CONTROLLER)
+    return len(pods) != want
 
 
 def pod_running_status(cluster: Cluster, pod: dict) -> dict:
@@ -255,8 +277,7 @@ def pod_running_status(cluster: Cluster, pod: dict) -> dict:
     }
 
 
-def _replicaset_status(cluster: Cluster, rs: dict) -> None:
-    pods = [p for p in cluster.objects("Pod", rs["metadata"]["namespace"]) if owned_by(p, rs)]
+def _replicaset_status(cluster: Cluster, rs: dict, pods: list[dict]) -> None:
     ready = sum(1 for p in pods if pod_ready(p))
     status = {"replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": ready,
               "availableReplicas": ready, "observedGeneration": rs["metadata"].get("generation", 1)}
@@ -264,7 +285,7 @@ def _replicaset_status(cluster: Cluster, rs: dict) -> None:
         if not status[key]:
             del status[key]
     if status != rs.get("status"):
-        new = copy.deepcopy(rs)
+        new = clone(rs)
         new["status"] = status
         cluster.controller_write(new, REPLICASET_CONTROLLER, subresource="status")
 
@@ -333,7 +354,7 @@ def _sync_hpa(cluster: Cluster, hpa: dict) -> None:
     if old.get("lastScaleTime"):
         status["lastScaleTime"] = old["lastScaleTime"]
     if desired != current and current > 0:
-        scaled = copy.deepcopy(deploy)
+        scaled = clone(deploy)
         scaled["spec"]["replicas"] = desired
         cluster.controller_write(scaled, HPA_CONTROLLER, subresource="scale")
         direction = "above" if desired > current else "below"
@@ -353,6 +374,6 @@ def _sync_hpa(cluster: Cluster, hpa: dict) -> None:
 
 def _write_hpa_status(cluster: Cluster, hpa: dict, status: dict) -> None:
     if status != hpa.get("status"):
-        new = copy.deepcopy(hpa)
+        new = clone(hpa)
         new["status"] = status
         cluster.controller_write(new, HPA_CONTROLLER, subresource="status")

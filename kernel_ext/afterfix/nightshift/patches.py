@@ -5,11 +5,12 @@ cannot apply raises `PatchError` naming the path."""
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
-__all__ = ["PatchError", "merge_patch", "strategic_merge_patch", "json_patch", "MERGE_KEYS"]
+import orjson
+
+__all__ = ["clone", "PatchError", "merge_patch", "strategic_merge_patch", "json_patch", "MERGE_KEYS"]
 
 # Field name -> merge key, as in the Kubernetes OpenAPI `x-kubernetes-patch-merge-key` for the
 # fields the simulated kinds carry. Lists not named here are replaced whole, as for atomic lists.
@@ -31,6 +32,11 @@ MERGE_KEYS = {
 }
 
 
+def clone(value: Any) -> Any:
+    """A deep copy of a JSON value, several times faster than `copy.deepcopy`."""
+    return orjson.loads(orjson.dumps(value))
+
+
 class PatchError(ValueError):
     """A patch that cannot be applied; the message names the path."""
 
@@ -38,8 +44,8 @@ class PatchError(ValueError):
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge key by key, null deletes, everything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -58,8 +64,8 @@ def strategic_merge_patch(target: Any, patch: Any, _field: str | None = None) ->
             return None
         clean = {k: v for k, v in patch.items() if not k.startswith("$")}
         if directive == "replace":
-            return copy.deepcopy(clean)
-        result = copy.deepcopy(target) if isinstance(target, dict) else {}
+            return clone(clean)
+        result = clone(target) if isinstance(target, dict) else {}
         for key, value in clean.items():
             if value is None:
                 result.pop(key, None)
@@ -75,7 +81,7 @@ def strategic_merge_patch(target: Any, patch: Any, _field: str | None = None) ->
         if key is None or not isinstance(target, list):
             return [p for p in (_strip_directives(x) for x in patch) if p is not None]
         return _merge_keyed_list(target, patch, key, _field or "")
-    return copy.deepcopy(patch)
+    return clone(patch)
 
 
 def _strip_directives(value: Any) -> Any:
@@ -83,13 +89,13 @@ def _strip_directives(value: Any) -> Any:
         if value.get("$patch") == "delete":
             return None
         return {k: _strip_directives(v) for k, v in value.items() if not k.startswith("$")}
-    return copy.deepcopy(value)
+    return clone(value)
 
 
 def _merge_keyed_list(target: list, patch: list, key: str, field: str) -> list:
     if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
         return [_strip_directives(p) for p in patch if not (isinstance(p, dict) and p.get("$patch") == "replace")]
-    result = copy.deepcopy(target)
+    result = clone(target)
     for item in patch:
         if not isinstance(item, dict) or key not in item:
             raise PatchError(f"strategic merge patch of {field!r}: every item needs its merge key {key!r}, got {item!r}")
@@ -109,23 +115,23 @@ def json_patch(target: Any, operations: Any) -> Any:
     """RFC 6902: apply add/remove/replace/move/copy/test operations in order."""
     if not isinstance(operations, list):
         raise PatchError("JSON patch body must be a list of operations")
-    doc = copy.deepcopy(target)
+    doc = clone(target)
     for n, op in enumerate(operations):
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise PatchError(f"JSON patch operation {n}: needs 'op' and 'path', got {op!r}")
         kind, path = op["op"], op["path"]
         if kind == "add":
-            doc = _add(doc, _pointer(path), copy.deepcopy(_value(op, n)))
+            doc = _add(doc, _pointer(path), clone(_value(op, n)))
         elif kind == "remove":
             doc = _remove(doc, _pointer(path))[0]
         elif kind == "replace":
             doc = _remove(doc, _pointer(path))[0]
-            doc = _add(doc, _pointer(path), copy.deepcopy(_value(op, n)))
+            doc = _add(doc, _pointer(path), clone(_value(op, n)))
         elif kind == "move":
             doc, moved = _remove(doc, _pointer(_from(op, n)))
             doc = _add(doc, _pointer(path), moved)
         elif kind == "copy":
-            doc = _add(doc, _pointer(path), copy.deepcopy(_get(doc, _pointer(_from(op, n)))))
+            doc = _add(doc, _pointer(path), clone(_get(doc, _pointer(_from(op, n)))))
         elif kind == "test":
             if _get(doc, _pointer(path)) != _value(op, n):
                 raise PatchError(f"JSON patch operation {n}: test failed at {path}")

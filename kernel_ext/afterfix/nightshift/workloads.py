@@ -12,7 +12,7 @@ Prometheus text exposition format (0.0.4) served on `/metrics`.
 
 from __future__ import annotations
 
-import copy
+import functools
 import hashlib
 import json
 import math
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from afterfix._exceptions import ConfigError
 from afterfix.nightshift.clock import rfc3339
+from afterfix.nightshift.patches import clone
 
 if TYPE_CHECKING:
     from afterfix.nightshift.cluster import Cluster
@@ -87,7 +88,15 @@ def _epoch(value: Any) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).replace(tzinfo=timezone.utc).timestamp()
+        return _parse_time(str(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_time(text: str) -> float:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        raise ConfigError(f"{text!r} is neither epoch seconds nor an RFC 3339 time (2026-11-27T03:00:00Z)") from None
 
 
 class WorkloadModel:
@@ -163,11 +172,12 @@ class WorkloadModel:
         return None
 
     def pods(self, deploy: dict) -> list[dict]:
-        from afterfix.nightshift.controllers import owned_by
+        from afterfix.nightshift.controllers import controller_uid
 
         ns = deploy["metadata"]["namespace"]
-        sets = [rs for rs in self.cluster.objects("ReplicaSet", ns) if owned_by(rs, deploy)]
-        return [p for p in self.cluster.objects("Pod", ns) if any(owned_by(p, rs) for rs in sets)]
+        sets = {rs["metadata"]["uid"] for rs in self.cluster.objects("ReplicaSet", ns)
+                if controller_uid(rs) == deploy["metadata"]["uid"]}
+        return [p for p in self.cluster.objects("Pod", ns) if controller_uid(p) in sets]
 
     def _flag_on(self, pod: dict, knobs: dict) -> bool:
         if not knobs["flag_key"]:
@@ -204,7 +214,7 @@ class WorkloadModel:
                                 DEFAULT_MEMORY_LIMIT_MB)
         if self._memory_mb(pod, knobs, now) < limit:
             return
-        status = copy.deepcopy(pod["status"])
+        status = clone(pod["status"])
         cs = status["containerStatuses"][0]
         started = _epoch(cs["state"]["running"]["startedAt"])
         killed = started + max(0.0, limit - knobs["base_memory_mb"]) / knobs["leak_mb_per_hour"] * 3600
@@ -224,7 +234,7 @@ class WorkloadModel:
         key = f"{deploy['metadata']['namespace']}/{deploy['metadata']['name']}"
         restarts = self.cluster.sim.setdefault("restarts", {})
         restarts[key] = restarts.get(key, 0) + 1
-        new = copy.deepcopy(pod)
+        new = clone(pod)
         new["status"] = status
         self.cluster.controller_write(new, "kubelet", subresource="status")
         self.cluster.record_event(pod, "Warning", "OOMKilling",
@@ -239,14 +249,14 @@ class WorkloadModel:
         ready_at = self.cluster.sim.get("ready_at", {}).get(pod["metadata"]["uid"])
         if ready_at is None or now < ready_at:
             return
-        status = copy.deepcopy(pod["status"])
+        status = clone(pod["status"])
         cs = status["containerStatuses"][0]
         cs["ready"], cs["state"] = True, {"running": {"startedAt": rfc3339(ready_at)}}
         for c in status["conditions"]:
             if c["type"] in ("Ready", "ContainersReady"):
                 c["status"], c["lastTransitionTime"] = "True", rfc3339(now)
         del self.cluster.sim["ready_at"][pod["metadata"]["uid"]]
-        new = copy.deepcopy(pod)
+        new = clone(pod)
         new["status"] = status
         self.cluster.controller_write(new, "kubelet", subresource="status")
 
