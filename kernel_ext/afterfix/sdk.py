@@ -323,7 +323,8 @@ class Recorder:
     # -- plumbing --------------------------------------------------------------------------
 
     def _now(self) -> int | None:
-        return None if self.clock is None else int(round(self.clock() * 1e9))
+        # Microseconds: what the store keeps, and all a float of epoch seconds holds exactly.
+        return None if self.clock is None else int(round(self.clock() * 1e6)) * 1000
 
     def new_id(self, prefix: str) -> str:
         """A fresh id such as "dec-1f0c9a2b4d6e" (reproducible when the Recorder has a seed)."""

@@ -52,7 +52,7 @@ class Clock:
         return self.t
 
     def ns(self) -> int:
-        return int(round(self.t * 1e9))
+        return int(round(self.t * 1e6)) * 1000
 
 
 def _provider(path: Path, seed: int, service: str, memory: InMemorySpanExporter | None = None) -> TracerProvider:
