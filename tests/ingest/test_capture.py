@@ -1,0 +1,105 @@
+"""Capture: receiver, inbox, spool and ingester started and stopped as one, status for people."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from afterfix import ConfigError, Store
+from afterfix.ingest.capture import Capture
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"ingest_{name}", Path(__file__).with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_tail = _load("test_tail")
+_receiver = _load("test_receiver")
+_ingester = _load("test_ingester")
+lines, request_pb, count, hold_catalog = _tail.lines, _receiver.request_pb, _tail.count, _ingester.hold_catalog
+PB = {"Content-Type": "application/x-protobuf"}
+
+STATUS_KEYS = {"store", "sources", "spans_stored", "rate_per_s", "lag_s", "refused", "redacted", "duplicates",
+               "pending", "last_error", "started_at"}
+
+
+def wait_for(predicate, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_capture_takes_spans_from_http_and_the_inbox(store):
+    cap = Capture(store, port=0, interval=0.1)
+    inbox = store.root.parent / "inbox"
+    assert cap.inbox == inbox  # traces/inbox beside traces/store
+    with cap:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=cap.receiver.url)))
+        with provider.get_tracer("t").start_as_current_span("invoke_agent"):
+            pass
+        provider.shutdown()
+        (inbox / "night.jsonl").write_bytes(lines(0, 4))
+        wait_for(lambda: count(store) == 5, "5 spans")  # no flush: the background threads get them there
+        status = cap.status()
+    assert STATUS_KEYS <= set(status)
+    assert status["sources"] == [f"http://127.0.0.1:{cap.receiver.port}/v1/traces", f"inbox {inbox}"]
+    assert status["store"] == str(store.root) and status["spans_stored"] == 5 and status["last_error"] is None
+    assert status["started_at"] is not None and status["pending"] == 0
+
+
+@pytest.mark.parametrize("options, sources", [
+    ({"listen": False}, ["inbox"]),
+    ({"inbox": False}, ["http"]),
+    ({"listen": False, "inbox": False}, []),
+])
+def test_parts_can_be_left_out(store, options, sources):
+    with Capture(store, port=0, **options) as cap:
+        got = cap.status()["sources"]
+    assert [s.split(":")[0].split(" ")[0] for s in got] == sources
+
+
+def test_a_port_in_use_fails_start_and_leaves_nothing_running(store):
+    with Capture(store, port=0, inbox=False) as first:
+        second = Capture(store, port=first.receiver.port, inbox=False)
+        with pytest.raises(ConfigError, match="port"):
+            second.start()
+        assert not second.running and second.ingester._thread is None
+
+
+def test_stop_commits_what_was_received(store):
+    cap = Capture(store, port=0, inbox=False, interval=3600)
+    cap.start()
+    r = requests.post(cap.receiver.url, data=request_pb(6).SerializeToString(), headers=PB, timeout=10)
+    assert r.status_code == 200 and count(store) == 0
+    cap.stop()
+    assert count(store) == 6
+    assert not any((store.root / "spool").iterdir())  # all committed: nothing left to replay
+
+
+def test_http_is_acknowledged_while_the_store_is_locked_and_lands_later(tmp_path):
+    store = Store(tmp_path / "store", busy_timeout_ms=20, retries=2)
+    store.create()
+    holder = hold_catalog(store)
+    with Capture(store, port=0, inbox=False, interval=0.05) as cap:
+        try:
+            r = requests.post(cap.receiver.url, data=request_pb(3).SerializeToString(), headers=PB, timeout=10)
+            assert r.status_code == 200  # durable in the spool; the store can wait
+            wait_for(lambda: cap.status()["last_error"] is not None, "the busy store to be reported")
+            assert "busy" in cap.status()["last_error"].lower() and cap.status()["pending"] == 3
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert cap.flush(30)
+    assert count(Store(tmp_path / "store")) == 3

@@ -1,0 +1,252 @@
+"""The OTLP/HTTP receiver, driven by the real OpenTelemetry SDK exporter and by plain HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import threading
+
+import pytest
+import requests
+from google.rpc import status_pb2
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import Compression, OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from afterfix import Store
+from afterfix.ingest.ingester import Ingester
+from afterfix.ingest.otlp import Limits
+from afterfix.ingest.receiver import Receiver
+from afterfix.ingest.spool import Spool
+
+PB = {"Content-Type": "application/x-protobuf"}
+JS = {"Content-Type": "application/json"}
+T_NS = 1_795_000_000_000_000_000  # 2026-11-18, nanoseconds
+
+
+def count(store: Store, table: str = "spans") -> int:
+    return int(store.query(f"SELECT count(*) AS n FROM {table}")["n"][0])
+
+
+def request_pb(n: int, *, start: int = 0, trace: int = 1, bad: int = 0) -> trace_service_pb2.ExportTraceServiceRequest:
+    """An export request with `n` spans of one trace, plus `bad` spans whose span id is 3 bytes."""
+    spans = [trace_pb2.Span(trace_id=trace.to_bytes(16, "big"), span_id=(start + i + 1).to_bytes(8, "big"),
+                            name=f"execute_tool kubectl_get #{start + i}", kind=trace_pb2.Span.SPAN_KIND_INTERNAL,
+                            start_time_unix_nano=T_NS + (start + i) * 1000, end_time_unix_nano=T_NS + (start + i) * 1000 + 500)
+             for i in range(n)]
+    spans += [trace_pb2.Span(trace_id=trace.to_bytes(16, "big"), span_id=b"\x01\x02\x03", name="bad span id",
+                             start_time_unix_nano=T_NS, end_time_unix_nano=T_NS + 1) for _ in range(bad)]
+    return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[
+        trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(spans=spans)])])
+
+
+def request_json(n: int, *, start: int = 0, bad: int = 0) -> bytes:
+    """The same request in OTLP/JSON: hex ids, nanosecond times as decimal strings."""
+    spans = [{"traceId": f"{1:032x}", "spanId": f"{start + i + 1:016x}", "name": f"json span {start + i}", "kind": 1,
+              "startTimeUnixNano": str(T_NS + (start + i) * 1000), "endTimeUnixNano": str(T_NS + (start + i) * 1000 + 500)}
+             for i in range(n)]
+    spans += [{"traceId": f"{1:032x}", "spanId": "xyz", "name": "bad span id", "startTimeUnixNano": str(T_NS),
+               "endTimeUnixNano": str(T_NS + 1)} for _ in range(bad)]
+    return json.dumps({"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": spans}]}]}).encode()
+
+
+@pytest.fixture
+def parts(store):
+    """An ingester, a spool and a receiver on a free port; stopped afterwards."""
+    made = {}
+
+    def make(**kwargs):
+        ing = Ingester(store, interval=kwargs.pop("interval", 0.05), max_pending_spans=kwargs.pop("max_pending_spans", 200_000))
+        if kwargs.pop("start_ingester", True):
+            ing.start()
+        spool = Spool(store)
+        rec = Receiver(ing, spool, port=0, **kwargs)
+        rec.start()
+        made.update(ing=ing, spool=spool, rec=rec)
+        return rec
+
+    yield make
+    if made:
+        made["rec"].stop()
+        made["ing"].stop(timeout=2)
+        made["spool"].close()
+
+
+@pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])
+def test_the_sdk_exporter_delivers_spans_to_the_store(store, parts, compression):
+    rec = parts()
+    provider = TracerProvider(resource=Resource.create({"service.name": "sre-agent"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=rec.url, compression=compression),
+                                                   max_export_batch_size=64))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("invoke_agent night-shift") as root:
+        root.set_attribute("gen_ai.operation.name", "invoke_agent")
+        for i in range(150):
+            with tracer.start_as_current_span(f"execute_tool kubectl_get #{i}") as span:
+                span.set_attribute("gen_ai.tool.name", "kubectl_get")
+    provider.shutdown()  # exports everything and waits for the 200s
+    assert rec.ingester.flush()
+    assert count(store) == 151
+    df = store.query("SELECT count(DISTINCT trace_id) AS traces, any_value(service_name) AS svc, "
+                     "count(*) FILTER (WHERE parent_span_id IS NULL) AS roots FROM spans")
+    assert (int(df.traces[0]), df.svc[0], int(df.roots[0])) == (1, "sre-agent", 1)
+    assert rec.stats.accepted >= 3 and rec.stats.rejected_requests == 0
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_json_body_is_stored_and_answered_in_json(store, parts, gzipped):
+    rec = parts()
+    body, headers = request_json(5), dict(JS)
+    if gzipped:
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    r = requests.post(rec.url, data=body, headers=headers, timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
+    assert r.json() == {}  # no partial_success: everything was accepted
+    assert rec.ingester.flush() and count(store) == 5
+
+
+@pytest.mark.parametrize("kind", ["protobuf", "json"])
+def test_partial_success_names_the_refused_span_and_quarantines_it(store, parts, kind):
+    rec = parts()
+    if kind == "protobuf":
+        r = requests.post(rec.url, data=request_pb(4, bad=1).SerializeToString(), headers=PB, timeout=10)
+        resp = trace_service_pb2.ExportTraceServiceResponse.FromString(r.content)
+        rejected, message = resp.partial_success.rejected_spans, resp.partial_success.error_message
+    else:
+        r = requests.post(rec.url, data=request_json(4, bad=1), headers=JS, timeout=10)
+        ps = r.json()["partialSuccess"]
+        rejected, message = int(ps["rejectedSpans"]), ps["errorMessage"]
+    assert r.status_code == 200
+    assert rejected == 1 and "quarantine" in message and "span" in message.lower()
+    assert rec.ingester.flush()
+    assert count(store) == 4
+    q = store.query("SELECT source, location, reason FROM quarantine")
+    assert len(q) == 1 and q.source[0] == "otlp-http" and q.reason[0]
+    assert rec.stats.refused_spans == 1
+
+
+def _bomb(limit: int) -> bytes:
+    return gzip.compress(b"\0" * (limit * 4))  # inflates to 4x the limit from a few KiB
+
+
+# (description, receiver options, request kwargs, expected status, text expected in the message)
+ERRORS = [
+    ("other path", {}, dict(path="/v1/metrics", data=request_pb(1).SerializeToString(), headers=PB), 404, "/v1/traces"),
+    ("root path", {}, dict(path="/", data=b"{}", headers=JS), 404, "/v1/traces"),
+    ("GET", {}, dict(method="GET", headers=JS), 405, "POST"),
+    ("text/plain", {}, dict(data=b"hello", headers={"Content-Type": "text/plain"}), 415, "application/x-protobuf"),
+    ("no content type", {}, dict(data=b"hello", headers={}), 415, "Content-Type"),
+    ("brotli", {}, dict(data=b"x", headers={**PB, "Content-Encoding": "br"}), 415, "gzip"),
+    ("over the limit", {"limits": Limits(max_body_bytes=1000)}, dict(data=b"\0" * 5000, headers=PB), 413, "limit"),
+    ("gzip bomb", {"limits": Limits(max_body_bytes=100_000)},
+     dict(data=_bomb(100_000), headers={**PB, "Content-Encoding": "gzip"}), 413, "inflates"),
+    ("not gzip", {}, dict(data=b"plain bytes", headers={**PB, "Content-Encoding": "gzip"}), 400, "gzip"),
+    ("garbage protobuf", {}, dict(data=b"\xff\xff\xff\xff garbage", headers=PB), 400, "request"),
+    ("garbage json", {}, dict(data=b"{not json", headers=JS), 400, "request"),
+    ("missing token", {"token": "s3cret"}, dict(data=request_pb(1).SerializeToString(), headers=PB), 401, "Bearer"),
+    ("wrong token", {"token": "s3cret"},
+     dict(data=request_pb(1).SerializeToString(), headers={**PB, "Authorization": "Bearer nope"}), 401, "Bearer"),
+    ("json 401", {"token": "s3cret"}, dict(data=request_json(1), headers=JS), 401, "Bearer"),
+]
+
+
+@pytest.mark.parametrize("what, options, req, status, text", ERRORS, ids=[e[0] for e in ERRORS])
+def test_error_statuses(store, parts, what, options, req, status, text):
+    rec = parts(**options)
+    method, path = req.pop("method", "POST"), req.pop("path", "/v1/traces")
+    r = requests.request(method, rec.url.replace("/v1/traces", path), timeout=10, **req)
+    assert r.status_code == status, r.content
+    if r.headers["Content-Type"] == "application/x-protobuf":
+        assert req["headers"].get("Content-Type") == "application/x-protobuf"  # answered in the request's encoding
+        message = status_pb2.Status.FromString(r.content).message
+    else:
+        body = r.json()
+        assert set(body) == {"code", "message"} and body["code"] > 0
+        message = body["message"]
+    assert text.lower() in message.lower()
+    assert rec.ingester.flush() and count(store) == 0 and count(store, "quarantine") == 0
+
+
+def test_the_right_token_is_accepted(store, parts):
+    rec = parts(token="s3cret")
+    r = requests.post(rec.url, data=request_pb(2).SerializeToString(), headers={**PB, "Authorization": "Bearer s3cret"}, timeout=10)
+    assert r.status_code == 200
+    assert rec.ingester.flush() and count(store) == 2
+
+
+def test_a_connection_stays_usable_after_an_error(store, parts):
+    rec = parts()
+    with requests.Session() as s:
+        assert s.post(rec.url, data=b"nope", headers={"Content-Type": "text/plain"}, timeout=10).status_code == 415
+        assert s.post(rec.url.replace("traces", "logs"), data=b"{}", headers=JS, timeout=10).status_code == 404
+        assert s.post(rec.url, data=request_pb(3).SerializeToString(), headers=PB, timeout=10).status_code == 200
+    assert rec.ingester.flush() and count(store) == 3
+
+
+def test_overloaded_answers_503_with_retry_after_and_memory_stays_bounded(store, parts):
+    rec = parts(start_ingester=False, max_pending_spans=100)  # nothing commits: the ingester falls behind
+    statuses = []
+    for i in range(12):
+        r = requests.post(rec.url, data=request_pb(40, start=40 * i).SerializeToString(), headers=PB, timeout=10)
+        statuses.append(r.status_code)
+        if r.status_code == 503:
+            assert int(r.headers["Retry-After"]) >= 1
+            assert "retry" in status_pb2.Status.FromString(r.content).message
+    assert statuses[:3] == [200, 200, 200] and set(statuses[3:]) == {503}
+    assert rec.ingester.stats().pending == 120  # bounded: the limit plus at most one batch
+    rec.ingester.start()
+    assert rec.ingester.flush()
+    r = requests.post(rec.url, data=request_pb(40, start=1000).SerializeToString(), headers=PB, timeout=10)
+    assert r.status_code == 200  # accepted again once the store caught up
+    assert rec.ingester.flush() and count(store) == 160
+
+
+def test_concurrent_exporters_lose_nothing(store, parts):
+    rec = parts()
+    def send(k: int) -> None:
+        for j in range(5):
+            body = request_pb(20, start=(k * 5 + j) * 20, trace=k + 1).SerializeToString()
+            assert requests.post(rec.url, data=body, headers=PB, timeout=30).status_code == 200
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert rec.ingester.flush() and count(store) == 600
+
+
+def test_the_spool_holds_decoded_rows_not_the_raw_request(store, parts):
+    rec = parts(start_ingester=False)  # keep it spooled
+    body = request_pb(2).SerializeToString()
+    assert requests.post(rec.url, data=body, headers=PB, timeout=10).status_code == 200
+    spooled = b"".join(p.read_bytes() for p in rec.spool.dir.glob("seg-*"))
+    assert b"ARROW1" in spooled or b"trace_id" in spooled  # Arrow IPC rows
+    assert body not in spooled
+
+
+def test_binds_loopback_by_default(store):
+    ing = Ingester(store)
+    rec = Receiver(ing, Spool(store), port=0)
+    rec.start()
+    try:
+        assert rec.host == "127.0.0.1" and rec._server.server_address[0] == "127.0.0.1"
+        assert rec.url == f"http://127.0.0.1:{rec.port}/v1/traces" and rec.port > 0
+    finally:
+        rec.stop()
+
+
+def test_a_port_in_use_names_the_fix(store):
+    from afterfix import ConfigError
+
+    first = Receiver(Ingester(store), Spool(store), port=0)
+    first.start()
+    try:
+        with pytest.raises(ConfigError, match="port 0"):
+            Receiver(Ingester(store), Spool(store), port=first.port).start()
+    finally:
+        first.stop()
