@@ -487,3 +487,53 @@ def test_file_exporter_appends_to_an_existing_file(tmp_path):
 def test_setup_needs_a_destination():
     with pytest.raises(ValueError, match="endpoint"):
         sdk.setup("sre-agent")
+
+
+# -- through the decoder into the store --------------------------------------------------------
+
+
+def test_sdk_output_reads_back_through_the_decoder_and_the_views(tmp_path, store):
+    from afterfix.ingest.otlp import decode_json_lines
+
+    path = tmp_path / "agent.jsonl"
+    provider = sdk.setup("sre-agent", file=path)
+    _story(sdk.Recorder(provider, agent_name="agent-x", clock=Clock(), seed=5))
+    provider.shutdown()
+
+    decoded = decode_json_lines(path.read_bytes(), source=str(path))
+    assert [f"{r.location}: {r.reason}" for r in decoded.refused] == []
+    assert decoded.spans.num_rows == 6
+    store.append(spans=decoded.spans, events=decoded.events)
+
+    decision = store.query("SELECT * FROM decisions").to_dict("records")
+    assert len(decision) == 1
+    d = decision[0]
+    assert (d["decision_id"], d["run_id"], d["incident_id"], d["agent_name"], d["selected_option"], d["reason"]) == \
+        ("dec-1", "run-1", "INC-1", "agent-x", "raise-max", "r")
+
+    options = store.query("SELECT * FROM options ORDER BY seq")
+    assert options.option_id.tolist() == ["raise-max", "restart", "wait"]
+    assert options.verdict.tolist() == ["selected", "rejected", "considered"]
+    assert options.reason.tolist()[:2] == ["r", "no memory growth"]
+    assert options.reason.isna().tolist() == [False, False, True]
+    assert options.score.tolist()[:2] == [0.9, 0.2]
+    assert orjson.loads(options.evidence[0]) == ["replicas pinned at max", "cpu 95%"]
+    assert orjson.loads(options.action[0]) == {"kind": "HPA", "patch": {"spec": {"maxReplicas": 10}}}
+    assert set(options.decision_id) == {"dec-1"}
+
+    (a,) = store.query("SELECT * FROM actions").to_dict("records")
+    assert (a["action_id"], a["decision_id"], a["verb"], a["status"], a["trust_level"], a["mutating"]) == \
+        ("act-1", "dec-1", "patch", "applied", 3, True)
+    assert (a["target_uid"], a["target_kind"], a["target_api_version"], a["target_namespace"], a["target_name"]) == \
+        ("uid-hpa", "HorizontalPodAutoscaler", "autoscaling/v2", "shop", "checkout")
+    assert orjson.loads(a["before"]) == {"spec": {"maxReplicas": 4}}
+    assert orjson.loads(a["after"]) == {"spec": {"maxReplicas": 10}}
+    assert (a["resource_version_before"], a["resource_version_after"]) == ("41", "42")
+
+    (run,) = store.query("SELECT * FROM runs").to_dict("records")
+    assert (run["run_id"], run["spans"], run["tool_calls"], run["llm_calls"], run["decisions"], run["changes"],
+            run["errors"], run["input_tokens"], run["output_tokens"]) == ("run-1", 6, 2, 1, 1, 1, 1, 10, 3)
+    failed = store.query("SELECT tool_name, failed, error FROM tool_calls WHERE failed").to_dict("records")
+    assert failed == [{"tool_name": "broken", "failed": True, "error": "RuntimeError"}]
+    kinds = store.query("SELECT DISTINCT kind FROM spans ORDER BY kind").kind.tolist()
+    assert kinds == ["CLIENT", "INTERNAL"]

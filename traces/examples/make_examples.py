@@ -286,7 +286,7 @@ def genai_legacy(path: Path, seed: int) -> None:
     clock.advance(0.4)
     chat = tracer.start_span("chat gpt-4o-mini", context=ctx, kind=SpanKind.CLIENT, attributes={
         "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.request.temperature": 0.0,
+        "gen_ai.request.temperature": 0.0, "gen_ai.conversation.id": conversation,
     }, start_time=clock.ns())
     clock.advance(2.2)
     chat.set_attributes({"gen_ai.response.model": "gpt-4o-mini-2024-07-18", "gen_ai.usage.input_tokens": 640,
@@ -296,6 +296,7 @@ def genai_legacy(path: Path, seed: int) -> None:
     tool = tracer.start_span("execute_tool df", context=ctx, attributes={
         "gen_ai.operation.name": "execute_tool", "gen_ai.system": "openai", "gen_ai.tool.name": "df",
         "gen_ai.tool.call.id": "call_legacy_1", "gen_ai.agent.name": "disk-watcher",
+        "gen_ai.conversation.id": conversation,
     }, start_time=clock.ns())
     clock.advance(1.5)
     tool.set_attribute("error.type", "TimeoutError")
