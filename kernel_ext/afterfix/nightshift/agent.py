@@ -1,0 +1,641 @@
+"""The reference SRE agent: observe, detect, decide, act, verify, and record all of it.
+
+A deterministic, rule-based agent (no LLM). It reads metrics over HTTP (`GET /metrics`,
+Prometheus text) and cluster state through the official `kubernetes` client with a kubeconfig;
+every read is a `tool_call` span. Each choice comes from a pure function in `policy.py`, recorded
+with its name and inputs so it can be replayed. Every write is a server-side dry-run first,
+then a merge patch carrying a resourceVersion precondition and fieldManager `afterfix-agent`,
+recorded as an `action` span with before/after and resourceVersions, then verified after
+simulated minutes. The trust level decides how far it goes: 1 recommends, 2 asks for approval
+and waits (bounded), 3 and 4 apply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from afterfix import sdk
+from afterfix.nightshift import policy as policies
+
+FIELD_MANAGER = "afterfix-agent"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+REVISION = "deployment.kubernetes.io/revision"
+MERGE_PATCH = "application/merge-patch+json"
+SYNTHETIC_MODEL = "afterfix-reasoner-sim-1"  # no real model: shows token accounting in the review
+
+# Prometheus metric names of the simulator, by the agent's own signal names.
+METRICS = {
+    "latency_p95_ms": ("afterfix_sim_latency_p95_seconds", 1000.0),
+    "error_rate": ("afterfix_sim_error_ratio", 1.0),
+    "cpu_utilization": ("afterfix_sim_cpu_utilization_ratio", 1.0),
+    "memory_mb": ("afterfix_sim_memory_bytes", 1.0 / 2 ** 20),
+    "restarts": ("afterfix_sim_restarts_total", 1.0),
+    "replicas": ("afterfix_sim_replicas", 1.0),
+    "rps": ("afterfix_sim_requests_per_second", 1.0),
+}
+
+# resource plural -> (api class, read method, list method, api_version, kind)
+RESOURCES = {
+    "deployments": ("AppsV1Api", "read_namespaced_deployment", "list_namespaced_deployment", "apps/v1", "Deployment"),
+    "replicasets": ("AppsV1Api", "read_namespaced_replica_set", "list_namespaced_replica_set", "apps/v1", "ReplicaSet"),
+    "horizontalpodautoscalers": ("AutoscalingV2Api", "read_namespaced_horizontal_pod_autoscaler",
+                                 "list_namespaced_horizontal_pod_autoscaler", "autoscaling/v2", "HorizontalPodAutoscaler"),
+    "pods": ("CoreV1Api", "read_namespaced_pod", "list_namespaced_pod", "v1", "Pod"),
+    "configmaps": ("CoreV1Api", "read_namespaced_config_map", "list_namespaced_config_map", "v1", "ConfigMap"),
+    "events": ("CoreV1Api", "read_namespaced_event", "list_namespaced_event", "v1", "Event"),
+}
+PATCHERS = {
+    "deployments": ("AppsV1Api", "patch_namespaced_deployment"),
+    "horizontalpodautoscalers": ("AutoscalingV2Api", "patch_namespaced_horizontal_pod_autoscaler"),
+    "configmaps": ("CoreV1Api", "patch_namespaced_config_map"),
+}
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict, float]]:
+    """Samples of a Prometheus text exposition (0.0.4): (name, labels, value); comments skipped."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        labels = {k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\") for k, v in _LABEL.findall(m.group(2) or "")}
+        try:
+            out.append((m.group(1), labels, float(m.group(3))))
+        except ValueError:
+            continue
+    return out
+
+
+@dataclass
+class Service:
+    """A workload the agent watches: where it lives, its SLO, and which runbook its alerts go to."""
+
+    namespace: str
+    name: str
+    slo_latency_ms: float = 300.0
+    memory_limit_mb: float = 512.0
+    runbook: str = "capacity"  # capacity | db | shared_dependency
+    team: str = "shop"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class Outcome:
+    """What one agent run did, for the night's summary and the tests."""
+
+    run_id: str
+    incident_id: str | None
+    policy: str | None = None
+    choice: policies.Choice | None = None
+    action_status: str | None = None
+    verified: str | None = None
+    tool_calls: list[str] = field(default_factory=list)
+
+
+def _summary(obj: Any) -> Any:
+    """The part of a Kubernetes object worth recording as a tool result (no managedFields)."""
+    if isinstance(obj, dict) and "items" in obj:
+        return {"kind": obj.get("kind"), "items": [_summary(i) for i in obj["items"]]}
+    if not isinstance(obj, dict) or "metadata" not in obj:
+        return obj
+    meta = obj["metadata"]
+    out = {"kind": obj.get("kind"), "name": meta.get("name"), "namespace": meta.get("namespace"),
+           "resourceVersion": meta.get("resourceVersion")}
+    for key in ("spec", "status", "data", "reason", "message", "count", "type"):
+        if key in obj:
+            out[key] = obj[key]
+    if obj.get("kind") in ("ReplicaSet", "Deployment"):
+        out["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("deployment.")}
+    if obj.get("kind") == "Pod":
+        out.pop("spec", None)
+    return out
+
+
+class Agent:
+    """One agent identity (name, team, trust level) working against one cluster."""
+
+    def __init__(self, *, kubeconfig: str, metrics_url: str, recorder: sdk.Recorder, trust_level: int = 3,
+                 wait: Callable[[float], None] | None = None, now: Callable[[], float] | None = None,
+                 approver: Callable[[dict], str | None] | None = None, approval_timeout_s: float = 900.0,
+                 agent_name: str = "reference-agent", team: str = "sre", llm_tokens: bool = True):
+        if trust_level not in (1, 2, 3, 4):
+            raise ValueError(f"trust_level={trust_level!r}: must be 1 (recommend), 2 (approve), 3 or 4 (act)")
+        self.api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+        self.metrics_url = metrics_url
+        self.rec = recorder
+        self.trust_level = trust_level
+        self.wait = wait or (lambda s: None)
+        self.now = now or (lambda: datetime.now(timezone.utc).timestamp())
+        self.approver = approver or (lambda request: None)
+        self.approval_timeout_s = approval_timeout_s
+        self.agent_name = agent_name
+        self.team = team
+        self.llm_tokens = llm_tokens
+        self.checkpoint: Callable[[], object] = lambda: None  # called between deciding and acting
+        self._scrape: list[tuple[str, dict, float]] | None = None
+        self._calls: list[str] = []
+
+    def close(self) -> None:
+        self.api.close()
+
+    # ---- tools: every read is a tool_call span ---------------------------------------------------
+    def _tool(self, name: str, arguments: dict, fn: Callable[[], Any], summarize: Callable[[Any], Any] = _summary) -> Any:
+        self._calls.append(name)
+        with self.rec.tool_call(name, arguments) as call:
+            try:
+                result = fn()
+            except ApiException as e:
+                call.error(e)
+                raise
+            call.result(summarize(result))
+            return result
+
+    def _raw(self, api: str, method: str, *args, **kwargs) -> dict:
+        resp = getattr(getattr(k8s, api)(self.api), method)(*args, _preload_content=False, **kwargs)
+        return json.loads(resp.data)
+
+    def kubectl_get(self, resource: str, namespace: str, name: str | None = None, *,
+                    label_selector: str | None = None) -> dict:
+        api, read, lst, _, _ = RESOURCES[resource]
+        args = {"resource": resource, "namespace": namespace, **({"name": name} if name else {}),
+                **({"labelSelector": label_selector} if label_selector else {})}
+        if name:
+            return self._tool("kubectl_get", args, lambda: self._raw(api, read, name, namespace))
+        sel = {"label_selector": label_selector} if label_selector else {}
+        return self._tool("kubectl_get", args, lambda: self._raw(api, lst, namespace, **sel))
+
+    def kubectl_events(self, namespace: str, name: str) -> list[dict]:
+        def fn():
+            return self._raw("CoreV1Api", "list_namespaced_event", namespace,
+                             field_selector=f"involvedObject.name={name}")["items"]
+        return self._tool("kubectl_events", {"namespace": namespace, "involvedObject.name": name}, fn,
+                          lambda items: [{"reason": e.get("reason"), "message": e.get("message"), "count": e.get("count"),
+                                          "type": e.get("type")} for e in items[-10:]])
+
+    def kubectl_describe(self, resource: str, namespace: str, name: str) -> dict:
+        api, read, _, _, _ = RESOURCES[resource]
+
+        def fn():
+            obj = self._raw(api, read, name, namespace)
+            events = self._raw("CoreV1Api", "list_namespaced_event", namespace,
+                               field_selector=f"involvedObject.name={name}")["items"]
+            return {"object": obj, "events": events}
+        return self._tool("kubectl_describe", {"resource": resource, "namespace": namespace, "name": name}, fn,
+                          lambda r: {"object": _summary(r["object"]),
+                                     "events": [f"{e.get('type')} {e.get('reason')}: {e.get('message')}" for e in r["events"][-5:]]})
+
+    def scrape(self) -> None:
+        """Fetch the metrics endpoint once; `prometheus_query` evaluates against this sample."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
+            self._scrape = parse_prometheus(resp.read().decode())
+
+    def prometheus_query(self, signal: str, namespace: str, deployment: str) -> float | None:
+        metric, scale = METRICS[signal]
+        query = f'{metric}{{namespace="{namespace}",deployment="{deployment}"}}'
+
+        def fn():
+            if self._scrape is None:
+                self.scrape()
+            for name, labels, value in self._scrape:
+                if name == metric and labels.get("namespace") == namespace and labels.get("deployment") == deployment:
+                    return round(value * scale, 6)
+            return None
+        return self._tool("prometheus_query", {"query": query}, fn, lambda v: {"value": v, "unit": signal})
+
+    def observe(self, svc: Service, signals=("latency_p95_ms", "error_rate", "cpu_utilization", "memory_mb",
+                                             "restarts", "replicas")) -> dict:
+        self.scrape()
+        return {s: self.prometheus_query(s, svc.namespace, svc.name) for s in signals}
+
+    # ---- thinking --------------------------------------------------------------------------------
+    def _think(self, observations: dict, choice: policies.Choice) -> None:
+        """A synthetic model call, so token accounting shows in the review (no model is called)."""
+        if not self.llm_tokens:
+            return
+        with self.rec.llm_call(SYNTHETIC_MODEL, provider="none") as llm:
+            llm.tokens(len(json.dumps(observations, sort_keys=True)) // 4, len(json.dumps(choice.to_dict())) // 4)
+
+    def decide(self, policy: str, observations: dict) -> tuple[policies.Choice, str]:
+        # The recorded inputs are what the policy saw after a JSON round trip, so replay is exact.
+        inputs = json.loads(json.dumps(observations, sort_keys=True))
+        choice = policies.POLICIES[policy](inputs)
+        self._think(inputs, choice)
+        options = [sdk.Option(o.id, o.description, action=o.action, evidence=list(o.evidence), score=o.score,
+                              verdict=o.verdict, reason=o.reason) for o in choice.options]
+        decision_id = self.rec.decision(choice.question, options=options, selected=choice.selected, reason=choice.reason,
+                                        policy=policy, inputs=inputs)
+        return choice, decision_id
+
+    # ---- acting ------------------------------------------------------------------------------------
+    def change(self, *, verb: str, resource: str, namespace: str, name: str, decision_id: str,
+               make_patch: Callable[[dict], dict], touched: Callable[[dict], dict],
+               trust_level: int | None = None) -> tuple[str, str]:
+        """Read the target, then recommend, ask, or apply `make_patch(obj)` per the trust level.
+
+        Returns (action_id, status). The patch carries the read resourceVersion, so a write
+        racing another writer fails with 409 instead of overwriting it.
+        """
+        level = trust_level or self.trust_level
+        _, _, _, api_version, kind = RESOURCES[resource]
+        obj = self.kubectl_get(resource, namespace, name)
+        meta = obj["metadata"]
+        rv_before = meta["resourceVersion"]
+        patch = make_patch(obj)
+        target = sdk.Target(meta["uid"], kind, api_version, namespace, name)
+        with self.rec.action(verb, target, decision_id=decision_id, trust_level=level, mutating=True, patch=patch,
+                             field_manager=FIELD_MANAGER) as act:
+            act.before(touched(obj), rv_before)
+            action_id = act.action_id
+            if level == 1:
+                act.status("recommended")
+                return action_id, "recommended"
+            if level == 2 and not self._approved(action_id, verb, target, patch):
+                act.status("awaiting_approval")
+                return action_id, "awaiting_approval"
+            api, method = PATCHERS[resource]
+            body = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": rv_before}}
+            self._raw(api, method, name, namespace, body, dry_run="All", field_manager=FIELD_MANAGER,
+                      _content_type=MERGE_PATCH)
+            act.dry_run_ok()
+            try:
+                new = self._raw(api, method, name, namespace, body, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH)
+            except ApiException as e:
+                act.status("failed")
+                return action_id, "failed"
+            act.after(touched(new), new["metadata"]["resourceVersion"])
+            act.status("applied")
+            return action_id, "applied"
+
+    def propose(self, *, verb: str, kind: str, api_version: str, namespace: str, name: str, decision_id: str,
+                spec: dict) -> tuple[str, str]:
+        """A change that needs a person whatever the trust level (a schema migration): ask and wait."""
+        target = sdk.Target("", kind, api_version, namespace, name)
+        with self.rec.action(verb, target, decision_id=decision_id, trust_level=2, mutating=True, patch=spec,
+                             field_manager=FIELD_MANAGER) as act:
+            act.before({}, "")
+            action_id = act.action_id
+            status = "approved" if self._approved(action_id, verb, target, spec) else "awaiting_approval"
+            act.status(status)
+            return action_id, status
+
+    def _approved(self, action_id: str, verb: str, target: Any, patch: dict) -> bool:
+        """Ask for approval and poll the approver in simulated time, up to the timeout."""
+        self.rec.approval(action_id, status="requested")
+        request = {"action_id": action_id, "verb": verb, "target": f"{target.kind}/{target.namespace}/{target.name}",
+                   "patch": patch, "agent": self.agent_name}
+        waited, step = 0.0, 60.0
+        while waited < self.approval_timeout_s:
+            answer = self.approver(request)
+            if answer in ("approved", "denied"):
+                self.rec.approval(action_id, status=answer)
+                return answer == "approved"
+            self.wait(step)
+            waited += step
+        return False  # still pending: the request waits for a person in the morning
+
+    def verify(self, action_id: str, svc: Service, signal: str, before: float, *, after_s: float = 300.0,
+               good: Callable[[float], bool]) -> tuple[str, float | None]:
+        """Wait simulated minutes, measure again, and record whether the signal recovered."""
+        self.wait(after_s)
+        self.scrape()
+        after = self.prometheus_query(signal, svc.namespace, svc.name)
+        outcome = "inconclusive" if after is None else ("success" if good(after) else "failure")
+        self.rec.verification(action_id, outcome, signal, float(before), float(after if after is not None else -1))
+        return outcome, after
+
+    # ---- runs ----------------------------------------------------------------------------------------
+    def sweep(self, services: list[Service], *, run_id: str | None = None) -> list[tuple[Service, str, float, float]]:
+        """A routine health check of every service (a run without an incident).
+
+        Returns the anomalies found as (service, signal, value, threshold), worst first.
+        """
+        found = []
+        with self.rec.run(run_id=run_id, agent_name=self.agent_name):
+            self.scrape()
+            for svc in services:
+                m = {s: self.prometheus_query(s, svc.namespace, svc.name)
+                     for s in ("latency_p95_ms", "error_rate", "cpu_utilization", "memory_mb", "restarts", "replicas")}
+                self.kubectl_get("deployments", svc.namespace, svc.name)
+                for signal, value, threshold in anomalies(svc, m):
+                    found.append((svc, signal, value, threshold))
+        return found
+
+    def handle(self, incident_id: str, svc: Service, signal: str, value: float, threshold: float, *,
+               run_id: str | None = None, defect: str | None = None, **context) -> Outcome:
+        """Open an incident for one anomaly, run the matching runbook, and close it with a status."""
+        self._calls = []
+        title = f"{svc.key}: {signal} {value:.3g} over {threshold:.3g}"
+        severity = "critical" if signal == "error_rate" and value > 0.2 else ("high" if signal != "memory_mb" else "medium")
+        with self.rec.run(run_id=run_id, incident_id=incident_id, agent_name=self.agent_name) as run:
+            out = Outcome(run.run_id, incident_id)
+            with self.rec.incident(incident_id, title, severity=severity, service=svc.key) as inc:
+                self.rec.detection(signal, value, threshold,
+                                   f"{svc.key} {signal}={value:.3g} crossed {threshold:.3g}")
+                runbook = self._runbook(svc, signal, defect)
+                status = runbook(out, svc, defect=defect, **context)
+                inc.set_status(status)
+            out.tool_calls = list(self._calls)
+        return out
+
+    def _runbook(self, svc: Service, signal: str, defect: str | None):
+        if signal == "memory_mb":
+            return self.runbook_memory
+        if signal == "error_rate":
+            return self.runbook_errors
+        return {"capacity": self.runbook_capacity, "db": self.runbook_db,
+                "shared_dependency": self.runbook_shared_dependency}[svc.runbook]
+
+    def _recheck(self, svc: Service) -> dict:
+        """Confirm before acting: wait three simulated minutes and measure again."""
+        self.wait(180)
+        return self.observe(svc)
+
+    def _settle(self, out: Outcome, policy: str, obs: dict) -> tuple[policies.Choice, str]:
+        choice, decision_id = self.decide(policy, obs)
+        out.policy, out.choice = policy, choice
+        return choice, decision_id
+
+    def runbook_capacity(self, out: Outcome, svc: Service, *, defect: str | None = None, **_) -> str:
+        # step 1: metrics, step 2: the Deployment, step 3: its autoscaler, step 4: decide.
+        metrics = self._recheck(svc)
+        deploy = self.kubectl_get("deployments", svc.namespace, svc.name)
+        if defect == "wrong_tool":
+            # A subtly wrong call: the wrong resource in a misspelt namespace. It answers with an
+            # empty list, and the steps after it take that for "this service has no HPA".
+            typo = svc.namespace[0] + svc.namespace[2] + svc.namespace[1] + svc.namespace[3:]
+            found = self.kubectl_get("replicasets", typo, label_selector=f"app={svc.name}")
+            hpa = _hpa_facts(next(iter(found["items"]), None))
+        else:
+            found = self.kubectl_get("horizontalpodautoscalers", svc.namespace)
+            hpa = _hpa_facts(next((h for h in found["items"]
+                                   if h["spec"]["scaleTargetRef"].get("name") == svc.name), None))
+        self.kubectl_events(svc.namespace, svc.name)
+        obs = {"service": svc.key, "slo_latency_ms": svc.slo_latency_ms, "metrics": metrics, "hpa": hpa,
+               "deployment": {"replicas": deploy["spec"]["replicas"]}, "max_replicas_cap": 12}
+        choice, did = self._settle(out, "hpa_capacity", obs)
+        opt = choice.chosen
+        if opt is None or not opt.action.get("patch"):
+            return "resolved"
+        resource = "horizontalpodautoscalers" if opt.action["kind"] == "HorizontalPodAutoscaler" else "deployments"
+        patch = opt.action["patch"]
+        field = "maxReplicas" if resource == "horizontalpodautoscalers" else "replicas"
+        action_id, out.action_status = self.change(
+            verb="patch" if field == "maxReplicas" else "scale", resource=resource, namespace=svc.namespace,
+            name=opt.action["name"], decision_id=did, make_patch=lambda obj: patch,
+            touched=lambda obj: {f"spec.{field}": obj["spec"].get(field)})
+        if out.action_status != "applied":
+            return "open"
+        out.verified, _ = self.verify(action_id, svc, "latency_p95_ms", metrics["latency_p95_ms"],
+                                      good=lambda v: v <= svc.slo_latency_ms)
+        return "resolved" if out.verified == "success" else "escalated"
+
+    def runbook_memory(self, out: Outcome, svc: Service, **_) -> str:
+        first = self.observe(svc)
+        metrics = self._recheck(svc)
+        deploy = self.kubectl_get("deployments", svc.namespace, svc.name)
+        pods = self.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")
+        self.kubectl_events(svc.namespace, svc.name)
+        now = self.now()
+        container = deploy["spec"]["template"]["spec"]["containers"][0]
+        limit = _memory_mb(((container.get("resources") or {}).get("limits") or {}).get("memory"), svc.memory_limit_mb)
+        growth = (metrics["memory_mb"] - first["memory_mb"]) / (180 / 3600)
+        restarted = (deploy["spec"]["template"].get("metadata", {}).get("annotations") or {}).get(RESTARTED_AT)
+        obs = {"service": svc.key, "metrics": metrics, "pods": len(pods["items"]),
+               "memory_limit_mb": limit, "growth_mb_per_hour": round(growth, 3),
+               "last_rollout_age_h": round(_rollout_age_h(deploy, now), 3),
+               "agent_restarts_tonight": 1 if restarted and now - (_epoch(restarted) or 0) < 12 * 3600 else 0}
+        choice, did = self._settle(out, "memory_leak", obs)
+        opt = choice.chosen
+        if opt is None or not opt.action.get("restart"):
+            return "resolved"
+        action_id = self._restart(out, svc, did)
+        if out.action_status != "applied":
+            return "open"
+        out.verified, _ = self.verify(action_id, svc, "memory_mb", metrics["memory_mb"],
+                                      good=lambda v: v < 0.5 * limit, after_s=120)
+        if opt.action.get("escalate"):
+            return "escalated"
+        return "mitigated" if out.verified == "success" else "escalated"
+
+    def _restart(self, out: Outcome, svc: Service, decision_id: str) -> str:
+        stamp = datetime.fromtimestamp(self.now(), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        action_id, out.action_status = self.change(
+            verb="restart", resource="deployments", namespace=svc.namespace, name=svc.name, decision_id=decision_id,
+            make_patch=lambda obj: {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}},
+            touched=lambda obj: {f"spec.template.metadata.annotations.{RESTARTED_AT}":
+                                 (obj["spec"]["template"].get("metadata", {}).get("annotations") or {}).get(RESTARTED_AT),
+                                 "metadata.generation": obj["metadata"].get("generation")})
+        return action_id
+
+    def runbook_errors(self, out: Outcome, svc: Service, **_) -> str:
+        """Errors: a fresh rollout is rolled back; a ConfigMap changed under running pods means a restart."""
+        metrics = self._recheck(svc)
+        deploy = self.kubectl_describe("deployments", svc.namespace, svc.name)["object"]
+        now = self.now()
+        if _rollout_age_h(deploy, now) * 60 <= 90:
+            return self._bad_rollout(out, svc, deploy, metrics, now)
+        return self._feature_flag(out, svc, deploy, metrics, now)
+
+    def _bad_rollout(self, out: Outcome, svc: Service, deploy: dict, metrics: dict, now: float) -> str:
+        sets = self.kubectl_get("replicasets", svc.namespace, label_selector=f"app={svc.name}")["items"]
+        pods = self.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")["items"]
+        reasons: dict[str, int] = {}
+        for p in pods:
+            for cs in p.get("status", {}).get("containerStatuses") or []:
+                r = next(iter((cs.get("state") or {}).get("waiting") or {}), None) and cs["state"]["waiting"].get("reason")
+                key = r or ("Ready" if cs.get("ready") else "NotReady")
+                reasons[key] = reasons.get(key, 0) + 1
+        by_rev = sorted(sets, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION, "0")))
+        cur_rev = (deploy["metadata"].get("annotations") or {}).get(REVISION)
+        current = next((rs for rs in by_rev if rs["metadata"]["annotations"].get(REVISION) == cur_rev), by_rev[-1])
+        older = [rs for rs in by_rev if rs is not current]
+        previous = older[-1] if older else None
+        obs = {"service": svc.key, "metrics": metrics, "baseline_error_rate": 0.01,
+               "rollout_age_min": round(_rollout_age_h(deploy, now) * 60, 1), "pod_reasons": reasons,
+               "current": _revision_facts(current), "previous": _revision_facts(previous) if previous else None}
+        choice, did = self._settle(out, "bad_rollout", obs)
+        opt = choice.chosen
+        if opt is None or opt.id != "rollback_revision":
+            return "resolved" if opt and opt.id == "no_action" else "open"
+        template = _strip_hash(previous["spec"]["template"])
+        action_id, out.action_status = self.change(
+            verb="rollback", resource="deployments", namespace=svc.namespace, name=svc.name, decision_id=did,
+            make_patch=lambda obj: {"spec": {"template": template}}, touched=_template_facts)
+        if out.action_status != "applied":
+            return "open"
+        out.verified, _ = self.verify(action_id, svc, "error_rate", metrics["error_rate"], good=lambda v: v < 0.05)
+        return "resolved" if out.verified == "success" else "escalated"
+
+    def _feature_flag(self, out: Outcome, svc: Service, deploy: dict, metrics: dict, now: float) -> str:
+        # The ConfigMaps the pods read, and which of them changed most recently.
+        spec = deploy["spec"]["template"]["spec"]
+        names = sorted({(src.get("configMapRef") or {}).get("name") for c0 in spec["containers"]
+                        for src in c0.get("envFrom") or []} - {None})
+        cm, changed, keys = {"data": {}, "metadata": {"name": ""}}, 0.0, []
+        for name in names:
+            obj = self.kubectl_get("configmaps", svc.namespace, name)
+            t, k = _configmap_change(obj)
+            if t >= changed:
+                cm, changed, keys = obj, t, k
+        cm_name, key = cm["metadata"]["name"], (keys[0] if keys else "")
+        pods = self.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")["items"]
+        stale = sum(1 for p in pods if (_epoch(p.get("status", {}).get("startTime")) or 0) < changed)
+        obs = {"service": svc.key, "metrics": metrics,
+               "configmap": {"name": cm_name, "key": key, "value": (cm.get("data") or {}).get(key),
+                             "wanted": (cm.get("data") or {}).get(key),
+                             "changed_min_ago": round((now - changed) / 60, 1)},
+               "pods_started_before_change": stale, "pods_total": len(pods),
+               "template_age_h": round(_rollout_age_h(deploy, now), 3)}
+        choice, did = self._settle(out, "feature_flag", obs)
+        opt = choice.chosen
+        if opt is None or opt.id != "rolling_restart":
+            return "open"
+        action_id = self._restart(out, svc, did)
+        if out.action_status != "applied":
+            return "open"
+        out.verified, _ = self.verify(action_id, svc, "error_rate", metrics["error_rate"], good=lambda v: v < 0.05)
+        return "resolved" if out.verified == "success" else "escalated"
+
+    def runbook_db(self, out: Outcome, svc: Service, *, db_stats: Callable[[str], dict] | None = None, **_) -> str:
+        metrics = self._recheck(svc)
+        self.kubectl_describe("deployments", svc.namespace, svc.name)
+        stats = self._tool("pg_stat_statements", {"database": f"{svc.name}-db", "order_by": "mean_exec_time", "limit": 1},
+                           lambda: db_stats(svc.key) if db_stats else {}, lambda r: r)
+        obs = {"service": svc.key, "metrics": metrics, "slo_latency_ms": svc.slo_latency_ms, **stats}
+        choice, did = self._settle(out, "db_migration", obs)
+        opt = choice.chosen
+        if opt is None or opt.id != "create_index_migration":
+            return "open"
+        _, out.action_status = self.propose(
+            verb="create", kind="Job", api_version="batch/v1", namespace=svc.namespace, name=opt.action["name"],
+            decision_id=did, spec={"kind": "Job", "metadata": {"name": opt.action["name"]},
+                                   "spec": {"template": {"spec": {"containers": [
+                                       {"name": "migrate", "image": "postgres:16", "command": ["psql", "-c", opt.action["sql"]]}]}}}})
+        return "mitigated" if out.action_status == "approved" else "open"
+
+    def runbook_shared_dependency(self, out: Outcome, svc: Service, *, own: Service | None = None,
+                                  owner_team: str = "platform", **_) -> str:
+        """A team's agent looks at its own service and at the shared dependency, then acts or defers."""
+        own = own or svc
+        own_metrics = self.observe(own)
+        self.kubectl_get("deployments", own.namespace, own.name)
+        dep_metrics = self.observe(svc)
+        hpas = self.kubectl_get("horizontalpodautoscalers", svc.namespace)["items"]
+        hpa = _hpa_facts(next((h for h in hpas if h["spec"]["scaleTargetRef"].get("name") == svc.name), None))
+        self.kubectl_events(svc.namespace, svc.name)
+        obs = {"team": self.team, "service": own.key, "metrics": own_metrics, "slo_latency_ms": own.slo_latency_ms,
+               "dependency": {"service": svc.key, "owner_team": owner_team, "hpa": hpa, "metrics": dep_metrics}}
+        choice, did = self._settle(out, "shared_dependency", obs)
+        self.checkpoint()
+        opt = choice.chosen
+        if opt is None or opt.id != "fix_dependency":
+            return "open"
+        patch = opt.action["patch"]
+        action_id, out.action_status = self.change(
+            verb="patch", resource="horizontalpodautoscalers", namespace=svc.namespace, name=opt.action["name"],
+            decision_id=did, make_patch=lambda obj: patch,
+            touched=lambda obj: {"spec.maxReplicas": obj["spec"].get("maxReplicas")})
+        if out.action_status != "applied":
+            return "open"
+        out.verified, _ = self.verify(action_id, svc, "latency_p95_ms", dep_metrics["latency_p95_ms"],
+                                      good=lambda v: v <= svc.slo_latency_ms)
+        return "resolved" if out.verified == "success" else "escalated"
+
+
+# ---- detection and facts ---------------------------------------------------------------------------
+
+
+def anomalies(svc: Service, m: dict) -> list[tuple[str, float, float]]:
+    """The alert rules: which signals of one service's metrics cross their thresholds."""
+    out = []
+    if (m.get("memory_mb") or 0) > 0.75 * svc.memory_limit_mb:
+        out.append(("memory_mb", m["memory_mb"], 0.75 * svc.memory_limit_mb))
+    if (m.get("error_rate") or 0) > 0.05 and (m.get("cpu_utilization") or 0) < 0.95:
+        out.append(("error_rate", m["error_rate"], 0.05))
+    elif (m.get("latency_p95_ms") or 0) > svc.slo_latency_ms:
+        out.append(("latency_p95_ms", m["latency_p95_ms"], svc.slo_latency_ms))
+    return out
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+
+
+def _memory_mb(q: str | None, default: float) -> float:
+    if not q:
+        return default
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if str(q).endswith(suffix):
+            return float(str(q)[: -len(suffix)]) * factor
+    return float(q) / 2 ** 20
+
+
+def _hpa_facts(hpa: dict | None) -> dict | None:
+    if not hpa or hpa.get("kind") not in (None, "HorizontalPodAutoscaler") or "scaleTargetRef" not in hpa.get("spec", {}):
+        return None
+    target = 80
+    for m in hpa["spec"].get("metrics") or []:
+        if (m.get("resource") or {}).get("name") == "cpu":
+            target = (m["resource"].get("target") or {}).get("averageUtilization", 80)
+    status = hpa.get("status") or {}
+    return {"name": hpa["metadata"]["name"], "minReplicas": hpa["spec"].get("minReplicas", 1),
+            "maxReplicas": hpa["spec"]["maxReplicas"], "currentReplicas": status.get("currentReplicas"),
+            "desiredReplicas": status.get("desiredReplicas"), "targetCPUUtilizationPercentage": target}
+
+
+def _rollout_age_h(deploy: dict, now: float) -> float:
+    """Hours since the Deployment's pod template last changed, from its managedFields times."""
+    changed = _epoch(deploy["metadata"].get("creationTimestamp")) or now
+    for mf in deploy["metadata"].get("managedFields") or []:
+        if "f:template" in ((mf.get("fieldsV1") or {}).get("f:spec") or {}):
+            changed = max(changed, _epoch(mf.get("time")) or 0)
+    return max(0.0, (now - changed) / 3600)
+
+
+def _configmap_change(cm: dict) -> tuple[float, list[str]]:
+    """When the ConfigMap's data last changed, and the keys that newest writer owns."""
+    newest, keys = 0.0, []
+    for mf in (cm.get("metadata") or {}).get("managedFields") or []:
+        data = (mf.get("fieldsV1") or {}).get("f:data")
+        t = _epoch(mf.get("time")) or 0.0
+        if data and t >= newest:
+            newest, keys = t, sorted(k[2:] for k in data if k.startswith("f:"))
+    return newest, keys
+
+
+def _strip_hash(template: dict) -> dict:
+    out = json.loads(json.dumps(template))
+    (out.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
+    return out
+
+
+def _revision_facts(rs: dict) -> dict:
+    c0 = rs["spec"]["template"]["spec"]["containers"][0]
+    return {"revision": int((rs["metadata"].get("annotations") or {}).get(REVISION, "0")), "image": c0.get("image"),
+            "env": {e["name"]: e.get("value") for e in c0.get("env") or [] if "value" in e}}
+
+
+def _template_facts(deploy: dict) -> dict:
+    c0 = deploy["spec"]["template"]["spec"]["containers"][0]
+    return {"revision": (deploy["metadata"].get("annotations") or {}).get(REVISION),
+            "image": c0.get("image"), "env": {e["name"]: e.get("value") for e in c0.get("env") or [] if "value" in e}}

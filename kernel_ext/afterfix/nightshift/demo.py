@@ -1,0 +1,85 @@
+"""`afterfix demo`: play a simulated night shift into the store, or serve its cluster again.
+
+    afterfix demo [--store PATH] [--seed N] [--dir DIR]
+    afterfix demo cluster --port P --kubeconfig PATH [--state FILE]
+
+The first runs every scenario from 22:00 to 07:00 (simulated) into the store and prints what
+happened and how to review it; the second serves the cluster the night left behind, so the
+official client (and `kubectl`) can inspect and undo what the agent did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_DIR = Path("traces") / "demo"
+
+
+def _default_dir() -> Path:
+    from afterfix.store import _repo_root
+
+    root = _repo_root()
+    return (root / DEFAULT_DIR) if root is not None else DEFAULT_DIR
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add `demo` (and `demo cluster`) to an argparse subparsers object; returns the demo parser."""
+    p = subparsers.add_parser("demo", help="play a simulated night shift into the store and print a summary",
+                              description="Run the Kubernetes API simulator and the reference SRE agent through a "
+                                          "simulated night (all scenarios, 22:00 -> 07:00), storing every trace.")
+    p.add_argument("--store", type=Path, default=None, help="store folder (default: AFTERFIX_STORE or traces/store)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the night: the same seed plays the same night (default 0)")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="where the cluster state and kubeconfig are kept (default: traces/demo/)")
+    p.add_argument("--quiet", action="store_true", help="print the summary only, not the night as it happens")
+    p.set_defaults(func=_run_demo)
+    sub = p.add_subparsers(dest="demo_command", metavar="{cluster}")
+    c = sub.add_parser("cluster", help="serve the simulated cluster a demo night left behind",
+                       description="Serve the Kubernetes API simulator on the saved state (Ctrl-C stops it).")
+    c.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0 picks a free one)")
+    c.add_argument("--kubeconfig", type=Path, required=True, help="where to write a kubeconfig for this server")
+    c.add_argument("--state", type=Path, default=None,
+                   help="simulator state file (default: traces/demo/cluster.json); created if missing")
+    c.add_argument("--realtime-factor", type=float, default=60.0,
+                   help="simulated seconds per wall-clock second (default 60; 0 freezes time)")
+    c.set_defaults(func=_run_cluster)
+    return p
+
+
+def _run_demo(args) -> int:
+    from afterfix.nightshift.night import run_night
+    from afterfix.store import Store, default_store_path
+
+    store = Store(args.store or default_store_path())
+    workdir = args.dir or _default_dir()
+    say = (lambda msg: None) if args.quiet else (lambda msg: print("  " + msg, flush=True))
+    print(f"afterfix demo: simulated night shift (seed {args.seed}) into {store.root}", flush=True)
+    result = run_night(store, workdir=workdir, seed=args.seed, progress=say)
+    print(result.summary())
+    print(f"\n  store       {result.store}")
+    print(f"  state       {result.state_file}")
+    print(f"  kubeconfig  {result.kubeconfig}   (afterfix demo cluster --port 8001 --kubeconfig {result.kubeconfig})")
+    print("\nReview it in JupyterLab:\n  .venv/bin/jupyter lab notebooks/    then open review.ipynb")
+    return 0
+
+
+def _run_cluster(args) -> int:
+    from afterfix.nightshift.apiserver import serve_cluster
+
+    state = args.state or (_default_dir() / "cluster.json")
+    serve_cluster(port=args.port, kubeconfig=args.kubeconfig, state_file=state, realtime_factor=args.realtime_factor)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m afterfix.nightshift.demo [...]`: the same as `afterfix demo [...]`."""
+    parser = argparse.ArgumentParser(prog="afterfix")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["demo", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
