@@ -537,3 +537,84 @@ def test_sdk_output_reads_back_through_the_decoder_and_the_views(tmp_path, store
     assert failed == [{"tool_name": "broken", "failed": True, "error": "RuntimeError"}]
     kinds = store.query("SELECT DISTINCT kind FROM spans ORDER BY kind").kind.tolist()
     assert kinds == ["CLIENT", "INTERNAL"]
+
+
+def test_file_exporter_encodes_links_arrays_and_nested_values(tmp_path):
+    path = tmp_path / "raw.jsonl"
+    provider = sdk.setup("raw", file=path, id_generator=sdk.SeededIdGenerator(11))
+    tracer = provider.get_tracer("raw")
+    first = tracer.start_span("first")
+    first.end(end_time=2_000_000_000_000_000_000)
+    from opentelemetry.trace import Link
+
+    second = tracer.start_span("second", links=[Link(first.get_span_context(), {"why": "follows"})],
+                               start_time=2_000_000_000_000_000_001,
+                               attributes={"tags": ("a", "b"), "counts": (1, 2**40), "ratios": (0.5,), "flags": (True,),
+                                           "big": 2**62})
+    second.end(end_time=2_000_000_000_000_000_002)
+    provider.shutdown()
+
+    span = orjson.loads(path.read_bytes().splitlines()[1])["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    attrs = {kv["key"]: kv["value"] for kv in span["attributes"]}
+    assert attrs["tags"] == {"arrayValue": {"values": [{"stringValue": "a"}, {"stringValue": "b"}]}}
+    assert attrs["counts"] == {"arrayValue": {"values": [{"intValue": "1"}, {"intValue": str(2**40)}]}}
+    assert attrs["ratios"] == {"arrayValue": {"values": [{"doubleValue": 0.5}]}}
+    assert attrs["flags"] == {"arrayValue": {"values": [{"boolValue": True}]}}
+    assert attrs["big"] == {"intValue": str(2**62)}
+    (link,) = span["links"]
+    assert link["traceId"] == f"{first.get_span_context().trace_id:032x}"
+    assert link["spanId"] == f"{first.get_span_context().span_id:016x}"
+    assert link["attributes"] == [{"key": "why", "value": {"stringValue": "follows"}}]
+    assert span["startTimeUnixNano"] == "2000000000000000001"
+
+
+def test_setup_exports_over_otlp_http(free_port):
+    """A real HTTP server receives the OTLP/HTTP export that setup(endpoint=...) configures."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            answer = ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        provider = sdk.setup("sre-agent", endpoint=f"http://127.0.0.1:{free_port}/v1/traces")
+        rec = sdk.Recorder(provider, agent_name="agent-x")
+        with rec.run(run_id="run-http"):
+            rec.decision("q", [Option("a", "A")], "a", "r", decision_id="dec-http")
+        assert provider.force_flush(10_000)
+        provider.shutdown()
+    finally:
+        server.shutdown()
+        server.server_close()
+    spans = []
+    for path, content_type, body in received:
+        assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
+        request = ExportTraceServiceRequest.FromString(body)
+        spans += [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    by_name = {s.name: s for s in spans}
+    assert set(by_name) == {"invoke_agent agent-x", "decide: q"}
+    decision = by_name["decide: q"]
+    attrs = {kv.key: kv.value.string_value for kv in decision.attributes}
+    assert attrs[c.DECISION_ID] == "dec-http" and attrs[c.RUN_ID] == "run-http"
+    assert [e.name for e in decision.events] == [c.OPTION_EVENT]
