@@ -368,3 +368,43 @@ def test_same_seed_gives_same_uids():
         return [o["metadata"]["uid"] for o in c.list("v1", "Pod")]
 
     assert uids(3) == uids(3) and uids(3) != uids(4)
+
+
+APPLY = "application/apply-patch+yaml"
+
+
+def test_server_side_apply_conflicts_force_and_removal(api):
+    api.apps.create_namespaced_deployment("default", deployment(), field_manager="helm")
+    intent = {"apiVersion": "apps/v1", "kind": "Deployment",
+              "metadata": {"name": "checkout", "labels": {"owner": "sre-agent"}}, "spec": {"replicas": 2}}
+    # Same value as helm's: shared ownership, no conflict.
+    d = api.apps.patch_namespaced_deployment("checkout", "default", intent, field_manager="sre-agent", _content_type=APPLY)
+    entries = {(m.manager, m.operation): m.fields_v1 for m in d.metadata.managed_fields}
+    assert entries[("sre-agent", "Apply")] == {"f:metadata": {"f:labels": {"f:owner": {}}}, "f:spec": {"f:replicas": {}}}
+    assert "f:replicas" in entries[("helm", "Update")]["f:spec"]
+    # A different value for a field helm owns: 409 naming the field and the other manager.
+    intent["spec"]["replicas"] = 6
+    with pytest.raises(ApiException) as e:
+        api.apps.patch_namespaced_deployment("checkout", "default", intent, field_manager="sre-agent", _content_type=APPLY)
+    status = __import__("json").loads(e.value.body)
+    assert (e.value.status, status["reason"]) == (409, "Conflict")
+    assert status["details"]["causes"] == [{"reason": "FieldManagerConflict", "field": ".spec.replicas",
+                                            "message": 'conflict with "helm" using apps/v1'}]
+    assert api.apps.read_namespaced_deployment("checkout", "default").spec.replicas == 2
+    # force takes the field over.
+    d = api.apps.patch_namespaced_deployment("checkout", "default", intent, field_manager="sre-agent", force=True,
+                                             _content_type=APPLY)
+    assert d.spec.replicas == 6
+    entries = {(m.manager, m.operation): m.fields_v1 for m in d.metadata.managed_fields}
+    assert "f:replicas" not in entries[("helm", "Update")]["f:spec"]
+    # Leaving a field out of the next apply removes it when nobody else owns it.
+    del intent["metadata"]["labels"]
+    d = api.apps.patch_namespaced_deployment("checkout", "default", intent, field_manager="sre-agent", _content_type=APPLY)
+    assert "owner" not in (d.metadata.labels or {}) and d.metadata.labels["app"] == "checkout"
+    # Apply creates missing objects and needs a field manager.
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}}
+    out = api.core.patch_namespaced_config_map("applied", "default", cm, field_manager="sre-agent", _content_type=APPLY)
+    assert out.data == {"a": "1"} and out.metadata.managed_fields[0].operation == "Apply"
+    with pytest.raises(ApiException) as e:
+        api.core.patch_namespaced_config_map("applied", "default", cm, _content_type=APPLY)
+    assert e.value.status == 400 and "fieldManager" in e.value.body

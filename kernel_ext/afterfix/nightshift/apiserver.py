@@ -5,7 +5,7 @@ kinds) works against it unchanged.
 This is a simulator. No real Kubernetes API server can run on the machines afterfix is built and
 tested on; this one keeps the protocol (paths, `Status` errors, patch content types, `dryRun`,
 `fieldManager`, label/field selectors, the `scale` and `status` subresources, discovery) and the
-semantics in `cluster.py`. Not served: watch, authentication, RBAC, server-side apply, protobuf.
+semantics in `cluster.py`, server-side apply included. Not served: watch, authentication, RBAC, protobuf.
 It also serves `/metrics` (Prometheus text format) with the simulated workloads' metrics.
 """
 
@@ -31,6 +31,7 @@ KUBE_VERSION = {"major": "1", "minor": "34", "gitVersion": "v1.34.0+afterfix-sim
                 "compiler": "n/a", "platform": "linux/amd64"}
 PATCH_TYPES = {"application/merge-patch+json": "merge", "application/strategic-merge-patch+json": "strategic",
                "application/json-patch+json": "json"}
+APPLY_TYPE = "application/apply-patch+yaml"
 BY_PLURAL = {(k.api_version, k.plural): k for k in KINDS.values()}
 _VERBS = ["create", "delete", "get", "list", "patch", "update"]
 
@@ -106,6 +107,15 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             raise ApiError(400, "BadRequest", f"request body is not JSON ({e}); this simulator accepts JSON only")
 
+    def _yaml_body(self) -> Any:
+        import yaml
+
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            return yaml.safe_load(self.rfile.read(length)) if length else None
+        except yaml.YAMLError as e:
+            raise ApiError(400, "BadRequest", f"the apply patch is not YAML or JSON: {e}") from None
+
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
         url = url._replace(path=url.path.rstrip("/") or "/")
@@ -179,6 +189,10 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "PUT":
                 body = self._object(kind, namespace, name)
                 return 200, cluster.replace(body, dry_run=dry_run, field_manager=manager, subresource=sub)
+            if method == "PATCH" and self._is_apply():
+                body = self._object(kind, namespace, name, apply=True)
+                force = query.get("force") in ("true", "1")
+                return 200, cluster.apply(body, field_manager=query.get("fieldManager", ""), force=force, dry_run=dry_run)
             if method == "PATCH":
                 return 200, cluster.patch(kind.api_version, kind.kind, namespace, name, self._body(),
                                           patch_type=self._patch_type(), dry_run=dry_run, field_manager=manager,
@@ -203,15 +217,18 @@ class _Handler(BaseHTTPRequestHandler):
         agent = self.headers.get("User-Agent") or "unknown"
         return agent.split("/")[0][:128] or "unknown"
 
+    def _is_apply(self) -> bool:
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip() == APPLY_TYPE
+
     def _patch_type(self) -> str:
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         if content_type not in PATCH_TYPES:
             raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                           f"accepted media types include: {', '.join(PATCH_TYPES)} (got {content_type!r})")
+                           f"accepted media types include: {', '.join([*PATCH_TYPES, APPLY_TYPE])} (got {content_type!r})")
         return PATCH_TYPES[content_type]
 
-    def _object(self, kind, namespace: str | None, name: str | None) -> dict:
-        body = self._body()
+    def _object(self, kind, namespace: str | None, name: str | None, apply: bool = False) -> dict:
+        body = self._yaml_body() if apply else self._body()
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", f"the request body must be a {kind.kind} object")
         body.setdefault("apiVersion", kind.api_version)

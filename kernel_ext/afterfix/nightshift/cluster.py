@@ -22,6 +22,8 @@ from typing import Any
 
 from afterfix._exceptions import AfterfixError
 from afterfix.nightshift import controllers, validation
+from afterfix.nightshift import fields
+from afterfix.nightshift.fields import update_managed_fields
 from afterfix.nightshift.clock import SimClock, rfc3339
 from afterfix.nightshift.patches import PatchError, clone, json_patch, merge_patch, strategic_merge_patch
 
@@ -145,7 +147,8 @@ class Cluster:
         return obj
 
     # ---- writing ----------------------------------------------------------------------------
-    def create(self, obj: dict, *, dry_run: bool = False, field_manager: str | None = None) -> dict:
+    def create(self, obj: dict, *, dry_run: bool = False, field_manager: str | None = None,
+               _operation: str = "Update") -> dict:
         with self.lock:
             spec = kind_for(obj.get("apiVersion"), obj.get("kind"))
             new = clone(obj)
@@ -181,7 +184,7 @@ class Cluster:
                 meta["generation"] = 1
             if spec.has_status:
                 new["status"] = validation.initial_status(new)
-            update_managed_fields(new, None, field_manager or "unknown", "Update", self.clock.now())
+            update_managed_fields(new, None, field_manager or "unknown", _operation, self.clock.now())
             if dry_run:
                 return new
             return self._store(new)
@@ -222,6 +225,26 @@ class Cluster:
                 raise ApiError(400, "BadRequest", f"{spec.qualified} \"{name}\": the patch replaced the whole object")
             return self._update(spec, current, new, dry_run, field_manager, subresource, "Update")
 
+    def apply(self, obj: dict, *, field_manager: str, force: bool = False, dry_run: bool = False) -> dict:
+        """Server-side apply: create `obj` or merge it in, owned by `field_manager` (operation Apply);
+        409 Conflict when it would change fields another manager owns, unless `force`."""
+        with self.lock:
+            if not field_manager:
+                raise ApiError(400, "BadRequest", "PatchOptions.meta.k8s.io is invalid: fieldManager: Required value: "
+                               "is required for apply patch")
+            spec = kind_for(obj.get("apiVersion"), obj.get("kind"))
+            meta = obj.get("metadata") or {}
+            if not meta.get("name"):
+                raise ApiError(400, "BadRequest", f"{spec.kind}: metadata.name is required for apply")
+            namespace = (meta.get("namespace") or "default") if spec.namespaced else None
+            current = self._find(spec, namespace, meta["name"])
+            if current is None:
+                return self.create(obj, dry_run=dry_run, field_manager=field_manager, _operation="Apply")
+            applied = clone(obj)
+            applied.setdefault("metadata", {}).pop("managedFields", None)
+            merged, managed = fields.apply(current, applied, field_manager, force=force, now=self.clock.now())
+            return self._update(spec, current, merged, dry_run, field_manager, None, "Apply", managed_fields=managed)
+
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str, *, dry_run: bool = False,
                preconditions: dict | None = None) -> dict:
         with self.lock:
@@ -250,7 +273,8 @@ class Cluster:
 
     # ---- the write path ---------------------------------------------------------------------
     def _update(self, spec: Kind, current: dict, new: dict, dry_run: bool, field_manager: str | None,
-                subresource: str | None, operation: str, copy_result: bool = True) -> dict:
+                subresource: str | None, operation: str, copy_result: bool = True,
+                managed_fields: list | None = None) -> dict:
         name = current["metadata"]["name"]
         meta = new.get("metadata")
         if not isinstance(meta, dict):
@@ -293,7 +317,10 @@ class Cluster:
             return clone(current) if copy_result else current  # a no-op write does not bump resourceVersion, as in Kubernetes
         if spec.has_generation and _body(new) != _body(current):
             meta["generation"] = current["metadata"].get("generation", 1) + 1
-        update_managed_fields(new, current, field_manager or "unknown", operation, self.clock.now(), subresource)
+        if managed_fields is not None:
+            meta["managedFields"] = managed_fields
+        else:
+            update_managed_fields(new, current, field_manager or "unknown", operation, self.clock.now(), subresource)
         if dry_run:
             return new
         return self._store(new, copy_result)
@@ -466,88 +493,6 @@ def _conflict(spec: Kind, name: str) -> dict:
 def _details(spec: Kind, name: str, causes: list[tuple[str, str, str]]) -> dict:
     return {"name": name, "group": spec.group, "kind": spec.kind,
             "causes": [{"reason": r, "field": f, "message": m} for r, f, m in causes]}
-
-
-# ---- managedFields ----------------------------------------------------------------------------
-_SKIP_META = {"uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink"}
-
-
-def _field_paths(old: Any, new: Any, prefix: tuple = ()) -> set[tuple]:
-    """Leaf paths (in fieldsV1 notation) whose value differs between `old` and `new`."""
-    from afterfix.nightshift.patches import MERGE_KEYS
-
-    if isinstance(new, dict):
-        paths: set[tuple] = set()
-        old_d = old if isinstance(old, dict) else {}
-        for key, value in new.items():
-            if (not prefix and key in ("apiVersion", "kind", "status")) or (prefix == ("f:metadata",) and key in _SKIP_META):
-                continue
-            paths |= _field_paths(old_d.get(key), value, prefix + (f"f:{key}",))
-        return paths
-    if isinstance(new, list) and prefix and MERGE_KEYS.get(prefix[-1][2:]) and all(isinstance(i, dict) for i in new):
-        key = MERGE_KEYS[prefix[-1][2:]]
-        old_items = {json.dumps(i.get(key)): i for i in old if isinstance(i, dict)} if isinstance(old, list) else {}
-        paths = set()
-        for item in new:
-            k = json.dumps(item.get(key))
-            paths |= _field_paths(old_items.get(k), item, prefix + (f"k:{{\"{key}\":{k}}}",))
-        return paths
-    return {prefix} if old != new and prefix else set()
-
-
-def _paths_to_fields(paths: set[tuple]) -> dict:
-    root: dict = {}
-    for path in sorted(paths):
-        node = root
-        for part in path:
-            node = node.setdefault(part, {})
-    return root
-
-
-def _fields_to_paths(fields: dict, prefix: tuple = ()) -> set[tuple]:
-    paths: set[tuple] = set()
-    for key, value in fields.items():
-        if key == ".":
-            continue
-        if value:
-            paths |= _fields_to_paths(value, prefix + (key,))
-        else:
-            paths.add(prefix + (key,))
-    return paths
-
-
-def update_managed_fields(new: dict, old: dict | None, manager: str, operation: str, now: float,
-                          subresource: str | None = None) -> None:
-    """Give `manager` ownership of the fields this write changed and take them from the others,
-    as server-side field management does for Update operations."""
-    if subresource == "status":
-        old_s, new_s = {"status": (old or {}).get("status")}, {"status": new.get("status")}
-        changed = {("f:status",) + p[1:] for p in _field_paths({"x": old_s["status"]}, {"x": new_s["status"]})}
-    else:
-        changed = _field_paths(old, new)
-    entries = clone((old or new)["metadata"].get("managedFields") or [])
-    api_version = new["apiVersion"]
-    kept = []
-    for entry in entries:
-        paths = _fields_to_paths(entry.get("fieldsV1") or {})
-        same = entry.get("manager") == manager and entry.get("operation") == operation \
-            and entry.get("subresource") == subresource
-        if not same:
-            paths = {p for p in paths if not any(p[: len(c)] == c or c[: len(p)] == p for c in changed)}
-            if paths:
-                entry["fieldsV1"] = _paths_to_fields(paths)
-                kept.append(entry)
-    mine = next((e for e in entries if e.get("manager") == manager and e.get("operation") == operation
-                 and e.get("subresource") == subresource), None)
-    owned = _fields_to_paths(mine.get("fieldsV1") or {}) if mine else set()
-    owned |= changed
-    if owned:
-        entry = {"manager": manager, "operation": operation, "apiVersion": api_version,
-                 "time": rfc3339(now), "fieldsType": "FieldsV1", "fieldsV1": _paths_to_fields(owned)}
-        if subresource:
-            entry["subresource"] = subresource
-        kept.append(entry)
-    new["metadata"]["managedFields"] = kept
 
 
 # ---- selectors --------------------------------------------------------------------------------
