@@ -190,6 +190,27 @@ def test_run_span_and_incident_id_learned_inside_the_run(memory):
     assert incident.parent.span_id == run_span.context.span_id
 
 
+def test_spans_inside_an_incident_block_carry_that_incident(memory):
+    provider, exporter = memory
+    rec = recorder(provider)
+    with rec.incident("INC-solo", "outside any run"):
+        rec.detection("errors", 1.0, 0.5, "errors up")
+    with rec.run(run_id="run-1", incident_id="INC-1"):
+        with rec.incident("INC-2", "a second incident found during the run"):
+            rec.detection("errors", 1.0, 0.5, "errors up")
+        rec.detection("latency", 1.0, 0.5, "back in the run's incident")
+    spans = exporter.get_finished_spans()
+    got = [(s.name, s.attributes.get(c.INCIDENT_ID), s.attributes.get(c.RUN_ID)) for s in spans]
+    assert got == [
+        ("detect errors", "INC-solo", None),
+        ("incident outside any run", "INC-solo", None),
+        ("detect errors", "INC-2", "run-1"),
+        ("incident a second incident found during the run", "INC-2", "run-1"),
+        ("detect latency", "INC-1", "run-1"),
+        ("invoke_agent agent-x", "INC-1", "run-1"),
+    ]
+
+
 def test_generated_ids_are_reproducible_with_a_seed(memory):
     provider, exporter = memory
     ids = []

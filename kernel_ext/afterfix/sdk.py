@@ -319,6 +319,10 @@ class Recorder:
         self.clock = clock
         self._rng = random.Random(seed) if seed is not None else None
         self._run: contextvars.ContextVar[_RunState | None] = contextvars.ContextVar(f"afterfix_run_{id(self)}", default=None)
+        # The incident whose block we are in: it names the incident of the spans inside, even
+        # outside a run or when the run was started for another incident.
+        self._incident: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+            f"afterfix_incident_{id(self)}", default=None)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -344,8 +348,9 @@ class Recorder:
             attrs[c.SCENARIO] = self.scenario
         if state is not None:
             attrs[c.RUN_ID] = state.run_id
-            if state.incident_id:
-                attrs[c.INCIDENT_ID] = state.incident_id
+        incident = self._incident.get() or (state.incident_id if state is not None else None)
+        if incident:
+            attrs[c.INCIDENT_ID] = incident
         return attrs
 
     @contextlib.contextmanager
@@ -422,8 +427,12 @@ class Recorder:
             c.INCIDENT_SERVICE: service,
             c.INCIDENT_STATUS: status,
         }
-        with self._span(f"incident {_short(title)}", attrs) as span:
-            yield IncidentHandle(self, span)
+        token = self._incident.set(incident_id)
+        try:
+            with self._span(f"incident {_short(title)}", attrs) as span:
+                yield IncidentHandle(self, span)
+        finally:
+            self._incident.reset(token)
 
     def detection(self, signal: str, value: float, threshold: float, summary: str) -> None:
         """What was noticed: `signal` crossed `threshold` with `value`."""
