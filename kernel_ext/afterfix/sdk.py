@@ -297,6 +297,8 @@ class Recorder:
     agent's name, so a store can group by them. `clock` (epoch seconds, e.g. a simulated clock's
     `now`) stamps start and end times; `seed` makes generated run, decision, action and tool-call
     ids reproducible. Both exist for replayable examples; live agents leave them unset.
+    The current run and span travel in context variables: work handed to another thread sees
+    them only when run inside a copy of the context (`contextvars.copy_context().run`).
     """
 
     def __init__(
