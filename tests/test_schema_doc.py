@@ -125,3 +125,14 @@ def test_worked_examples_are_the_example_trace_spans():
             "regenerate the examples and paste the span into traces/SCHEMA.md")
         kinds += [a["value"]["stringValue"] for a in block["attributes"] if a["key"] == convention.SPAN_KIND]
     assert sorted(kinds) == ["action", "decision"]
+
+
+def test_the_sdk_snippet_runs_and_writes_what_it_shows(tmp_path, monkeypatch):
+    (snippet,) = re.findall(r"```python\n(.*?)\n```", DOC, re.S)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "traces/SCHEMA.md", "exec"), {})  # our own documentation, not trace content
+    lines = (tmp_path / "traces" / "inbox" / "sre-agent.jsonl").read_bytes().splitlines()
+    names = [span["name"] for line in lines for rs in orjson.loads(line)["resourceSpans"]
+             for ss in rs["scopeSpans"] for span in ss["spans"]]
+    assert names == ["execute_tool get_hpa", "decide: checkout p95 latency over SLO: what should change?",
+                     "patch HorizontalPodAutoscaler shop/checkout", "verify latency_p95", "invoke_agent sre-agent"]
