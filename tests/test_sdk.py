@@ -600,11 +600,13 @@ def test_setup_exports_over_otlp_http(free_port):
     )
 
     received: list[tuple[str, str, bytes]] = []
+    tokens: list[str | None] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append((self.path, self.headers["Content-Type"], body))
+            tokens.append(self.headers.get("Authorization"))
             answer = ExportTraceServiceResponse().SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
@@ -619,7 +621,8 @@ def test_setup_exports_over_otlp_http(free_port):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        provider = sdk.setup("sre-agent", endpoint=f"http://127.0.0.1:{free_port}/v1/traces")
+        provider = sdk.setup("sre-agent", endpoint=f"http://127.0.0.1:{free_port}/v1/traces",
+                             headers={"Authorization": "Bearer s3cret"})
         rec = sdk.Recorder(provider, agent_name="agent-x")
         with rec.run(run_id="run-http"):
             rec.decision("q", [Option("a", "A")], "a", "r", decision_id="dec-http")
@@ -633,6 +636,7 @@ def test_setup_exports_over_otlp_http(free_port):
         assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
         request = ExportTraceServiceRequest.FromString(body)
         spans += [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert tokens and set(tokens) == {"Bearer s3cret"}
     by_name = {s.name: s for s in spans}
     assert set(by_name) == {"invoke_agent agent-x", "decide: q"}
     decision = by_name["decide: q"]

@@ -117,6 +117,7 @@ def setup(
     file: str | os.PathLike | None = None,
     resource: Mapping[str, Any] | None = None,
     *,
+    headers: Mapping[str, str] | None = None,
     batch_file: bool = False,
     id_generator: IdGenerator | None = None,
     set_global: bool = False,
@@ -124,7 +125,9 @@ def setup(
     """A TracerProvider exporting to an OTLP/HTTP `endpoint` (batched) and/or an OTLP/JSON `file`.
 
     `endpoint` is the full URL, e.g. "http://127.0.0.1:4318/v1/traces". The file gets one line
-    per export, written as each span ends (or in batches with `batch_file=True`). `resource`
+    per export, written as each span ends (or in batches with `batch_file=True`). `headers` go
+    with every HTTP export (e.g. {"Authorization": "Bearer TOKEN"} for a receiver started with a
+    token). `resource`
     adds resource attributes next to service.name. Call `provider.shutdown()` (or
     `force_flush()`) before the process exits, or batched spans are lost.
     """
@@ -136,7 +139,8 @@ def setup(
     if endpoint is not None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        exporter = OTLPSpanExporter(endpoint=endpoint, headers=dict(headers) if headers else None)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     if file is not None:
         exporter = OTLPJsonFileExporter(Path(file))
         provider.add_span_processor(BatchSpanProcessor(exporter) if batch_file else SimpleSpanProcessor(exporter))
