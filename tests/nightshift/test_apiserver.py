@@ -408,3 +408,31 @@ def test_server_side_apply_conflicts_force_and_removal(api):
     with pytest.raises(ApiException) as e:
         api.core.patch_namespaced_config_map("applied", "default", cm, _content_type=APPLY)
     assert e.value.status == 400 and "fieldManager" in e.value.body
+
+
+def test_watch_streams_changes_to_the_official_client(api):
+    from kubernetes import watch
+
+    api.apps.create_namespaced_deployment("default", deployment())
+    start_rv = api.apps.list_namespaced_deployment("default").metadata.resource_version
+    seen = []
+    w = watch.Watch()
+    writer = None
+    for event in w.stream(api.apps.list_namespaced_deployment, "default", timeout_seconds=20):
+        seen.append((event["type"], event["object"].metadata.name, event["object"].spec.replicas))
+        if writer is None:
+            import threading
+
+            writer = threading.Thread(target=lambda: (
+                api.apps.patch_namespaced_deployment_scale("checkout", "default", {"spec": {"replicas": 4}}),
+                api.apps.delete_namespaced_deployment("checkout", "default")))
+            writer.start()
+        if event["type"] == "DELETED":
+            w.stop()
+    writer.join()
+    assert seen[0] == ("ADDED", "checkout", 2)
+    assert ("MODIFIED", "checkout", 4) in seen and seen[-1][0] == "DELETED"
+    # Resuming from a resourceVersion replays what happened after it, in order.
+    replay = [e["type"] for e in watch.Watch().stream(api.apps.list_namespaced_deployment, "default",
+                                                      resource_version=start_rv, timeout_seconds=1)]
+    assert replay[0] == "MODIFIED" and replay[-1] == "DELETED" and "ADDED" not in replay

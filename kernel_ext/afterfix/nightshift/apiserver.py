@@ -1,11 +1,12 @@
 """The Kubernetes API simulator's HTTP side: the REST paths, verbs and content types the product
-uses, served on 127.0.0.1 so that the official `kubernetes` Python client (and kubectl for these
-kinds) works against it unchanged.
+uses, served on 127.0.0.1 so that the official `kubernetes` Python client works against it
+unchanged.
 
 This is a simulator. No real Kubernetes API server can run on the machines afterfix is built and
 tested on; this one keeps the protocol (paths, `Status` errors, patch content types, `dryRun`,
 `fieldManager`, label/field selectors, the `scale` and `status` subresources, discovery) and the
-semantics in `cluster.py`, server-side apply included. Not served: watch, authentication, RBAC, protobuf.
+semantics in `cluster.py`, server-side apply and watch included. Not served: authentication, RBAC,
+protobuf, pagination (`limit` returns everything).
 It also serves `/metrics` (Prometheus text format) with the simulated workloads' metrics.
 """
 
@@ -139,7 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET" and m:
                 return self._send(200, _resource_list(m.group(1) or "v1"))
             code, body = self._resource(method, url.path, query)
-            self._send(code, body)
+            if code is not None:
+                self._send(code, body)
         except ApiError as e:
             self._send(e.code, e.status())
         except Exception as e:  # a simulator bug must still answer as the API would
@@ -168,9 +170,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
         dry_run = self._dry_run(query)
         manager = query.get("fieldManager") or self._default_manager()
-        if query.get("watch") in ("true", "1"):
-            raise ApiError(405, "MethodNotAllowed", "watch is not served by this simulator; poll with list")
         cluster = self.server.cluster
+        if query.get("watch") in ("true", "1"):
+            if method != "GET" or name is not None:
+                raise ApiError(405, "MethodNotAllowed", "watch is served on collections: GET .../PLURAL?watch=true")
+            self._watch(kind, namespace, query)
+            return None, None
         with cluster.lock:
             if name is None:
                 if method == "GET":
@@ -203,6 +208,56 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, cluster.delete(kind.api_version, kind.kind, namespace, name, dry_run=dry_run,
                                            preconditions=options.get("preconditions"))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed here")
+
+    def _watch(self, kind, namespace: str | None, query: dict) -> None:
+        """Stream watch events as chunked JSON lines until timeoutSeconds (default 60) or shutdown.
+        Without resourceVersion the current objects come first as ADDED, as from the API server."""
+        cluster = self.server.cluster
+        try:
+            timeout = min(float(query.get("timeoutSeconds") or 60), 600.0)
+        except ValueError:
+            raise ApiError(400, "BadRequest", f"timeoutSeconds={query.get('timeoutSeconds')!r} is not a number") from None
+        labels, fields_ = query.get("labelSelector"), query.get("fieldSelector")
+        with cluster.lock:
+            if query.get("resourceVersion") not in (None, "", "0"):
+                try:
+                    since = int(query["resourceVersion"])
+                except ValueError:
+                    raise ApiError(400, "BadRequest", f"resourceVersion={query['resourceVersion']!r} is not valid") from None
+                pending = cluster.changes_since(since, kind.kind, namespace, labels, fields_)
+            else:
+                since = int(cluster.resource_version)
+                pending = [("ADDED", o) for o in cluster.list(kind.api_version, kind.kind, namespace, labels, fields_)]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                for type_, obj in pending:
+                    line = json.dumps({"type": type_, "object": obj}).encode() + b"\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+                left = deadline - time.monotonic()
+                if left <= 0 or self.server.stopping:
+                    break
+                with cluster.lock:
+                    cluster.changed.wait(min(left, 0.5))
+                    try:
+                        pending = cluster.changes_since(since, kind.kind, namespace, labels, fields_)
+                    except ApiError as e:
+                        pending = [("ERROR", e.status())]
+                    since = int(cluster.resource_version)
+                if pending and pending[0][0] == "ERROR":
+                    line = json.dumps({"type": "ERROR", "object": pending[0][1]}).encode() + b"\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                    break
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the watcher went away
+        self.close_connection = True
 
     def _dry_run(self, query: dict) -> bool:
         value = query.get("dryRun")
@@ -298,6 +353,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     cluster: Cluster
+    stopping = False
 
 
 class ApiServer:
@@ -323,6 +379,7 @@ class ApiServer:
 
     def stop(self) -> None:
         if self._server is not None:
+            self._server.stopping = True  # open watches end within half a second
             self._server.shutdown()
             self._server.server_close()
             self._server = None

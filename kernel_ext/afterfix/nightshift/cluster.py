@@ -10,6 +10,7 @@ Controllers live in `controllers.py`, the workload metrics in `workloads.py`, HT
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -30,6 +31,7 @@ from afterfix.nightshift.patches import PatchError, clone, json_patch, merge_pat
 __all__ = ["Cluster", "ApiError", "Kind", "KINDS", "kind_for"]
 
 STATE_VERSION = 1
+WATCH_WINDOW = 4096  # changes a watch can resume from; older resourceVersions get 410 Gone
 SIM_PREFIX = "sim.afterfix.dev/"
 
 
@@ -104,6 +106,9 @@ class Cluster:
         self._objects: dict[str, dict[tuple[str, str], dict]] = {k: {} for k in KINDS}  # kind -> (ns, name) -> obj
         self.sim: dict[str, Any] = {}  # controller and workload memory that is not an API field
         self._dirty = False
+        # Recent changes for watchers, as the API server's watch cache keeps them (not persisted).
+        self.changes: collections.deque[tuple[int, str, dict]] = collections.deque(maxlen=WATCH_WINDOW)
+        self.changed = threading.Condition(self.lock)
         self.workloads = WorkloadModel(self)
         if self.state_file and self.state_file.exists():
             self.load()
@@ -135,6 +140,18 @@ class Cluster:
                 if match_labels(obj.get("metadata", {}).get("labels") or {}) and match_fields(obj):
                     out.append(clone(obj))
             return out
+
+    def changes_since(self, resource_version: int, kind: str, namespace: str | None = None,
+                      label_selector: str | None = None, field_selector: str | None = None) -> list[tuple[str, dict]]:
+        """Watch events (type, object) of one kind after `resource_version`; 410 Gone when the
+        window no longer reaches back that far. Call under `self.lock`."""
+        if self.changes and resource_version < self.changes[0][0] - 1:
+            raise ApiError(410, "Expired", f"too old resource version: {resource_version} ({self.changes[0][0] - 1})")
+        match_labels, match_fields = parse_label_selector(label_selector), parse_field_selector(field_selector)
+        return [(type_, clone(obj)) for rv, type_, obj in self.changes
+                if rv > resource_version and obj["kind"] == kind
+                and (namespace is None or obj["metadata"].get("namespace") == namespace)
+                and match_labels(obj["metadata"].get("labels") or {}) and match_fields(obj)]
 
     def _find(self, spec: Kind, namespace: str | None, name: str) -> dict | None:
         return self._objects[spec.kind].get(((namespace or "") if spec.namespaced else "", name))
@@ -330,8 +347,10 @@ class Cluster:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        self.changes.append((self._rv, "MODIFIED" if key in self._objects[spec.kind] else "ADDED", obj))
         self._objects[spec.kind][key] = obj
         self._dirty = True
+        self.changed.notify_all()
         if not getattr(self, "_reconciling", False):
             self._reconciling = True
             try:
@@ -346,6 +365,8 @@ class Cluster:
         self._objects[spec.kind].pop((meta.get("namespace", ""), meta["name"]), None)
         self._rv += 1
         self._dirty = True
+        self.changes.append((self._rv, "DELETED", {**obj, "metadata": {**meta, "resourceVersion": str(self._rv)}}))
+        self.changed.notify_all()
         # Garbage collection: dependents go with their owner (background propagation).
         uid = meta["uid"]
         for kind, objects in self._objects.items():
