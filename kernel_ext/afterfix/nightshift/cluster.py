@@ -379,6 +379,10 @@ class Cluster:
     # Controllers write through these, with their own field manager, never through dry-run.
     def controller_write(self, obj: dict, manager: str, *, subresource: str | None = None) -> dict:
         """Write `obj` (the caller's own copy, which it hands over) and return the stored object."""
+        with self.lock:
+            return self._controller_write(obj, manager, subresource=subresource)
+
+    def _controller_write(self, obj: dict, manager: str, *, subresource: str | None = None) -> dict:
         spec = KINDS[obj["kind"]]
         current = self._find(spec, obj["metadata"].get("namespace"), obj["metadata"]["name"])
         if current is None:
@@ -387,6 +391,10 @@ class Cluster:
         return self._update(spec, current, obj, False, manager, subresource, "Update", copy_result=False)
 
     def controller_delete(self, obj: dict) -> None:
+        with self.lock:
+            self._controller_delete(obj)
+
+    def _controller_delete(self, obj: dict) -> None:
         spec = KINDS[obj["kind"]]
         current = self._find(spec, obj["metadata"].get("namespace"), obj["metadata"]["name"])
         if current is not None:
@@ -471,6 +479,10 @@ class Cluster:
     # ---- events -----------------------------------------------------------------------------
     def record_event(self, obj: dict, type_: str, reason: str, message: str, component: str) -> None:
         """Record a core/v1 Event about `obj`; a repeat of the same reason and message counts up."""
+        with self.lock:
+            self._record_event(obj, type_, reason, message, component)
+
+    def _record_event(self, obj: dict, type_: str, reason: str, message: str, component: str) -> None:
         meta = obj["metadata"]
         ns = meta.get("namespace") or "default"
         now = rfc3339(self.clock.now())
