@@ -271,12 +271,15 @@ class Agent:
                 return action_id, "awaiting_approval"
             api, method = PATCHERS[resource]
             body = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": rv_before}}
-            self._raw(api, method, name, namespace, body, dry_run="All", field_manager=FIELD_MANAGER,
-                      _content_type=MERGE_PATCH)
-            act.dry_run_ok()
             try:
+                self._raw(api, method, name, namespace, body, dry_run="All", field_manager=FIELD_MANAGER,
+                          _content_type=MERGE_PATCH)
+                act.dry_run_ok()
                 new = self._raw(api, method, name, namespace, body, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH)
             except ApiException as e:
+                # 409: someone else wrote since the read. Stop here: a blind retry would overwrite
+                # their change; the next sweep re-reads and decides again.
+                act.set("error.type", f"{e.status} {e.reason}")
                 act.status("failed")
                 return action_id, "failed"
             act.after(touched(new), new["metadata"]["resourceVersion"])
@@ -331,7 +334,7 @@ class Agent:
             self.scrape()
             for svc in services:
                 m = {s: self.prometheus_query(s, svc.namespace, svc.name)
-                     for s in ("latency_p95_ms", "error_rate", "cpu_utilization", "memory_mb", "restarts", "replicas")}
+                     for s in ("latency_p95_ms", "error_rate", "cpu_utilization", "memory_mb", "restarts", "replicas", "rps")}
                 self.kubectl_get("deployments", svc.namespace, svc.name)
                 for signal, value, threshold in anomalies(svc, m):
                     found.append((svc, signal, value, threshold))
@@ -373,8 +376,10 @@ class Agent:
         return choice, decision_id
 
     def runbook_capacity(self, out: Outcome, svc: Service, *, defect: str | None = None, **_) -> str:
-        # step 1: metrics, step 2: the Deployment, step 3: its autoscaler, step 4: decide.
-        metrics = self._recheck(svc)
+        # Tool call 1: is it still slow; 2: the Deployment; 3: its autoscaler; then the rest.
+        self.wait(180)
+        self.scrape()
+        metrics = {"latency_p95_ms": self.prometheus_query("latency_p95_ms", svc.namespace, svc.name)}
         deploy = self.kubectl_get("deployments", svc.namespace, svc.name)
         if defect == "wrong_tool":
             # A subtly wrong call: the wrong resource in a misspelt namespace. It answers with an
@@ -386,6 +391,8 @@ class Agent:
             found = self.kubectl_get("horizontalpodautoscalers", svc.namespace)
             hpa = _hpa_facts(next((h for h in found["items"]
                                    if h["spec"]["scaleTargetRef"].get("name") == svc.name), None))
+        for signal in ("error_rate", "cpu_utilization", "memory_mb", "restarts", "replicas"):
+            metrics[signal] = self.prometheus_query(signal, svc.namespace, svc.name)
         self.kubectl_events(svc.namespace, svc.name)
         obs = {"service": svc.key, "slo_latency_ms": svc.slo_latency_ms, "metrics": metrics, "hpa": hpa,
                "deployment": {"replicas": deploy["spec"]["replicas"]}, "max_replicas_cap": 12}

@@ -230,8 +230,9 @@ def decide_bad_rollout(observations: dict) -> Choice:
     question = f"{svc}: error rate {err:.1%} since revision {cur['revision']} rolled out {age:.0f} min ago; how to recover?"
     bad = err > max(5 * base, 0.05)
     fresh = age <= 120
-    diff = _template_diff({"image": prev["image"], **{f"env.{k}": v for k, v in prev["env"].items()}},
-                          {"image": cur["image"], **{f"env.{k}": v for k, v in cur["env"].items()}}) if prev else []
+    # What a rollback would change: from the current revision's template to the previous one's.
+    diff = _template_diff({"image": cur["image"], **{f"env.{k}": v for k, v in cur["env"].items()}},
+                          {"image": prev["image"], **{f"env.{k}": v for k, v in prev["env"].items()}}) if prev else []
     ev = [f"error_rate={err:.3f} (baseline {base:.3f})", f"rollout_age_min={age:.0f}"]
     ev += [f"pods {r}={n}" for r, n in sorted(reasons.items())]
     cands, why = [], {}

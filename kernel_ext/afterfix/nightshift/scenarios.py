@@ -260,14 +260,14 @@ def _setup_noise(cluster) -> None:
     for i, svc in enumerate(NOISE_SERVICES):
         # A blip starts a minute before the sweep that sees it and is over three minutes later.
         blips = [m for j, m in BLIPS if j == i]
-        deployment(cluster, svc.namespace, svc.name, replicas=2, base_rps=60, **spike(blips[0] - 1, 3, 2.4))
+        deployment(cluster, svc.namespace, svc.name, replicas=2, base_rps=60, **spike(blips[0] - 1, 3, 3.0))
         cluster.sim.setdefault("noise_blips", {})[svc.key] = blips
 
 
 def _blip(svc_key: str, minute: float):
     def fn(cluster):
         ns, name = svc_key.split("/")
-        cluster.workloads.configure(ns, name, **spike(minute - 1, 3, 2.4))
+        cluster.workloads.configure(ns, name, **spike(minute - 1, 3, 3.0))
     return fn
 
 
