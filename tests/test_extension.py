@@ -337,10 +337,12 @@ def test_kernel_receives_sdk_spans_and_sql_returns_them(kernels, tmp_path, free_
 def test_acknowledged_spans_survive_kill_9_exactly_once(kernels, tmp_path, free_port):
     env = kernel_env(tmp_path, free_port)
     first = kernels(env, tmp_path)
-    first.run("%load_ext afterfix")
+    # Commits a minute apart: the kill lands while the spans are acknowledged but only spooled.
+    first.run("get_ipython().config.Afterfix.interval = 60\n%load_ext afterfix")
     spans = otel_spans(40, "run-kill")
     for i in range(0, 40, 10):
         send(free_port, spans[i:i + 10])  # each call returns after HTTP 200
+    assert first.run("s = %afterfix status\nprint(s.info['spans_stored'])").strip() == "0"
     os.kill(first.pid, signal.SIGKILL)
     first.km.provisioner.process.wait(timeout=30)
 
@@ -349,3 +351,29 @@ def test_acknowledged_spans_survive_kill_9_exactly_once(kernels, tmp_path, free_
     assert wait_for(lambda: stored(second, "run-kill") == (40, 40)), stored(second, "run-kill")
     second.run("%afterfix stop")  # flushes and joins: nothing still on its way
     assert stored(second, "run-kill") == (40, 40)
+
+
+@pytest.mark.slow
+def test_queries_notebook_runs_on_example_traces(tmp_path, free_port, monkeypatch):
+    import nbformat
+    import papermill
+
+    from afterfix.ingest.files import ingest_paths
+    from afterfix.store import Store
+
+    root = Path(__file__).resolve().parents[1]
+    store = Store(tmp_path / "store")
+    summary = ingest_paths(store, [root / "traces" / "examples" / "hpa-night.jsonl"])
+    assert summary.spans_stored > 0
+    store.close()
+    for key, value in kernel_env(tmp_path, free_port).items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "queries.out.ipynb"
+    papermill.execute_notebook(str(root / "notebooks" / "queries.ipynb"), str(out), kernel_name="python3",
+                               cwd=str(tmp_path), progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    decisions = next(c for c in nb.cells if c.source.startswith("%%sql -o decisions"))
+    html = decisions.outputs[0]["data"]["text/html"]
+    assert "<table" in html and "decision_id" in html
