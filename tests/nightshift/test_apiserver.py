@@ -226,7 +226,7 @@ def test_managed_fields_per_field_manager(api):
     assert 'k:{"name":"app"}' in deployer["f:spec"]["f:template"]["f:spec"]["f:containers"]
     # Without fieldManager the API server names the manager after the client's user agent.
     assert any(m == "OpenAPI-Generator" for m, _, _ in entries)
-    assert ("deployment-controller", "Update", "status") in entries
+    assert ("kube-controller-manager", "Update", "status") in entries
 
 
 def test_template_change_creates_replicaset_revision_and_rollback_reuses_it(api):
@@ -305,6 +305,7 @@ def test_pods_follow_replicas_through_scale_subresource(api, replicas):
     assert ("sre-agent", "scale") in managers
     reasons = {e.reason for e in api.core.list_namespaced_event("default").items}
     assert "ScalingReplicaSet" in reasons
+    assert ("Killing" in reasons) == (replicas < 2)  # scaling down stops containers
 
 
 def test_hpa_scales_within_max_and_reports_limit(api):
@@ -322,7 +323,10 @@ def test_hpa_scales_within_max_and_reports_limit(api):
     conditions = {c.type: c for c in h.status.conditions}
     assert conditions["ScalingLimited"].status == "True" and conditions["ScalingLimited"].reason == "TooManyReplicas"
     assert h.status.current_metrics[0].resource.current.average_utilization >= 100
-    assert api.apps.read_namespaced_deployment("checkout", "default").spec.replicas == 4
+    scaled = api.apps.read_namespaced_deployment("checkout", "default")
+    assert scaled.spec.replicas == 4
+    replicas_owner = [m for m in scaled.metadata.managed_fields if "f:replicas" in (m.fields_v1 or {}).get("f:spec", {})]
+    assert [(m.manager, m.subresource) for m in replicas_owner] == [("kube-controller-manager", "scale")]
     assert "SuccessfulRescale" in {e.reason for e in api.core.list_namespaced_event(
         "default", field_selector="involvedObject.name=checkout").items}
     api.hpa.patch_namespaced_horizontal_pod_autoscaler("checkout", "default", {"spec": {"maxReplicas": 20}})

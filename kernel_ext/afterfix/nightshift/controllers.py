@@ -21,6 +21,8 @@ __all__ = ["reconcile", "tick", "template_hash", "owned_by", "REVISION", "HASH_L
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 HASH_LABEL = "pod-template-hash"
+# Controllers write as one field manager, as kube-controller-manager does; events name the controller.
+CONTROLLER_MANAGER = "kube-controller-manager"
 DEPLOYMENT_CONTROLLER = "deployment-controller"
 REPLICASET_CONTROLLER = "replicaset-controller"
 HPA_CONTROLLER = "horizontal-pod-autoscaler"
@@ -140,7 +142,7 @@ def _sync_deployment(cluster: Cluster, deploy: dict) -> None:
                                          "deployment.kubernetes.io/max-replicas": str(spec["replicas"] + 1)},
                          "ownerReferences": [_owner_ref(deploy)]},
             "spec": {"replicas": 0, "selector": selector, "template": rs_template},
-        }, DEPLOYMENT_CONTROLLER)
+        }, CONTROLLER_MANAGER)
         current = cluster._find(cluster_kind("ReplicaSet"), ns, current["metadata"]["name"])
     elif _revision(current) != top:
         # An old template came back (a rollback): its ReplicaSet gets the newest revision number.
@@ -149,13 +151,13 @@ def _sync_deployment(cluster: Cluster, deploy: dict) -> None:
         history = [h for h in ann.get(REVISION_HISTORY, "").split(",") if h] + [str(_revision(current))]
         ann[REVISION_HISTORY] = ",".join(history)
         ann[REVISION] = str(top + 1)
-        cluster.controller_write(updated, DEPLOYMENT_CONTROLLER)
+        cluster.controller_write(updated, CONTROLLER_MANAGER)
         current = cluster._find(cluster_kind("ReplicaSet"), ns, current["metadata"]["name"])
     revision = current["metadata"]["annotations"][REVISION]
     if (deploy["metadata"].get("annotations") or {}).get(REVISION) != revision:
         updated = clone(deploy)
         updated["metadata"].setdefault("annotations", {})[REVISION] = revision
-        cluster.controller_write(updated, DEPLOYMENT_CONTROLLER)
+        cluster.controller_write(updated, CONTROLLER_MANAGER)
         deploy = cluster._find(cluster_kind("Deployment"), ns, name)
     # Rollouts complete within one step: the simulator models outcomes, not surge arithmetic.
     if current["spec"]["replicas"] != spec["replicas"]:
@@ -183,7 +185,7 @@ def _scale_rs(cluster: Cluster, deploy: dict, rs: dict, replicas: int) -> None:
     ann = updated["metadata"].setdefault("annotations", {})
     ann["deployment.kubernetes.io/desired-replicas"] = str(deploy["spec"]["replicas"])
     ann["deployment.kubernetes.io/max-replicas"] = str(deploy["spec"]["replicas"] + 1)
-    cluster.controller_write(updated, DEPLOYMENT_CONTROLLER)
+    cluster.controller_write(updated, CONTROLLER_MANAGER)
     verb = "up" if replicas > before else "down"
     cluster.record_event(deploy, "Normal", "ScalingReplicaSet",
                          f"Scaled {verb} replica set {rs['metadata']['name']} from {before} to {replicas}",
@@ -230,7 +232,7 @@ def _deployment_status(cluster: Cluster, deploy: dict, owned: list[dict]) -> Non
     if status != old:
         new = clone(deploy)
         new["status"] = status
-        cluster.controller_write(new, DEPLOYMENT_CONTROLLER, subresource="status")
+        cluster.controller_write(new, CONTROLLER_MANAGER, subresource="status")
 
 
 # ---- ReplicaSet → Pods ----------------------------------------------------------------------------
@@ -249,7 +251,7 @@ def _sync_replicaset(cluster: Cluster, rs: dict, pods: list[dict]) -> bool:
             "metadata": {"name": name, "namespace": ns, "labels": meta.get("labels") or {},
                          "annotations": annotations, "ownerReferences": [_owner_ref(rs)]},
             "spec": dict(clone(template["spec"]), nodeName="sim-node-1"),
-        }, REPLICASET_CONTROLLER)
+        }, CONTROLLER_MANAGER)
         running = clone(cluster._find(cluster_kind("Pod"), ns, pod["metadata"]["name"]))
         running["status"] = pod_running_status(cluster, running)
         cluster.controller_write(running, "kubelet", subresource="status")
@@ -259,6 +261,8 @@ def _sync_replicaset(cluster: Cluster, rs: dict, pods: list[dict]) -> bool:
         victims = sorted(pods, key=lambda p: int(p["metadata"]["resourceVersion"]))[want:]
         for pod in victims:
             cluster.controller_delete(pod)
+            for c in pod["spec"]["containers"]:
+                cluster.record_event(pod, "Normal", "Killing", f"Stopping container {c['name']}", "kubelet")
             cluster.record_event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}",
                                  REPLICASET_CONTROLLER)
     return len(pods) != want
@@ -287,7 +291,7 @@ def _replicaset_status(cluster: Cluster, rs: dict, pods: list[dict]) -> None:
     if status != rs.get("status"):
         new = clone(rs)
         new["status"] = status
-        cluster.controller_write(new, REPLICASET_CONTROLLER, subresource="status")
+        cluster.controller_write(new, CONTROLLER_MANAGER, subresource="status")
 
 
 def pod_ready(pod: dict) -> bool:
@@ -356,7 +360,7 @@ def _sync_hpa(cluster: Cluster, hpa: dict) -> None:
     if desired != current and current > 0:
         scaled = clone(deploy)
         scaled["spec"]["replicas"] = desired
-        cluster.controller_write(scaled, HPA_CONTROLLER, subresource="scale")
+        cluster.controller_write(scaled, CONTROLLER_MANAGER, subresource="scale")
         direction = "above" if desired > current else "below"
         cluster.record_event(hpa, "Normal", "SuccessfulRescale",
                              f"New size: {desired}; reason: cpu resource utilization (percentage of request) "
@@ -376,4 +380,4 @@ def _write_hpa_status(cluster: Cluster, hpa: dict, status: dict) -> None:
     if status != hpa.get("status"):
         new = clone(hpa)
         new["status"] = status
-        cluster.controller_write(new, HPA_CONTROLLER, subresource="status")
+        cluster.controller_write(new, CONTROLLER_MANAGER, subresource="status")
