@@ -123,8 +123,13 @@ def _decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> 
     if redactor is not None:  # else the decoder's default redactor
         kw["redactor"] = redactor
     if task.protobuf:
-        decoded, consumed = decode_protobuf_file(task.data, **kw)
-        return decoded, task.end - task.size + consumed
+        start = task.end - task.size
+        decoded, consumed = decode_protobuf_file(task.data, first_byte=start, **kw)
+        if consumed < task.size:  # the offset stays before it, so a grown file is read from there
+            decoded.refused.append(Refusal(task.source, f"byte {start + consumed}",
+                                           f"the file ends inside a frame ({task.size - consumed} bytes after the last "
+                                           "complete one); was the writer cut off?", None))
+        return decoded, start + consumed
     return decode_json_lines(task.data, first_line=task.first_line, **kw), task.end
 
 
