@@ -162,8 +162,8 @@ def test_an_inbox_file_half_tailed_when_killed_is_finished_without_duplicates(tm
     assert final["last_error"] is None
     ids = span_ids(reader)
     assert len(ids) == len(set(ids)) == 198
-    q = reader.query("SELECT location FROM quarantine ORDER BY location")
-    assert list(q.location) == ["line 152", "line 51"]  # each bad line quarantined once, with its number
+    locations = sorted(loc.split(",")[0] for loc in reader.query("SELECT location FROM quarantine").location)
+    assert locations == ["line 152", "line 51"]  # each bad line quarantined once, with its number
     assert reader.offsets()[str(f.resolve())][1] == f.stat().st_size
 
 

@@ -154,9 +154,35 @@ ERRORS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory):
+    """One store, ingester and spool for every error case (nothing may reach them)."""
+    store = Store(tmp_path_factory.mktemp("refusals") / "store")
+    store.create()
+    ing = Ingester(store, interval=0.05)
+    ing.start()
+    spool = Spool(store)
+    yield store, ing, spool
+    ing.stop()
+    spool.close()
+    store.close()
+
+
 @pytest.mark.parametrize("what, options, req, status, text", ERRORS, ids=[e[0] for e in ERRORS])
-def test_error_statuses(store, parts, what, options, req, status, text):
-    rec = parts(**options)
+def test_error_statuses(refusing, what, options, req, status, text):
+    store, ing, spool = refusing
+    rec = Receiver(ing, spool, port=0, **options)
+    rec.start()
+    try:
+        _check_refusal(rec, req, status, text)
+    finally:
+        rec.stop()
+    assert ing.flush() and count(store) == 0 and count(store, "quarantine") == 0
+    assert rec.stats.rejected_requests == 1 and rec.stats.last_error.startswith(f"HTTP {status}")
+
+
+def _check_refusal(rec: Receiver, req: dict, status: int, text: str) -> None:
+    req = dict(req)
     method, path = req.pop("method", "POST"), req.pop("path", "/v1/traces")
     r = requests.request(method, rec.url.replace("/v1/traces", path), timeout=10, **req)
     assert r.status_code == status, r.content
@@ -168,7 +194,6 @@ def test_error_statuses(store, parts, what, options, req, status, text):
         assert set(body) == {"code", "message"} and body["code"] > 0
         message = body["message"]
     assert text.lower() in message.lower()
-    assert rec.ingester.flush() and count(store) == 0 and count(store, "quarantine") == 0
 
 
 def test_the_right_token_is_accepted(store, parts):
@@ -227,6 +252,22 @@ def test_the_spool_holds_decoded_rows_not_the_raw_request(store, parts):
     spooled = b"".join(p.read_bytes() for p in rec.spool.dir.glob("seg-*"))
     assert b"ARROW1" in spooled or b"trace_id" in spooled  # Arrow IPC rows
     assert body not in spooled
+
+
+def test_a_secret_in_a_span_reaches_neither_the_spool_nor_the_store(store, parts):
+    rec = parts(start_ingester=False)
+    secret = "sk-proj-" + "Ab1Cd2Ef3" * 4
+    req = request_pb(1)
+    req.resource_spans[0].scope_spans[0].spans[0].attributes.add(key="gen_ai.input.messages").value.string_value = \
+        f"use the key {secret} to page the on-call"
+    assert requests.post(rec.url, data=req.SerializeToString(), headers=PB, timeout=10).status_code == 200
+    spooled = b"".join(p.read_bytes() for p in rec.spool.dir.glob("seg-*"))
+    assert spooled and secret.encode() not in spooled
+    rec.ingester.start()
+    assert rec.ingester.flush()
+    attrs = store.query("SELECT attributes FROM spans").attributes[0]
+    assert secret not in attrs and "REDACTED" in attrs
+    assert rec.ingester.stats().redacted >= 1
 
 
 def test_binds_loopback_by_default(store):

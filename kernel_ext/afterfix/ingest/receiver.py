@@ -238,6 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         status, msg = (405, f"{self.command} is not supported: POST to {PATH}") if path == PATH else \
             (404, f"no such path {path!r}: traces are received at POST {PATH}")
+        self.receiver._next_request_no()
+        self.receiver._count(rejected_requests=1, last_error=f"HTTP {status}: {msg}")
         close = not _discard_body(self, self.receiver.limits.max_body_bytes)
         self.answer(status, *_status_body(_kind(self.headers.get("Content-Type")), status, msg), close=close)
 

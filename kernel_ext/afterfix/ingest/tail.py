@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
-PROTOBUF_SUFFIXES = (".pb", ".binpb")
+JSON_SUFFIXES = otlp.JSON_SUFFIXES
+PROTOBUF_SUFFIXES = otlp.PROTOBUF_SUFFIXES
 HEAD_BYTES = 1024  # how much of a file's beginning its fingerprint hashes
 MIN_CHUNK = 8 << 20
 
@@ -288,8 +288,10 @@ class InboxTailer:
         return end - f.pos
 
     def _take_protobuf(self, f: _File, data: bytes, idle: bool) -> int:
+        if f.pos == 0 and data[:1] != b"\0" and not idle:
+            return 0  # not length-prefixed: one whole message, complete only once the file stops growing
         try:
-            decoded, consumed = otlp.decode_protobuf_file(data, source=f.source, **self._decode_kwargs())
+            decoded, consumed = otlp.decode_protobuf_file(data, source=f.source, first_byte=f.pos, **self._decode_kwargs())
         except DecodeError as e:
             f.dead = True
             reason = f"not OTLP protobuf from here on ({e}); nothing after it is read until the file is replaced"
