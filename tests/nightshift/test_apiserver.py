@@ -440,3 +440,28 @@ def test_watch_streams_changes_to_the_official_client(api):
     replay = [e["type"] for e in watch.Watch().stream(api.apps.list_namespaced_deployment, "default",
                                                       resource_version=start_rv, timeout_seconds=1)]
     assert replay[0] == "MODIFIED" and replay[-1] == "DELETED" and "ADDED" not in replay
+
+
+@pytest.mark.parametrize("method,path,headers,body,status,reason", [
+    ("POST", "/apis/apps/v1/namespaces/default/widgets", {"Content-Type": "application/json"}, b'{"a": 1}', 404, "NotFound"),
+    ("POST", "/api/v1/namespaces/default/configmaps", {"Content-Type": "application/json"}, b"{not json", 400, "BadRequest"),
+    ("PATCH", "/api/v1/namespaces/default/configmaps/x", {"Content-Type": MERGE}, b"{}", 404, "NotFound"),
+    ("PATCH", "/api/v1/namespaces/kube-system", {"Content-Type": "text/plain"}, b"{}", 415, "UnsupportedMediaType"),
+    ("POST", "/api/v1/namespaces/default/configmaps", {"Content-Type": "application/json"},
+     b'{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}', 400, "BadRequest"),
+    ("DELETE", "/api/v1/namespaces/default/configmaps", {}, b"", 405, "MethodNotAllowed"),
+])
+def test_raw_http_errors_keep_the_connection_usable(api, method, path, headers, body, status, reason):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        answer = __import__("json").loads(resp.read())
+        assert (resp.status, answer["kind"], answer["reason"], answer["code"]) == (status, "Status", reason, status)
+        conn.request("GET", "/healthz")  # same kept-alive connection
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (200, b"ok")
+    finally:
+        conn.close()

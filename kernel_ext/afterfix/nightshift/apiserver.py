@@ -99,8 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._raw_body
         if not raw:
             return None
         try:
@@ -111,13 +110,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _yaml_body(self) -> Any:
         import yaml
 
-        length = int(self.headers.get("Content-Length") or 0)
         try:
-            return yaml.safe_load(self.rfile.read(length)) if length else None
+            return yaml.safe_load(self._raw_body) if self._raw_body else None
         except yaml.YAMLError as e:
             raise ApiError(400, "BadRequest", f"the apply patch is not YAML or JSON: {e}") from None
 
     def _dispatch(self, method: str) -> None:
+        # Read the whole body first: an error answered before reading it would leave it in the
+        # kept-alive connection, to be misread as the next request.
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        self._raw_body = self.rfile.read(length) if length > 0 else b""
         url = urlsplit(self.path)
         url = url._replace(path=url.path.rstrip("/") or "/")
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}

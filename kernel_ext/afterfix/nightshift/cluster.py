@@ -280,6 +280,9 @@ class Cluster:
             gone = clone(current)
             if not dry_run:
                 self._remove(spec, current)
+                if spec.kind == "Pod":
+                    for c in current["spec"].get("containers") or []:
+                        self._record_event(current, "Normal", "Killing", f"Stopping container {c['name']}", "kubelet")
                 controllers.reconcile(self)
                 self.autosave()
             if spec.kind == "Pod":

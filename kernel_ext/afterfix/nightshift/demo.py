@@ -33,6 +33,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the night: the same seed plays the same night (default 0)")
     p.add_argument("--dir", type=Path, default=None,
                    help="where the cluster state and kubeconfig are kept (default: traces/demo/)")
+    p.add_argument("--until", type=_clock_time, default=None, metavar="HH:MM",
+                   help="end the night early, at this simulated time (default 07:00)")
     p.add_argument("--quiet", action="store_true", help="print the summary only, not the night as it happens")
     p.set_defaults(func=_run_demo)
     sub = p.add_subparsers(dest="demo_command", metavar="{cluster}")
@@ -48,6 +50,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _clock_time(text: str) -> float:
+    """HH:MM of the simulated night as epoch seconds (times before noon are the next morning)."""
+    from afterfix.nightshift.scenarios import NIGHT_START
+
+    try:
+        hours, minutes = (int(x) for x in text.split(":"))
+        if not (0 <= hours < 24 and 0 <= minutes < 60):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time like 02:30") from None
+    offset = ((hours - 22) % 24) * 3600 + minutes * 60
+    return NIGHT_START + offset
+
+
 def _run_demo(args) -> int:
     from afterfix.nightshift.night import run_night
     from afterfix.store import Store, default_store_path
@@ -56,7 +72,8 @@ def _run_demo(args) -> int:
     workdir = args.dir or _default_dir()
     say = (lambda msg: None) if args.quiet else (lambda msg: print("  " + msg, flush=True))
     print(f"afterfix demo: simulated night shift (seed {args.seed}) into {store.root}", flush=True)
-    result = run_night(store, workdir=workdir, seed=args.seed, progress=say)
+    until = {"until": args.until} if args.until else {}
+    result = run_night(store, workdir=workdir, seed=args.seed, progress=say, **until)
     print(result.summary())
     print(f"\n  store       {result.store}")
     print(f"  state       {result.state_file}")

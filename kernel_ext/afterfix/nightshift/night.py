@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -72,11 +73,13 @@ class NightResult:
     incidents: list[Incident]
     sweeps: int
     wall_s: float
+    ended: float = sc.NIGHT_END
     counts: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         c = self.counts
-        lines = [f"night {self.night} (seed {self.seed}): simulated 22:00 -> 07:00 in {self.wall_s:.1f} s",
+        end = datetime.fromtimestamp(self.ended, tz=timezone.utc)
+        lines = [f"night {self.night} (seed {self.seed}): simulated 22:00 -> {end:%H:%M} in {self.wall_s:.1f} s",
                  f"  incidents {c.get('incidents', len(self.incidents))}, runs {c.get('runs', '?')}, spans {c.get('spans', '?')}, "
                  f"decisions {c.get('decisions', '?')}, actions {c.get('actions', '?')} ({c.get('changes', '?')} changes), "
                  f"health sweeps {self.sweeps}"]
@@ -180,7 +183,8 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
         cluster.state_file = state_file
         cluster._dirty = True
         cluster.save()
-    result = NightResult(night, seed, store.root, state_file, kubeconfig, incidents, sweeps, time.monotonic() - started)
+    result = NightResult(night, seed, store.root, state_file, kubeconfig, incidents, sweeps, time.monotonic() - started,
+                         ended=clock.now())
     result.counts = counts(store, night)
     return result
 

@@ -200,6 +200,11 @@ class WorkloadModel:
         from afterfix.nightshift.controllers import pod_ready
 
         now = self.cluster.clock.now()
+        waiting = self.cluster.sim.get("ready_at", {})
+        if waiting:  # forget pods that are gone, so the saved state does not grow all night
+            alive = {p["metadata"]["uid"] for p in self.cluster.objects("Pod")}
+            for uid in [u for u in waiting if u not in alive]:
+                del waiting[uid]
         for deploy in self.cluster.objects("Deployment"):
             knobs = self.knobs(deploy)
             for pod in self.pods(deploy):
