@@ -8,6 +8,7 @@ never expanded in SQL: trace text is untrusted, so values reach a query through 
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import keyword
 import re
@@ -130,6 +131,9 @@ class StatusReport:
         "redacted": "redacted",
         "duplicates": "duplicates",
         "started_at": "started at",
+        "last_commit_at": "last commit",
+        "recovering": "replaying spool",
+        "inbox_active": "tailing inbox",
         "last_error": "last error",
     }
 
@@ -140,6 +144,8 @@ class StatusReport:
     def _text(value) -> str:
         if value is None:
             return "-"
+        if isinstance(value, dt.datetime):  # the store keeps naive UTC
+            return value.isoformat(sep=" ", timespec="seconds") + " UTC"
         if isinstance(value, float):
             return f"{value:,.2f}"
         if isinstance(value, int) and not isinstance(value, bool):
