@@ -1,0 +1,122 @@
+"""Span attributes onto the hot columns of `spans`.
+
+Agents speak three dialects: the current OpenTelemetry GenAI conventions (and their older
+`gen_ai.system` era, whose keys below are unchanged), OpenInference, and afterfix's own
+`afterfix.*` convention. Each hot column takes the first key present, in the order listed in
+`traces/SCHEMA.md` and below. `run_id` and `incident_id` also look at the resource: for each key
+in turn, the span's attributes first, then the resource's; `run_id` ends with the trace id, so
+every span belongs to a run.
+
+Values that are not text are turned into text for id columns (an integer run id 42 becomes
+"42"); token counts accept integers and integer strings. Anything else leaves the column null,
+so a strange value never refuses a span: the full attributes stay in `attributes`.
+"""
+
+from __future__ import annotations
+
+from .. import convention as c
+
+HOT_COLUMNS = (
+    "operation", "afterfix_kind", "run_id", "incident_id", "agent_name", "tool_name",
+    "tool_call_id", "decision_id", "action_id", "model", "input_tokens", "output_tokens",
+    "error_type",
+)  # fmt: skip
+"""The columns `hot_columns` fills, in `schema.SPAN_COLUMNS` order."""
+
+_RUN_KEYS = (c.RUN_ID, c.GENAI_CONVERSATION_ID, c.OI_SESSION_ID)
+_OI_OPS = c.OI_KIND_TO_OPERATION
+_INT64 = 1 << 63
+
+
+def _text(v) -> str | None:
+    cls = v.__class__
+    if cls is str:
+        return v or None
+    if cls is int or cls is float:
+        return str(v)
+    if cls is bool:
+        return "true" if v else "false"
+    return None
+
+
+def _count(v) -> int | None:
+    cls = v.__class__
+    if cls is int:
+        return v if -_INT64 <= v < _INT64 else None
+    if cls is float:
+        return int(v) if v.is_integer() and abs(v) < _INT64 else None
+    if cls is str:
+        s = v.strip()
+        if s.isascii() and (s.isdigit() or (s[:1] == "-" and s[1:].isdigit())):
+            n = int(s)
+            return n if -_INT64 <= n < _INT64 else None
+    return None
+
+
+def hot_columns(attrs: dict, resource: dict, trace_id: str) -> tuple:
+    """The values of `HOT_COLUMNS` for one span, from its attributes and its resource's."""
+    g = attrs.get
+
+    op = g(c.GENAI_OPERATION)
+    op = None if op is None else op if op.__class__ is str and op else _text(op)
+    if op is None:
+        k = g(c.OI_SPAN_KIND)
+        if k.__class__ is str:
+            op = _OI_OPS.get(k) or _OI_OPS.get(k.upper())
+
+    run = None
+    for key in _RUN_KEYS:
+        run = g(key)
+        if run is None:
+            run = resource.get(key)
+        if run is not None:
+            run = run if run.__class__ is str and run else _text(run)
+            if run is not None:
+                break
+    if run is None:
+        run = trace_id
+
+    inc = g(c.INCIDENT_ID)
+    if inc is None:
+        inc = resource.get(c.INCIDENT_ID)
+    agent = g(c.GENAI_AGENT_NAME)
+    if agent is None:
+        agent = g(c.OI_AGENT_NAME)
+    tool = g(c.GENAI_TOOL_NAME)
+    if tool is None:
+        tool = g(c.OI_TOOL_NAME)
+    call = g(c.GENAI_TOOL_CALL_ID)
+    if call is None:
+        call = g(c.OI_TOOL_CALL_ID)
+    decision = g(c.DECISION_ID)
+    if decision is None:
+        decision = g(c.ACTION_DECISION_ID)
+    model = g(c.GENAI_REQUEST_MODEL)
+    if model is None:
+        model = g(c.GENAI_RESPONSE_MODEL)
+        if model is None:
+            model = g(c.OI_MODEL_NAME)
+    tin = g(c.GENAI_INPUT_TOKENS)
+    if tin is None:
+        tin = g(c.OI_PROMPT_TOKENS)
+    tout = g(c.GENAI_OUTPUT_TOKENS)
+    if tout is None:
+        tout = g(c.OI_COMPLETION_TOKENS)
+    kind, action, err = g(c.SPAN_KIND), g(c.ACTION_ID), g(c.ERROR_TYPE)
+
+    # Most keys are absent on most spans: test for None before paying for a call.
+    return (
+        op,
+        None if kind is None else kind if kind.__class__ is str and kind else _text(kind),
+        run,
+        None if inc is None else inc if inc.__class__ is str and inc else _text(inc),
+        None if agent is None else agent if agent.__class__ is str and agent else _text(agent),
+        None if tool is None else tool if tool.__class__ is str and tool else _text(tool),
+        None if call is None else call if call.__class__ is str and call else _text(call),
+        None if decision is None else decision if decision.__class__ is str and decision else _text(decision),
+        None if action is None else action if action.__class__ is str and action else _text(action),
+        None if model is None else model if model.__class__ is str and model else _text(model),
+        None if tin is None else tin if tin.__class__ is int and -_INT64 <= tin < _INT64 else _count(tin),
+        None if tout is None else tout if tout.__class__ is int and -_INT64 <= tout < _INT64 else _count(tout),
+        None if err is None else err if err.__class__ is str and err else _text(err),
+    )

@@ -1,0 +1,217 @@
+"""OpenTelemetry traces in (OTLP/JSON and OTLP protobuf), afterfix's rows out.
+
+Decoders return a `Decoded`: Arrow tables with `schema.SPAN_SCHEMA` and `schema.EVENT_SCHEMA`,
+plus a `Refusal` for every record that cannot be stored (with its place and what to fix). A bad
+span refuses that span only, a bad line that line; nothing partial is ever stored. Every string
+that reaches a row passes the redactor first.
+
+Accepted inputs:
+
+* OTLP/JSON lines (`.jsonl`, `.json`, `.ndjson`), as the OpenTelemetry Collector's file exporter
+  writes them: each non-empty line is one `TracesData` object. Ids are hex (32 characters for
+  trace ids, 16 for span ids), 64-bit integers are decimal strings or numbers, enums integers.
+* An OTLP/HTTP body: one `ExportTraceServiceRequest`, as OTLP/JSON or binary protobuf.
+* OTLP protobuf files (`.pb`, `.binpb`, `.proto`), framed as the Collector's file exporter writes
+  them with `format: proto`: each `ExportTraceServiceRequest` (wire-identical to `TracesData`) is
+  preceded by its length as a 4-byte big-endian unsigned integer. A file whose first 4 bytes do
+  not announce a frame that fits in it, and whose first byte is not 0, is read as exactly one
+  unframed message. Compressed files (the exporter's `compression: zstd`) are not read.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+from google.protobuf.message import DecodeError as _PbDecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from .._exceptions import DecodeError
+from . import otlp_json, otlp_proto
+from .redact import DEFAULT, Redactor
+from .rows import RECORD_MAX, Bad, Decoded, Limits, Refusal, Rows
+
+__all__ = ["Limits", "Refusal", "Decoded", "decode_json_lines", "decode_json_body", "decode_protobuf",
+           "decode_protobuf_file", "decode_path", "JSON_SUFFIXES", "PROTOBUF_SUFFIXES"]  # fmt: skip
+
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PROTOBUF_SUFFIXES = (".pb", ".binpb", ".proto")
+
+
+def _json_error(text: bytes, err: Exception, what: str) -> str:
+    try:
+        bytes(text).decode("utf-8")
+    except UnicodeDecodeError as u:
+        return f"invalid UTF-8 at byte {u.start} of the {what}; OTLP/JSON must be UTF-8"
+    return f"the {what} is not valid JSON ({err})"
+
+
+def decode_json_lines(
+    data: bytes,
+    *,
+    source: str,
+    first_line: int = 1,
+    limits: Limits = Limits(),
+    redactor: Redactor | None = DEFAULT,
+    ingested_at: datetime | None = None,
+) -> Decoded:
+    """An OTLP/JSON file (Collector file exporter): each non-empty line is one TracesData.
+
+    `first_line` numbers the first line of `data`, for callers that read a file in pieces.
+    """
+    if isinstance(data, str):
+        data = data.encode()
+    rows = Rows(source, limits, redactor, ingested_at)
+    mx = limits.max_body_bytes
+    for i, line in enumerate(bytes(data).split(b"\n")):
+        if not line or line.isspace():
+            continue
+        where = f"line {first_line + i}"
+        if len(line) > mx:
+            rows.refuse(where, f"the line is {len(line)} bytes, over the limit of {mx} (Limits.max_body_bytes); "
+                        "export smaller batches or raise the limit", line[:RECORD_MAX])  # fmt: skip
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            rows.refuse(where, _json_error(line, e, "line") + "; each line must be one OTLP/JSON TracesData", line)
+            continue
+        try:
+            otlp_json.walk(obj, rows, where + ", ")
+        except Bad as e:
+            rows.refuse(where, e.args[0], line)
+    return rows.finish()
+
+
+def _request_at(request: int | None) -> tuple[str, str]:
+    return ("request", "") if request is None else (f"request {request}", f"request {request}, ")
+
+
+def decode_json_body(
+    body: bytes,
+    *,
+    source: str = "otlp-http",
+    request: int | None = None,
+    limits: Limits = Limits(),
+    redactor: Redactor | None = DEFAULT,
+    ingested_at: datetime | None = None,
+) -> Decoded:
+    """One ExportTraceServiceRequest as OTLP/JSON (an HTTP body). A body that is not OTLP/JSON at
+    all raises `DecodeError` (HTTP 400, or 413 when over `max_body_bytes`); bad spans are refused."""
+    name, at = _request_at(request)
+    if len(body) > limits.max_body_bytes:
+        raise DecodeError(f"{name}: body is {len(body)} bytes, over the limit of {limits.max_body_bytes}; "
+                          "send smaller batches", status=413)  # fmt: skip
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise DecodeError(f"{name}: {_json_error(body, e, 'body')}; send OTLP/JSON or application/x-protobuf") from None
+    rows = Rows(source, limits, redactor, ingested_at)
+    try:
+        otlp_json.walk(obj, rows, at)
+    except Bad as e:
+        raise DecodeError(f"{name}: {e.args[0]}") from None
+    return rows.finish()
+
+
+def _parse_request(body) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    req.ParseFromString(body)
+    return req
+
+
+def decode_protobuf(
+    body: bytes,
+    *,
+    source: str = "otlp-http",
+    request: int | None = None,
+    limits: Limits = Limits(),
+    redactor: Redactor | None = DEFAULT,
+    ingested_at: datetime | None = None,
+) -> Decoded:
+    """One ExportTraceServiceRequest in binary protobuf (an HTTP body). Garbage or a truncated body
+    raises `DecodeError` (HTTP 400, or 413 when over `max_body_bytes`); bad spans are refused."""
+    name, at = _request_at(request)
+    if len(body) > limits.max_body_bytes:
+        raise DecodeError(f"{name}: body is {len(body)} bytes, over the limit of {limits.max_body_bytes}; "
+                          "send smaller batches", status=413)  # fmt: skip
+    try:
+        req = _parse_request(body)
+    except _PbDecodeError as e:
+        raise DecodeError(f"{name}: not an OTLP ExportTraceServiceRequest in protobuf ({e}); "
+                          "check the Content-Type (application/x-protobuf or application/json)") from None  # fmt: skip
+    rows = Rows(source, limits, redactor, ingested_at)
+    otlp_proto.walk(req, rows, at)
+    return rows.finish()
+
+
+def decode_protobuf_file(
+    data: bytes,
+    *,
+    source: str,
+    first_byte: int = 0,
+    limits: Limits = Limits(),
+    redactor: Redactor | None = DEFAULT,
+    ingested_at: datetime | None = None,
+) -> tuple[Decoded, int]:
+    """An OTLP protobuf file (framing in the module docstring): (decoded, bytes consumed).
+
+    Decoding stops before a frame that is not complete yet, so a tailer can resume at the
+    returned offset. `first_byte` is the file offset of `data[0]`, for locations.
+    """
+    rows = Rows(source, limits, redactor, ingested_at)
+    data = bytes(data)
+    n, mx = len(data), limits.max_body_bytes
+    if not n:
+        return rows.finish(), 0
+    size = int.from_bytes(data[:4], "big") if n >= 4 else n
+    if data[0] != 0 and 4 + size > n:  # no frame fits: one unframed message
+        if n > mx:
+            rows.refuse(f"byte {first_byte}", f"the message is {n} bytes, over the limit of {mx} (Limits.max_body_bytes)", None)
+            return rows.finish(), n
+        try:
+            req = _parse_request(data)
+        except _PbDecodeError as e:
+            rows.refuse(f"byte {first_byte}", f"neither length-prefixed frames nor one OTLP protobuf message ({e})", None)
+            return rows.finish(), n
+        otlp_proto.walk(req, rows, "")
+        return rows.finish(), n
+    pos = frame = 0
+    while pos + 4 <= n:
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        where = f"frame {frame + 1} (byte {first_byte + pos})"
+        if size > mx:
+            rows.refuse(where, f"the frame announces {size} bytes, over the limit of {mx} (Limits.max_body_bytes); "
+                        "the rest of the file is unreadable (not length-prefixed OTLP protobuf?)", None)  # fmt: skip
+            return rows.finish(), n
+        if pos + 4 + size > n:
+            break  # not written completely yet
+        frame += 1
+        try:
+            req = _parse_request(data[pos + 4 : pos + 4 + size])
+        except _PbDecodeError as e:
+            rows.refuse(where, f"the frame is not an OTLP ExportTraceServiceRequest ({e}); frame skipped", None)
+        else:
+            otlp_proto.walk(req, rows, where + ", ")
+        pos += 4 + size
+    return rows.finish(), pos
+
+
+def decode_path(path: str | Path, **kw) -> Decoded:
+    """A whole trace file, by suffix: .jsonl/.json/.ndjson as OTLP/JSON lines, .pb/.binpb/.proto
+    as an OTLP protobuf file. `kw` goes to the decoder (`source` defaults to the path)."""
+    p = Path(path)
+    kw.setdefault("source", str(p))
+    suffix = p.suffix.lower()
+    if suffix not in JSON_SUFFIXES + PROTOBUF_SUFFIXES:
+        raise DecodeError(f"{p}: cannot tell the format from the suffix {suffix!r}; "
+                          f"name OTLP/JSON files {'/'.join(JSON_SUFFIXES)} and protobuf files {'/'.join(PROTOBUF_SUFFIXES)}")  # fmt: skip
+    data = p.read_bytes()
+    if suffix in JSON_SUFFIXES:
+        return decode_json_lines(data, **kw)
+    decoded, used = decode_protobuf_file(data, **kw)
+    if used < len(data):
+        decoded.refused.append(Refusal(kw["source"], f"byte {used}", f"the file ends inside a frame ({len(data) - used} "
+                                       "bytes after the last complete one); was the writer cut off?", None))  # fmt: skip
+    return decoded

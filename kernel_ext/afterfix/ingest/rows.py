@@ -1,0 +1,274 @@
+"""Normalized rows: what decoders hand on (`Decoded`), what they refuse (`Refusal`), the sizes
+they accept (`Limits`), and the builder that redacts every string and assembles Arrow tables
+with `schema.SPAN_SCHEMA` and `schema.EVENT_SCHEMA`.
+
+Decoders append plain tuples (one per span, in `SPAN_COLUMNS` order without `source` and
+`ingested_at`) and raise `Bad` for a record that cannot be stored; `Rows.finish()` redacts whole
+columns in one pass, recomputes the hot columns of the few spans whose attributes changed, and
+builds the tables once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import orjson
+import pyarrow as pa
+
+from .. import schema
+from . import mapping
+from .redact import Redactor
+
+RECORD_MAX = 64 * 1024  # bytes of a refused record kept in quarantine
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes beyond which input is refused rather than stored."""
+
+    max_body_bytes: int = 16 * 1024 * 1024  # one HTTP body / one JSON line / one protobuf frame
+    max_attribute_bytes: int = 256 * 1024  # one attribute value, serialized
+    max_depth: int = 8  # nesting of arrayValue/kvlistValue
+    max_attributes: int = 1024  # per span (and per event, link, resource)
+
+
+@dataclass
+class Refusal:
+    """One record that was not stored: where it was, why, and its (redacted, truncated) text."""
+
+    source: str
+    location: str
+    reason: str
+    record: str | None
+
+
+@dataclass
+class Decoded:
+    """What one input decoded to: span and event rows, refusals, and how many values were redacted."""
+
+    spans: pa.Table
+    events: pa.Table
+    refused: list[Refusal]
+    redactions: int
+
+    def quarantine_table(self, received_at: datetime | None = None) -> pa.Table:
+        """The refusals as rows of `schema.QUARANTINE_SCHEMA`."""
+        at = _naive_utc(received_at)
+        r = self.refused
+        return pa.table(
+            {
+                "received_at": pa.array([at] * len(r), pa.timestamp("us")),
+                "source": [x.source for x in r],
+                "location": [x.location for x in r],
+                "reason": [x.reason for x in r],
+                "record": [x.record for x in r],
+            },
+            schema=schema.QUARANTINE_SCHEMA,
+        )
+
+    @staticmethod
+    def concat(parts: list["Decoded"]) -> "Decoded":
+        """One `Decoded` holding every part's rows and refusals, in order."""
+        parts = list(parts)
+        spans = [p.spans for p in parts] or [schema.SPAN_SCHEMA.empty_table()]
+        events = [p.events for p in parts] or [schema.EVENT_SCHEMA.empty_table()]
+        return Decoded(
+            spans=pa.concat_tables(spans),
+            events=pa.concat_tables(events),
+            refused=[r for p in parts for r in p.refused],
+            redactions=sum(p.redactions for p in parts),
+        )
+
+
+def _naive_utc(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(timezone.utc).replace(tzinfo=None)
+    if at.tzinfo is not None:
+        at = at.astimezone(timezone.utc).replace(tzinfo=None)
+    return at
+
+
+class Bad(Exception):
+    """A record cannot be stored; `args[0]` says why (and what to do about it)."""
+
+
+_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
+# OTLP/JSON requires integers, but proto3 JSON parsers also accept enum names: so do we.
+_JSON_KINDS = {**_KINDS, **{f"SPAN_KIND_{v}": v for v in _KINDS.values()}}
+_JSON_STATUS = {**_STATUS, **{f"STATUS_CODE_{v}": v for v in _STATUS.values()}}
+_HEX = "0123456789abcdef"
+_Z32, _Z16 = "0" * 32, "0" * 16
+_ZB16, _ZB8 = bytes(16), bytes(8)
+_U64 = 1 << 64
+_I64 = 1 << 63
+_FLOAT_WORDS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _kind(v) -> str:
+    """How a JSON value's type reads in a message."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)  # fmt: skip
+
+
+def _show(v, n: int = 40) -> str:
+    s = orjson.dumps(v).decode() if not isinstance(v, str) else '"' + v + '"'
+    return s if len(s) <= n else s[: n - 4] + '..."'
+
+
+class Rows:
+    """Rows and refusals of one decode call; `finish()` redacts and builds the tables."""
+
+    def __init__(self, source: str, limits: Limits, redactor: Redactor | None, ingested_at: datetime | None):
+        self.source = source
+        self.limits = limits
+        self.redactor = redactor
+        self.ingested_at = _naive_utc(ingested_at)
+        self.spans: list[tuple] = []
+        self.events: list[tuple] = []
+        self.refused: list[Refusal] = []
+        self.redactions = 0
+        self._resources: dict[str, tuple] = {}
+        self._scopes: dict[str, str | None] = {}
+
+    def refuse(self, location: str, reason: str, record) -> None:
+        if record is not None and not isinstance(record, str):
+            if isinstance(record, (bytes, bytearray, memoryview)):
+                record = bytes(record[: 4 * RECORD_MAX]).decode("utf-8", "replace")
+            else:
+                try:
+                    record = orjson.dumps(record).decode()
+                except TypeError:
+                    record = repr(record)
+        if record is not None:
+            if len(record) > 4 * RECORD_MAX:
+                record = record[: 4 * RECORD_MAX]
+            if self.redactor is not None:
+                record, n = self.redactor.redact(record)
+                self.redactions += n
+            raw = record.encode()
+            if len(raw) > RECORD_MAX:
+                record = raw[: RECORD_MAX - 32].decode("utf-8", "ignore") + f" ...[truncated from {len(raw)} bytes]"
+        self.refused.append(Refusal(self.source, location, reason, record))
+
+    def resource(self, attrs: dict) -> tuple[str, dict, str | None]:
+        """(redacted JSON, redacted dict, service name) of a resource, cached by content."""
+        text = orjson.dumps(attrs).decode()
+        hit = self._resources.get(text)
+        if hit is None:
+            n = 0
+            if self.redactor is not None:
+                red, n = self.redactor.redact(text)
+                if n:
+                    box = [red]
+                    attrs = _reparse(box, 0, text, self.redactor)
+                    red = box[0]
+            else:
+                red = text
+            svc = attrs.get("service.name")
+            svc = svc if svc.__class__ is str and svc else mapping._text(svc) if svc is not None else None
+            hit = self._resources[text] = (red, attrs, svc, n)
+        self.redactions += hit[3]
+        return hit[0], hit[1], hit[2]
+
+    def scope(self, name) -> str | None:
+        if not name:
+            return None
+        if name not in self._scopes:
+            n = 0
+            red = name
+            if self.redactor is not None:
+                red, n = self.redactor.redact(name)
+            self._scopes[name] = (red, n)
+        red, n = self._scopes[name]
+        self.redactions += n
+        return red
+
+    def finish(self) -> Decoded:
+        return Decoded(self._span_table(), self._event_table(), self.refused, self.redactions)
+
+    def _redact(self, col: list) -> list[int]:
+        n, changed = self.redactor.redact_many(col)
+        self.redactions += n
+        return changed
+
+    def _redact_json(self, col: list) -> list[tuple[int, object]]:
+        """Redacts a column of JSON texts in place; (index, parsed value) of those changed."""
+        orig = col[:]
+        return [(i, _reparse(col, i, orig[i], self.redactor)) for i in self._redact(col)]
+
+    def _span_table(self) -> pa.Table:
+        rows = self.spans
+        if not rows:
+            return schema.SPAN_SCHEMA.empty_table()
+        cols = [list(c) for c in zip(*rows)]
+        if self.redactor is not None:
+            self._redact(cols[3])  # name
+            self._redact(cols[9])  # status_message
+            self._redact_json(cols[27])  # links
+            for i, attrs in self._redact_json(cols[25]):
+                # hot columns come from attributes: recompute them from the redacted values
+                hot = mapping.hot_columns(attrs, orjson.loads(cols[26][i]), cols[0][i])
+                for j, v in enumerate(hot):
+                    cols[12 + j][i] = v
+        n = len(rows)
+        cols.append(pa.repeat(pa.scalar(self.source, pa.string()), n))
+        cols.append(pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us")), n))
+        arrays = [c if isinstance(c, pa.Array) else pa.array(c, f.type) for c, f in zip(cols, schema.SPAN_SCHEMA)]
+        return pa.Table.from_arrays(arrays, schema=schema.SPAN_SCHEMA)
+
+    def _event_table(self) -> pa.Table:
+        rows = self.events
+        if not rows:
+            return schema.EVENT_SCHEMA.empty_table()
+        cols = [list(c) for c in zip(*rows)]
+        if self.redactor is not None:
+            self._redact(cols[3])
+            self._redact_json(cols[5])
+        arrays = [pa.array(c, f.type) for c, f in zip(cols, schema.EVENT_SCHEMA)]
+        return pa.Table.from_arrays(arrays, schema=schema.EVENT_SCHEMA)
+
+
+def _reparse(col, i, original: str, redactor: Redactor):
+    """The value of JSON text `col[i]` after redaction. Should a custom pattern have broken the
+    JSON, the original is redacted value by value instead (and `col[i]` replaced)."""
+    try:
+        return orjson.loads(col[i])
+    except orjson.JSONDecodeError:
+        obj = _redact_values(orjson.loads(original), redactor)
+        col[i] = orjson.dumps(obj).decode()
+        return obj
+
+
+def _redact_values(v, redactor: Redactor):
+    if isinstance(v, str):
+        return redactor.redact(v)[0]
+    if isinstance(v, dict):
+        return {redactor.redact(k)[0]: _redact_values(x, redactor) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_redact_values(x, redactor) for x in v]
+    return v
+def _too_big(where: str, size: int, lim: Limits) -> Bad:
+    return Bad(
+        f"{where} is {size} bytes, over the limit of {lim.max_attribute_bytes} "
+        "(Limits.max_attribute_bytes); shorten the value or raise the limit"
+    )
+
+
+def _too_deep(where: str, lim: Limits) -> Bad:
+    return Bad(f"{where} nests arrayValue/kvlistValue more than {lim.max_depth} levels deep (Limits.max_depth)")
+
+
+def _too_many(where: str, n: int, lim: Limits) -> Bad:
+    return Bad(f"{where} has {n} entries, over the limit of {lim.max_attributes} (Limits.max_attributes)")
+
+
+def _sized(x: str, where: str, lim: Limits) -> str:
+    if len(x) > lim.max_attribute_bytes >> 2:
+        n = len(x.encode("utf-8", "surrogatepass"))
+        if n > lim.max_attribute_bytes:
+            raise _too_big(where, n, lim)
+    return x
+
+
