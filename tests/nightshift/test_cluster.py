@@ -217,7 +217,7 @@ def test_events_aggregate_repeats(cluster):
 
 def test_state_file_is_written_atomically_and_reloads(tmp_path):
     state = tmp_path / "demo" / "cluster.json"
-    c = Cluster(SimClock(), state_file=state, seed=3)
+    c = Cluster(SimClock(), state_file=state, seed=3, autosave_interval=0)
     c.create(deployment())
     c.tick(120)
     assert state.exists() and not (tmp_path / "demo" / "cluster.json.tmp").exists()
@@ -225,6 +225,17 @@ def test_state_file_is_written_atomically_and_reloads(tmp_path):
     assert again.resource_version == c.resource_version
     assert again.list("v1", "Pod") == c.list("v1", "Pod")
     assert again.new_uid() == c.new_uid()  # the seeded sequence continues where it stopped
+
+
+def test_autosave_is_debounced_and_save_always_writes(tmp_path):
+    state = tmp_path / "cluster.json"
+    c = Cluster(SimClock(), state_file=state, autosave_interval=3600)
+    c.create(deployment())  # the first write saves at once
+    first = json.loads(state.read_text())["resourceVersion"]
+    c.patch("apps/v1", "Deployment", "default", "web", {"spec": {"replicas": 3}})
+    assert json.loads(state.read_text())["resourceVersion"] == first  # within the interval: not yet
+    c.save()
+    assert json.loads(state.read_text())["resourceVersion"] == int(c.resource_version) > first
 
 
 def test_unreadable_state_file_says_what_to_do(tmp_path):

@@ -69,6 +69,9 @@ def _groups() -> dict:
 class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes; with Nagle's algorithm each kept-alive answer would
+    # wait for the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet: tests and the demo read the API, not logs
         pass

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +92,11 @@ class Cluster:
 
     Every public method takes `self.lock`, so one Cluster can serve a threaded HTTP server.
     With `state_file`, the state is loaded from it if present and saved to it (atomically)
-    after writes and on `save()`.
+    after writes (at most once per `autosave_interval` seconds) and on `save()`.
     """
 
-    def __init__(self, clock: SimClock | None = None, *, state_file: Path | str | None = None, seed: int = 0):
+    def __init__(self, clock: SimClock | None = None, *, state_file: Path | str | None = None, seed: int = 0,
+                 autosave_interval: float = 1.0):
         from afterfix.nightshift.workloads import WorkloadModel
 
         self.clock = clock or SimClock()
@@ -106,6 +108,8 @@ class Cluster:
         self._objects: dict[str, dict[tuple[str, str], dict]] = {k: {} for k in KINDS}  # kind -> (ns, name) -> obj
         self.sim: dict[str, Any] = {}  # controller and workload memory that is not an API field
         self._dirty = False
+        self.autosave_interval = autosave_interval
+        self._saved_at = float("-inf")
         # Recent changes for watchers, as the API server's watch cache keeps them (not persisted).
         self.changes: collections.deque[tuple[int, str, dict]] = collections.deque(maxlen=WATCH_WINDOW)
         self.changed = threading.Condition(self.lock)
@@ -435,7 +439,9 @@ class Cluster:
 
     # ---- persistence ------------------------------------------------------------------------
     def autosave(self) -> None:
-        if self.state_file and self._dirty:
+        """Save after writes, at most once per `autosave_interval` wall seconds (a burst of writes
+        costs one save; `save()` and `ApiServer.stop()` always write)."""
+        if self.state_file and self._dirty and time.monotonic() - self._saved_at >= self.autosave_interval:
             self.save()
 
     def save(self) -> Path | None:
@@ -455,6 +461,7 @@ class Cluster:
                 os.fsync(f.fileno())
             os.replace(tmp, self.state_file)
             self._dirty = False
+            self._saved_at = time.monotonic()
             return self.state_file
 
     def load(self) -> None:
