@@ -1,0 +1,91 @@
+"""`afterfix demo` and `afterfix demo cluster`: a short night through the command, then the
+cluster it left behind served again and read with the official client."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from kubernetes import client, config
+
+from afterfix.nightshift import demo
+from afterfix.nightshift import scenarios as sc
+from afterfix.store import Store
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="afterfix")
+    demo.register(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["demo"], {"seed": 0, "store": None, "dir": None, "until": None, "demo_command": None}),
+    (["demo", "--seed", "4", "--until", "23:30"], {"seed": 4, "until": sc.at(90)}),
+    (["demo", "--until", "06:15"], {"until": sc.at(8 * 60 + 15)}),
+    (["demo", "cluster", "--port", "0", "--kubeconfig", "k"], {"demo_command": "cluster", "port": 0, "state": None}),
+])
+def test_arguments(argv, expected):
+    args = parser().parse_args(argv)
+    assert callable(args.func)
+    for key, value in expected.items():
+        assert getattr(args, key) == value
+
+
+@pytest.mark.parametrize("bad", ["25:00", "noon", "7"])
+def test_until_must_be_a_time(bad, capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(["demo", "--until", bad])
+    assert "is not a time like 02:30" in capsys.readouterr().err
+
+
+def test_cluster_needs_port_and_kubeconfig(capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(["demo", "cluster", "--port", "1"])
+    assert "--kubeconfig" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_then_serve_its_cluster(tmp_path, capsys):
+    store_dir, workdir = tmp_path / "store", tmp_path / "demo"
+    assert demo.main(["--store", str(store_dir), "--dir", str(workdir), "--seed", "2", "--until", "23:00", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "incidents" in out and "spans" in out and "decisions" in out and "actions" in out
+    assert "hpa_starvation" in out and "raise_hpa_max [applied]" in out
+    assert str(workdir / "cluster.json") in out and str(workdir / "kubeconfig") in out
+    assert ".venv/bin/jupyter lab notebooks/" in out
+    store = Store(store_dir)
+    assert store.query("SELECT count(*) AS n FROM decisions").iloc[0]["n"] >= 2
+    store.close()
+
+    kubeconfig = tmp_path / "served-kubeconfig"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "afterfix.nightshift.demo", "cluster", "--port", "0",
+                             "--kubeconfig", str(kubeconfig), "--state", str(workdir / "cluster.json"),
+                             "--realtime-factor", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not kubeconfig.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert kubeconfig.exists(), proc.stdout.read() if proc.poll() is not None else "no kubeconfig written"
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("catalog", "shop")
+        assert hpa.spec.max_replicas == 4  # the agent's change, kept in the saved state
+        managers = {m.manager for m in hpa.metadata.managed_fields}
+        assert "afterfix-agent" in managers
+        api.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_the_command_line_offers_demo():
+    from afterfix import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "--help"])
+    assert exit_.value.code == 0
