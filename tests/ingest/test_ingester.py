@@ -180,3 +180,17 @@ def test_a_batch_with_the_wrong_columns_is_refused_on_submit(store, ingester):
     with pytest.raises(StoreError, match="schema"):
         ingester.submit(Wrong())
     assert ingester.stats().pending == 0
+
+
+def test_compaction_runs_between_commits_without_disturbing_them(store):
+    ing = Ingester(store, interval=0.05, compact_every_s=0)
+    ing.start()
+    try:
+        for i in range(4):
+            ing.submit(make_batch(5, start=5 * i), offsets=[("f", "fp", i)])
+            assert ing.flush()
+        st = ing.stats()
+    finally:
+        ing.stop()
+    assert st.last_error is None and st.batches == 4
+    assert count(store) == 20 and store.offsets() == {"f": ("fp", 3)}
