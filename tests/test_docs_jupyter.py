@@ -31,7 +31,7 @@ def required() -> dict[str, str]:
             need[f"`{flag}`"] = f"%sql option {flag}"
     for trait in Afterfix.class_own_traits(config=True):
         need[f"### `Afterfix.{trait}`"] = f"option Afterfix.{trait}"
-    for env in ("AFTERFIX_STORE", "AFTERFIX_PORT", "AFTERFIX_INBOX"):
+    for env in ("AFTERFIX_STORE", "AFTERFIX_PORT", "AFTERFIX_INBOX", "AFTERFIX_TOKEN"):
         need[env] = f"environment variable {env}"
     return need
 

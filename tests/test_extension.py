@@ -192,8 +192,9 @@ def test_environment_gives_the_defaults(tmp_path, monkeypatch):
     monkeypatch.setenv("AFTERFIX_STORE", str(tmp_path / "s"))
     monkeypatch.setenv("AFTERFIX_PORT", "14577")
     monkeypatch.setenv("AFTERFIX_INBOX", str(tmp_path / "in"))
+    monkeypatch.setenv("AFTERFIX_TOKEN", "s3cret")
     cfg = Afterfix()
-    assert (cfg.store, cfg.port, cfg.inbox) == (str(tmp_path / "s"), 14577, str(tmp_path / "in"))
+    assert (cfg.store, cfg.port, cfg.inbox, cfg.token) == (str(tmp_path / "s"), 14577, str(tmp_path / "in"), "s3cret")
     monkeypatch.delenv("AFTERFIX_INBOX")
     assert Afterfix().inbox == str(tmp_path / "inbox")  # beside the store
     monkeypatch.setenv("AFTERFIX_PORT", "99999")
@@ -210,6 +211,15 @@ def test_config_magic_sets_options_after_loading(shell, caplog):
     shell.run_cell("%config Afterfix.port = 123456")  # %config reports the refusal in one line
     assert config.port == port
     assert "Afterfix.port = 123456 is out of range" in caplog.text
+
+
+def test_config_magic_lists_the_options(shell, capsys):
+    shell.run_cell("%load_ext afterfix")
+    capsys.readouterr()
+    shell.run_cell("%config Afterfix")
+    listing = capsys.readouterr().out
+    for trait in Afterfix.class_own_traits(config=True):
+        assert f"Afterfix.{trait}" in listing, trait
 
 
 # -- a real kernel --------------------------------------------------------------------------

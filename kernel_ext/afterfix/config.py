@@ -2,7 +2,8 @@
 
 Set them before loading (`c.Afterfix.port = 14501` in a profile, or
 `get_ipython().config.Afterfix.port = 14501`), or after loading with `%config Afterfix.port = 14501`
-followed by `%afterfix restart`. AFTERFIX_STORE, AFTERFIX_PORT and AFTERFIX_INBOX give the defaults.
+followed by `%afterfix restart`. AFTERFIX_STORE, AFTERFIX_PORT, AFTERFIX_INBOX and AFTERFIX_TOKEN
+give the defaults.
 Each option is checked when it is set, and a bad value is refused with the option's name and the fix.
 """
 
@@ -21,6 +22,7 @@ from .store import default_store_path
 
 ENV_PORT = "AFTERFIX_PORT"
 ENV_INBOX = "AFTERFIX_INBOX"
+ENV_TOKEN = "AFTERFIX_TOKEN"
 DEFAULT_PORT = 4318  # the OTLP/HTTP port every OpenTelemetry exporter sends to by default
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -55,7 +57,8 @@ class Afterfix(Configurable):
         config=True
     )
     token = Unicode(
-        None, allow_none=True, help="Bearer token senders must present; None accepts any local sender."
+        None, allow_none=True,
+        help="Bearer token senders must present (default: $AFTERFIX_TOKEN, else None: any local sender is accepted).",
     ).tag(config=True)
     max_body_bytes = Int(
         help="Largest OTLP/HTTP request body accepted; larger ones are refused with HTTP 413."
@@ -88,6 +91,10 @@ class Afterfix(Configurable):
         except ValueError:
             raise TraitError(f"{ENV_PORT}={raw!r} is not a port number: set it to an integer from 0 to 65535") from None
 
+    @default("token")
+    def _default_token(self) -> str | None:
+        return os.environ.get(ENV_TOKEN) or None
+
     @default("max_body_bytes")
     def _default_max_body_bytes(self) -> int:
         try:
@@ -100,10 +107,12 @@ class Afterfix(Configurable):
     def settings(self) -> dict:
         """Every option's current value, each checked again (defaults from the environment included)."""
         values = {}
-        for name in self.class_own_traits(config=True):
-            value = getattr(self, name)
-            setattr(self, name, value)  # setting runs the @validate checks, which defaults skip
-            values[name] = getattr(self, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # warned once already, when the value was set
+            for name in self.class_own_traits(config=True):
+                value = getattr(self, name)
+                setattr(self, name, value)  # setting runs the @validate checks, which defaults skip
+                values[name] = getattr(self, name)
         return values
 
     # -- checks -------------------------------------------------------------------
