@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from kubernetes import client, config
@@ -49,11 +50,24 @@ def test_cluster_needs_port_and_kubeconfig(capsys):
     assert "--kubeconfig" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def demo_night(tmp_path_factory):
+    """`afterfix demo` for a short night (22:00 -> 23:00): its output, store folder and workdir."""
+    root = tmp_path_factory.mktemp("demo")
+    store_dir, workdir = root / "store", root / "demo"
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = demo.main(["--store", str(store_dir), "--dir", str(workdir), "--seed", "2", "--until", "23:00", "--quiet"])
+    assert code == 0
+    return out.getvalue(), store_dir, workdir
+
+
 @pytest.mark.slow
-def test_demo_then_serve_its_cluster(tmp_path, capsys):
-    store_dir, workdir = tmp_path / "store", tmp_path / "demo"
-    assert demo.main(["--store", str(store_dir), "--dir", str(workdir), "--seed", "2", "--until", "23:00", "--quiet"]) == 0
-    out = capsys.readouterr().out
+def test_demo_prints_a_summary_and_fills_the_store(demo_night):
+    out, store_dir, workdir = demo_night
     assert "incidents" in out and "spans" in out and "decisions" in out and "actions" in out
     assert "hpa_starvation" in out and "raise_hpa_max [applied]" in out
     assert str(workdir / "cluster.json") in out and str(workdir / "kubeconfig") in out
@@ -62,6 +76,10 @@ def test_demo_then_serve_its_cluster(tmp_path, capsys):
     assert store.query("SELECT count(*) AS n FROM decisions").iloc[0]["n"] >= 2
     store.close()
 
+
+@pytest.mark.slow
+def test_demo_cluster_serves_what_the_night_left(demo_night, tmp_path):
+    _, _, workdir = demo_night
     kubeconfig = tmp_path / "served-kubeconfig"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "afterfix.nightshift.demo", "cluster", "--port", "0",
@@ -75,12 +93,32 @@ def test_demo_then_serve_its_cluster(tmp_path, capsys):
         api = config.new_client_from_config(config_file=str(kubeconfig))
         hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("catalog", "shop")
         assert hpa.spec.max_replicas == 4  # the agent's change, kept in the saved state
-        managers = {m.manager for m in hpa.metadata.managed_fields}
-        assert "afterfix-agent" in managers
+        assert "afterfix-agent" in {m.manager for m in hpa.metadata.managed_fields}
         api.close()
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_review_notebook_runs_on_the_demo_store(demo_night, tmp_path, monkeypatch):
+    import nbclient
+    import nbformat
+
+    _, store_dir, _ = demo_night
+    notebooks = Path(__file__).resolve().parents[2] / "notebooks"
+    nb = nbformat.read(notebooks / "review.ipynb", as_version=4)
+    # The kernel inherits this environment: the demo's store, any free port, a private inbox.
+    monkeypatch.setenv("AFTERFIX_STORE", str(store_dir))
+    monkeypatch.setenv("AFTERFIX_PORT", "0")
+    monkeypatch.setenv("AFTERFIX_INBOX", str(tmp_path / "inbox"))
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(notebooks)}}).execute()
+    shown = "\n".join(str(o.get("data", {}).get("text/plain", "")) for c in nb.cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert "raise_hpa_max" in shown and "rejected" in shown
+    assert "spec.maxReplicas" in shown  # the before/after table of the changes
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
 
 
 def test_the_command_line_offers_demo():
