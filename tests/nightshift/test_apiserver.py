@@ -465,3 +465,58 @@ def test_raw_http_errors_keep_the_connection_usable(api, method, path, headers, 
         assert (resp.status, resp.read()) == (200, b"ok")
     finally:
         conn.close()
+
+
+TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+
+
+@pytest.mark.parametrize("path,columns,first_row", [
+    ("/apis/apps/v1/namespaces/default/deployments", ["Name", "Ready", "Up-to-date", "Available", "Age"],
+     ["checkout", "2/2", 2, 2, "10m"]),
+    ("/api/v1/namespaces/default/pods", ["Name", "Ready", "Status", "Restarts", "Age"], [None, "1/1", "Running", 0, "10m"]),
+    ("/apis/apps/v1/namespaces/default/replicasets/", ["Name", "Desired", "Current", "Ready", "Age"], [None, 2, 2, 2, "10m"]),
+    ("/apis/apps/v1/namespaces/default/deployments/checkout", ["Name", "Ready", "Up-to-date", "Available", "Age"],
+     ["checkout", "2/2", 2, 2, "10m"]),
+])
+def test_tables_for_kubectl_get(api, path, columns, first_row):
+    import http.client
+
+    api.apps.create_namespaced_deployment("default", deployment())
+    api.cluster.tick(600)
+    conn = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=5)
+    conn.request("GET", path, headers={"Accept": TABLE_ACCEPT})
+    resp = conn.getresponse()
+    body = __import__("json").loads(resp.read())
+    conn.close()
+    assert (resp.status, body["kind"], body["apiVersion"]) == (200, "Table", "meta.k8s.io/v1")
+    assert [c["name"] for c in body["columnDefinitions"] if c["priority"] == 0] == columns
+    cells = body["rows"][0]["cells"][: len(columns)]
+    assert [c if want is not None else None for c, want in zip(cells, first_row)] == first_row
+    assert body["rows"][0]["object"]["metadata"]["uid"]
+
+
+def test_kubectl_can_act_on_the_simulator(api, tmp_path):
+    import shutil
+    import subprocess
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed (apt-get install kubernetes-client)")
+    kubeconfig = api.server.write_kubeconfig(tmp_path / "kubeconfig")
+    api.apps.create_namespaced_deployment("default", deployment())
+
+    def run(*args):
+        out = subprocess.run([kubectl, f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert "checkout" in run("get", "deploy")
+    run("set", "image", "deploy/checkout", "app=shop/checkout:1.1")
+    run("scale", "deploy/checkout", "--replicas=3")
+    assert "2" in run("rollout", "history", "deploy/checkout")
+    run("rollout", "undo", "deploy/checkout")
+    d = api.apps.read_namespaced_deployment("checkout", "default")
+    assert d.spec.template.spec.containers[0].image == "shop/checkout:1.0"
+    assert d.spec.replicas == 3
+    assert d.metadata.annotations["deployment.kubernetes.io/revision"] == "3"
+    assert "ScalingReplicaSet" in run("describe", "deploy", "checkout")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from afterfix.nightshift import tables
 from afterfix.nightshift.clock import SimClock
 from afterfix.nightshift.cluster import KINDS, ApiError, Cluster
 
@@ -35,6 +36,8 @@ PATCH_TYPES = {"application/merge-patch+json": "merge", "application/strategic-m
 APPLY_TYPE = "application/apply-patch+yaml"
 BY_PLURAL = {(k.api_version, k.plural): k for k in KINDS.values()}
 _VERBS = ["create", "delete", "get", "list", "patch", "update"]
+SHORT_NAMES = {"Namespace": ["ns"], "Pod": ["po"], "ConfigMap": ["cm"], "Event": ["ev"], "Deployment": ["deploy"],
+               "ReplicaSet": ["rs"], "HorizontalPodAutoscaler": ["hpa"]}
 
 
 def _resource_list(api_version: str) -> dict:
@@ -43,7 +46,9 @@ def _resource_list(api_version: str) -> dict:
         if k.api_version != api_version:
             continue
         resources.append({"name": k.plural, "singularName": k.kind.lower(), "namespaced": k.namespaced,
-                          "kind": k.kind, "verbs": _VERBS})
+                          "kind": k.kind, "verbs": _VERBS + ["watch"], "shortNames": SHORT_NAMES.get(k.kind, []),
+                          **({"categories": ["all"]} if k.kind in ("Pod", "Deployment", "ReplicaSet",
+                                                                  "HorizontalPodAutoscaler") else {})})
         if k.has_status:
             resources.append({"name": f"{k.plural}/status", "singularName": "", "namespaced": k.namespaced,
                               "kind": k.kind, "verbs": ["get", "patch", "update"]})
@@ -103,6 +108,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> Any:
         raw = self._raw_body
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        if raw and content_type in ("application/vnd.kubernetes.protobuf", "application/cbor"):
+            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted "
+                           f"media types include: application/json (this simulator does not speak {content_type})")
         if not raw:
             return None
         try:
@@ -189,6 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if method == "GET":
                     items = cluster.list(kind.api_version, kind.kind, namespace, query.get("labelSelector"),
                                          query.get("fieldSelector"))
+                    if tables.wants_table(self.headers.get("Accept")):
+                        return 200, tables.table(kind.kind, items, cluster.clock.now(), cluster.resource_version)
                     return 200, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version,
                                  "metadata": {"resourceVersion": cluster.resource_version}, "items": items}
                 if method == "POST":
@@ -198,7 +209,10 @@ class _Handler(BaseHTTPRequestHandler):
             if sub == "scale":
                 return 200, self._scale(method, kind, namespace, name, dry_run, manager)
             if method == "GET":
-                return 200, cluster.get(kind.api_version, kind.kind, namespace, name)
+                obj = cluster.get(kind.api_version, kind.kind, namespace, name)
+                if sub is None and tables.wants_table(self.headers.get("Accept")):
+                    return 200, tables.table(kind.kind, [obj], cluster.clock.now(), obj["metadata"]["resourceVersion"])
+                return 200, obj
             if method == "PUT":
                 body = self._object(kind, namespace, name)
                 return 200, cluster.replace(body, dry_run=dry_run, field_manager=manager, subresource=sub)
