@@ -16,6 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -86,6 +87,7 @@ def test_load_creates_the_store_and_unload_stops_every_thread(shell, tmp_path):
     assert afterfix_callbacks(shell) == []
     assert "sql" not in shell.magics_manager.magics["cell"] and "afterfix" not in shell.magics_manager.magics["line"]
     assert not any(isinstance(c, Afterfix) for c in shell.configurables)
+    assert all(pd.DataFrame not in f.type_printers for f in shell.display_formatter.formatters.values())
     with pytest.raises(UsageError):
         shell.run_cell("%sql SELECT 1")
 
@@ -100,6 +102,16 @@ def test_reload_does_not_double_callbacks(shell):
     assert shell.run_cell("%sql SELECT 42 AS answer").result["answer"][0] == 42
     shell.run_cell("%unload_ext afterfix")
     assert afterfix_callbacks(shell) == []
+
+
+def test_other_dataframe_formatters_are_kept(shell):
+    html = shell.display_formatter.formatters["text/html"]
+    html.for_type(pd.DataFrame, lambda df: f"<p>custom {len(df)}</p>")
+    shell.run_cell("%load_ext afterfix")
+    assert html(pd.DataFrame({"a": [1, 2]})) == "<p>custom 2</p>"  # not a %sql result: shown as before
+    assert "<table" in html(shell.run_cell("%sql SELECT 1 AS a").result)
+    shell.run_cell("%unload_ext afterfix")
+    assert html(pd.DataFrame({"a": [1]})) == "<p>custom 1</p>"
 
 
 def test_busy_port_leaves_inbox_capture_and_says_why(tmp_path, capsys):

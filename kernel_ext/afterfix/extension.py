@@ -41,6 +41,8 @@ class Session:
         self.receiver_error: str | None = None  # why the receiver is off although listen is True
         self.settings: dict = {}
         self._seen_error: str | None = None
+        self._magics = None  # what load() registered, for unload() to take back
+        self._display: dict = {}
 
     # -- capture ------------------------------------------------------------------
 
@@ -157,31 +159,39 @@ class Session:
 
 
 def _limited(obj, render):
-    limit = obj.attrs.get(DISPLAY_LIMIT_ATTR) if hasattr(obj, "attrs") else None
-    if not limit:
-        return render()
     import pandas as pd
 
-    with pd.option_context("display.max_rows", limit, "display.min_rows", limit):
+    with pd.option_context("display.max_rows", obj.attrs[DISPLAY_LIMIT_ATTR], "display.min_rows", obj.attrs[DISPLAY_LIMIT_ATTR]):
         return render()
 
 
-def _html_frame(obj):
-    return _limited(obj, obj._repr_html_)
-
-
-def _plain_frame(obj, p, cycle):
-    p.text(_limited(obj, lambda: repr(obj)))
+def _from_sql(obj) -> bool:
+    return bool(getattr(obj, "attrs", {}).get(DISPLAY_LIMIT_ATTR))
 
 
 def _register_display(shell) -> dict:
+    """Show %sql results with `display_limit` rows; every other DataFrame as it was shown before."""
     import pandas as pd
 
     formatters = shell.display_formatter.formatters
-    previous = {}
-    for mime, printer in (("text/html", _html_frame), ("text/plain", _plain_frame)):
-        previous[mime] = formatters[mime].for_type(pd.DataFrame, printer)
-    return previous
+    html, plain = formatters["text/html"], formatters["text/plain"]
+    old_html = html.type_printers.get(pd.DataFrame)
+    old_plain = plain.type_printers.get(pd.DataFrame)
+
+    def html_frame(obj):
+        if _from_sql(obj):
+            return _limited(obj, obj._repr_html_)
+        return old_html(obj) if old_html else obj._repr_html_()
+
+    def plain_frame(obj, p, cycle):
+        if _from_sql(obj):
+            p.text(_limited(obj, lambda: repr(obj)))
+        elif old_plain:
+            old_plain(obj, p, cycle)
+        else:
+            p.text(repr(obj))
+
+    return {"text/html": html.for_type(pd.DataFrame, html_frame), "text/plain": plain.for_type(pd.DataFrame, plain_frame)}
 
 
 def _unregister_display(shell, previous: dict) -> None:
@@ -242,8 +252,8 @@ def unload(shell) -> None:
         except ValueError:
             pass
         shell.configurables[:] = [c for c in shell.configurables if c is not session.config]
-        _unregister_display(shell, getattr(session, "_display", {}))
-        magics = getattr(session, "_magics", None)
+        _unregister_display(shell, session._display)
+        magics = session._magics
         if magics is not None:
             manager = shell.magics_manager
             for kind in ("line", "cell"):
