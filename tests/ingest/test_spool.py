@@ -6,6 +6,7 @@ import importlib.util
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,23 @@ def test_a_recovery_that_dies_midway_is_finished_by_the_next_process(store):
     assert second.recover(ing) == 2
     assert ing.flush()
     assert count(store) == 12 and count(store, "quarantine") == 4
+
+
+def test_a_running_process_adopts_a_spool_left_after_it_started(store):
+    spool = Spool(store)
+    ing = Ingester(store, interval=0.05)
+    ing.start()
+    spool.start_recovery(ing, every=0.1)
+    try:
+        owner = crash_after_spooling(store, records=3)  # dies while this process runs
+        deadline = time.monotonic() + 30
+        while (store.root / "spool" / owner).exists():
+            assert time.monotonic() < deadline, "the dead spool was never adopted"
+            time.sleep(0.05)
+    finally:
+        spool.close()
+        ing.stop()
+    assert count(store) == 9 and count(store, "quarantine") == 3
 
 
 def test_positions_order_by_segment_then_offset():

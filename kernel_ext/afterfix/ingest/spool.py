@@ -148,6 +148,8 @@ class Spool:
         self._adopted_release: list = []  # callables releasing adopted folders not yet replayed
         self.recovering = False
         self.last_error: str | None = None
+        self._closing = threading.Event()
+        self._recovery_thread: threading.Thread | None = None
 
     # -- this process's own spool -----------------------------------------------------
 
@@ -256,6 +258,10 @@ class Spool:
 
         Adopted folders whose replay is not committed yet are released too, for the next process.
         """
+        self._closing.set()
+        if self._recovery_thread is not None:
+            self._recovery_thread.join(10)
+            self._recovery_thread = None
         for release in list(self._adopted_release):
             release()
         with self._lock:
@@ -272,21 +278,32 @@ class Spool:
 
     # -- spools left by processes that died ----------------------------------------------
 
-    def start_recovery(self, ingester: "Ingester") -> threading.Thread:
-        """Replay dead owners' spools into `ingester` on a background thread."""
+    def start_recovery(self, ingester: "Ingester", *, every: float = 30.0) -> threading.Thread:
+        """Replay dead owners' spools into `ingester` on a background thread, now and every `every` s.
+
+        Looking again later matters for long-lived processes: a kernel that crashes while
+        `afterfix serve` runs leaves a spool that nobody would otherwise replay until a restart.
+        `recovering` is True until the first pass has submitted everything it found.
+        """
         self.recovering = True
-        t = threading.Thread(target=self._recover_logged, args=(ingester,), name="afterfix-spool-recovery", daemon=True)
+        self._closing.clear()
+        t = threading.Thread(target=self._recover_loop, args=(ingester, every), name="afterfix-spool-recovery", daemon=True)
         t.start()
+        self._recovery_thread = t
         return t
 
-    def _recover_logged(self, ingester: "Ingester") -> None:
-        try:
-            self.recover(ingester)
-        except Exception as e:
-            log.exception("afterfix spool: recovery failed")
-            self.last_error = f"spool recovery: {e}"
-        finally:
-            self.recovering = False
+    def _recover_loop(self, ingester: "Ingester", every: float) -> None:
+        while True:
+            try:
+                self.recover(ingester, stop=self._closing)
+            except Exception as e:  # e.g. the store busy while reading offsets: try again later
+                log.exception("afterfix spool: recovery failed")
+                self.last_error = f"spool recovery: {e}"
+            finally:
+                self.recovering = False
+            if self._closing.wait(every):
+                self.store.close()  # this thread's connection
+                return
 
     def recover(self, ingester: "Ingester", *, stop: threading.Event | None = None) -> int:
         """Adopt every spool folder whose owner is dead and submit what the store lacks.
