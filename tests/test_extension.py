@@ -234,6 +234,33 @@ def test_config_magic_lists_the_options(shell, capsys):
         assert f"Afterfix.{trait}" in listing, trait
 
 
+def test_options_reach_capture(tmp_path, free_port):
+    """redact_patterns and max_body_bytes change what the receiver stores and refuses."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    ip = new_shell(tmp_path, port=free_port, redact_patterns=[r"cust-\d{6}"], max_body_bytes=4096, interval=0.1)
+    try:
+        ip.run_cell("%load_ext afterfix")
+        exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{free_port}/v1/traces", timeout=10)
+        try:
+            small = otel_spans(2, "run-redact", note="refund for cust-123456")
+            assert exporter.export(small) == SpanExportResult.SUCCESS
+            big = otel_spans(2, "run-big", note="x" * 8192)
+            assert exporter.export(big) == SpanExportResult.FAILURE  # 413: over max_body_bytes
+        finally:
+            exporter.shutdown()
+        sql = "%sql SELECT attributes FROM spans WHERE run_id = 'run-redact'"
+        rows = wait_for(lambda: list(ip.run_cell(sql).result["attributes"]))
+        assert len(rows) == 2
+        assert all("cust-123456" not in r and "[REDACTED:" in r for r in rows if "refund" in r)
+        assert any("refund" in r for r in rows)
+        assert ip.run_cell("%sql SELECT count(*) AS n FROM spans WHERE run_id = 'run-big'").result["n"][0] == 0
+    finally:
+        if session_for(ip) is not None:
+            ip.run_cell("%unload_ext afterfix")
+
+
 # -- a real kernel --------------------------------------------------------------------------
 
 
@@ -291,7 +318,7 @@ def kernels():
             pass
 
 
-def otel_spans(n: int, run_id: str):
+def otel_spans(n: int, run_id: str, note: str = ""):
     """`n` finished spans made by the real OpenTelemetry SDK."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -308,7 +335,7 @@ def otel_spans(n: int, run_id: str):
         for i in range(n - 1):
             with tracer.start_as_current_span("execute_tool kubectl_get", attributes={
                 "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "kubectl_get",
-                "afterfix.run.id": run_id, "step": i,
+                "afterfix.run.id": run_id, "step": i, "note": note,
             }):
                 pass
     provider.shutdown()

@@ -61,7 +61,7 @@ class Session:
             if dataclasses.is_dataclass(defaults)
             else Limits(max_body_bytes=settings["max_body_bytes"])
         )
-        extra = tuple((f"Afterfix.redact_patterns[{i}]", p) for i, p in enumerate(settings["redact_patterns"]))
+        extra = tuple((f"custom-{i + 1}", p) for i, p in enumerate(settings["redact_patterns"]))
         return Capture(
             self.store,
             inbox=Path(settings["inbox"]),
