@@ -1,15 +1,28 @@
 """Span attributes onto the hot columns of `spans`.
 
-Agents speak three dialects: the current OpenTelemetry GenAI conventions (and their older
-`gen_ai.system` era, whose keys below are unchanged), OpenInference, and afterfix's own
-`afterfix.*` convention. Each hot column takes the first key present, in the order listed in
-`traces/SCHEMA.md` and below. `run_id` and `incident_id` also look at the resource: for each key
-in turn, the span's attributes first, then the resource's; `run_id` ends with the trace id, so
-every span belongs to a run.
+Agents speak three dialects: the OpenTelemetry GenAI conventions (current, and the older
+`gen_ai.system` era that named token counts `gen_ai.usage.prompt_tokens`/`completion_tokens`),
+OpenInference, and afterfix's own `afterfix.*` convention. Each column takes the first key present:
 
-Values that are not text are turned into text for id columns (an integer run id 42 becomes
-"42"); token counts accept integers and integer strings. Anything else leaves the column null,
-so a strange value never refuses a span: the full attributes stay in `attributes`.
+    operation      gen_ai.operation.name, else openinference.span.kind via OI_KIND_TO_OPERATION
+    afterfix_kind  afterfix.span.kind
+    run_id         afterfix.run.id, gen_ai.conversation.id, session.id, else the trace id
+    incident_id    afterfix.incident.id
+    agent_name     gen_ai.agent.name, agent.name
+    tool_name      gen_ai.tool.name, tool.name
+    tool_call_id   gen_ai.tool.call.id, tool_call.id
+    decision_id    afterfix.decision.id, afterfix.action.decision_id
+    action_id      afterfix.action.id
+    model          gen_ai.request.model, gen_ai.response.model, llm.model_name
+    input_tokens   gen_ai.usage.input_tokens, gen_ai.usage.prompt_tokens, llm.token_count.prompt
+    output_tokens  gen_ai.usage.output_tokens, gen_ai.usage.completion_tokens, llm.token_count.completion
+    error_type     error.type
+
+`run_id` and `incident_id` also read the resource: for each key in turn, the span's attributes
+first, then the resource's (so a resource's afterfix.run.id wins over a span's session.id).
+Id columns turn numbers and booleans into text (run id 42 becomes "42"); token counts accept
+integers and integer strings. Anything else leaves the column null: a strange value never
+refuses a span, and the full attributes stay in `attributes`.
 """
 
 from __future__ import annotations
@@ -24,6 +37,9 @@ HOT_COLUMNS = (
 """The columns `hot_columns` fills, in `schema.SPAN_COLUMNS` order."""
 
 _RUN_KEYS = (c.RUN_ID, c.GENAI_CONVERSATION_ID, c.OI_SESSION_ID)
+# Token counts before GenAI conventions 1.27 renamed them to input/output tokens.
+GENAI_PROMPT_TOKENS_OLD = "gen_ai.usage.prompt_tokens"
+GENAI_COMPLETION_TOKENS_OLD = "gen_ai.usage.completion_tokens"
 _OI_OPS = c.OI_KIND_TO_OPERATION
 _INT64 = 1 << 63
 
@@ -98,10 +114,14 @@ def hot_columns(attrs: dict, resource: dict, trace_id: str) -> tuple:
             model = g(c.OI_MODEL_NAME)
     tin = g(c.GENAI_INPUT_TOKENS)
     if tin is None:
-        tin = g(c.OI_PROMPT_TOKENS)
+        tin = g(GENAI_PROMPT_TOKENS_OLD)
+        if tin is None:
+            tin = g(c.OI_PROMPT_TOKENS)
     tout = g(c.GENAI_OUTPUT_TOKENS)
     if tout is None:
-        tout = g(c.OI_COMPLETION_TOKENS)
+        tout = g(GENAI_COMPLETION_TOKENS_OLD)
+        if tout is None:
+            tout = g(c.OI_COMPLETION_TOKENS)
     kind, action, err = g(c.SPAN_KIND), g(c.ACTION_ID), g(c.ERROR_TYPE)
 
     # Most keys are absent on most spans: test for None before paying for a call.
