@@ -17,11 +17,15 @@ from afterfix.cli import build_parser
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def _subparsers(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every (sub)command by its full name ("demo cluster"), nested ones included."""
+    found = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
+            for name, sub in action.choices.items():
+                found[prefix + name] = sub
+                found.update(_subparsers(sub, prefix + name + " "))
+    return found
 
 
 def _options(parser: argparse.ArgumentParser) -> list[str]:
@@ -30,7 +34,7 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
 
 def _sections(text: str) -> dict[str, str]:
     """Each `## afterfix NAME` section's text, by NAME."""
-    parts = re.split(r"^## afterfix (\S+)\s*$", text, flags=re.M)
+    parts = re.split(r"^## afterfix (\S+(?: \S+)*)\s*$", text, flags=re.M)
     return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
 
 
@@ -49,7 +53,7 @@ def test_walk_finds_the_commands():
 def test_every_subcommand_has_a_section_with_an_example(name):
     sections = _sections(DOC.read_text())
     assert name in sections, f"docs/cli.md has no '## afterfix {name}' section"
-    assert re.search(rf"^\$ afterfix {name}\b", sections[name], flags=re.M), (
+    assert re.search(rf"^\$ afterfix {re.escape(name)}\b", sections[name], flags=re.M), (
         f"docs/cli.md: '## afterfix {name}' has no example ('$ afterfix {name} ...')"
     )
 

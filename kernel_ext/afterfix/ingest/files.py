@@ -344,9 +344,11 @@ def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingest
     At most 2 tasks per worker are in flight, which bounds memory; the main process commits
     while the workers decode the next chunks.
     """
-    # forkserver: forking a process whose DuckDB and Arrow threads are running is unsafe
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["afterfix.ingest.otlp"])
+    # fork on Linux: spawn and forkserver re-run the caller's __main__ in each worker, which
+    # breaks scripts without an `if __name__ == "__main__"` guard. The forked workers only
+    # decode (orjson, protobuf, pyarrow, which re-creates its thread pool after a fork) and
+    # never touch the DuckDB threads they inherit; they leave with os._exit.
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     inflight: deque[tuple[_Task, cf.Future]] = deque()
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         try:
