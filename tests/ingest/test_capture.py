@@ -103,3 +103,27 @@ def test_http_is_acknowledged_while_the_store_is_locked_and_lands_later(tmp_path
             holder.close()
         assert cap.flush(30)
     assert count(Store(tmp_path / "store")) == 3
+
+
+def test_a_stopped_capture_starts_again(store):
+    cap = Capture(store, port=0, inbox=False, interval=0.05)
+    for k in range(2):
+        cap.start()
+        try:
+            r = requests.post(cap.receiver.url, data=request_pb(4, start=4 * k).SerializeToString(), headers=PB, timeout=10)
+            assert r.status_code == 200
+        finally:
+            cap.stop()
+    assert count(store) == 8 and not any((store.root / "spool").iterdir())
+
+
+def test_a_request_arriving_while_stopping_is_not_acknowledged(store):
+    cap = Capture(store, port=0, inbox=False)
+    cap.start()
+    cap.spool.close()  # what stop() does while a request may still be in flight
+    try:
+        r = requests.post(cap.receiver.url, data=request_pb(2).SerializeToString(), headers=PB, timeout=10)
+        assert r.status_code == 503 and "Retry-After" in r.headers
+    finally:
+        cap.stop()
+    assert count(store) == 0

@@ -66,13 +66,17 @@ class Capture:
         self.store.create()
         self.ingester.start()
         try:
+            self.spool.open()
             if self.receiver is not None:
                 self.receiver.start()
             self.spool.start_recovery(self.ingester)
             if self.tailer is not None:
                 self.tailer.start()
         except Exception:
+            if self.tailer is not None:
+                self.tailer.stop()
             self.ingester.stop()
+            self.spool.close()
             raise
         self.started_at = utcnow()
 

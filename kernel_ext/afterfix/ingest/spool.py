@@ -56,6 +56,10 @@ class SpoolPosition:
     end: int
 
 
+def _new_owner_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def _segment_name(n: int) -> str:
     return f"seg-{n:08d}.arrows"
 
@@ -132,7 +136,7 @@ class Spool:
     def __init__(self, store: "Store", *, segment_bytes: int = 64 << 20):
         self.store = store
         self.base = store.root / "spool"
-        self.owner_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.owner_id = _new_owner_id()
         self.dir = self.base / self.owner_id
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
@@ -149,16 +153,24 @@ class Spool:
         self.recovering = False
         self.last_error: str | None = None
         self._closing = threading.Event()
+        self._closed = False
         self._recovery_thread: threading.Thread | None = None
 
     # -- this process's own spool -----------------------------------------------------
 
     def open(self) -> None:
-        """Create this owner's folder and hold its lock (done on first append if not before)."""
+        """Accept appends again after `close()` (under a new owner id); the folder is made on first append."""
         with self._lock:
-            self._open_locked()
+            if self._closed:
+                self.owner_id = _new_owner_id()
+                self.dir = self.base / self.owner_id
+                self._segment, self._size = 0, 0
+                self._closed = False
 
     def _open_locked(self) -> None:
+        if self._closed:
+            # A request still in flight while the capture stops: it must not be acknowledged.
+            raise OSError("the spool is closed: this process is stopping capture")
         if self._lock_fd is not None:
             return
         self.base.mkdir(parents=True, exist_ok=True)
@@ -265,6 +277,7 @@ class Spool:
         for release in list(self._adopted_release):
             release()
         with self._lock:
+            self._closed = True
             if self._lock_fd is None:
                 return
             if self._fd is not None:
