@@ -77,7 +77,9 @@ def _run_demo(args) -> int:
     print(result.summary())
     print(f"\n  store       {result.store}")
     print(f"  state       {result.state_file}")
-    print(f"  kubeconfig  {result.kubeconfig}   (afterfix demo cluster --port 8001 --kubeconfig {result.kubeconfig})")
+    print(f"  kubeconfig  {result.kubeconfig}")
+    print(f"\nServe the cluster the night left behind (official client, kubectl):\n"
+          f"  afterfix demo cluster --port 8001 --kubeconfig {result.kubeconfig} --state {result.state_file}")
     print("\nReview it in JupyterLab:\n  .venv/bin/jupyter lab notebooks/    then open review.ipynb")
     return 0
 

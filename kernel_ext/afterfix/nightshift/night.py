@@ -124,9 +124,6 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
     capture = Capture(store, inbox=False, listen=True, host="127.0.0.1", port=0, interval=0.25)
     capture.start()
     server = ApiServer(cluster).start()
-    # Headers and body leave in two writes; with Nagle on, each keep-alive answer waits for the
-    # client's delayed ACK (~40 ms). Sending at once makes a read cost what the server spends on it.
-    server._server.RequestHandlerClass.disable_nagle_algorithm = True
     server.write_kubeconfig(kubeconfig)
     provider = sdk.setup(SERVICE_NAME, endpoint=capture.receiver.url,
                          resource={NIGHT_ATTRIBUTE: night, "afterfix.seed": seed})
@@ -172,6 +169,7 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
             firing = now_firing
             t = max(t + sweep_minutes * 60, clock.now())
             t = sc.NIGHT_START + -(-(t - sc.NIGHT_START) // (sweep_minutes * 60)) * sweep_minutes * 60
+        tick(until - clock.now())
     finally:
         provider.force_flush()
         provider.shutdown()

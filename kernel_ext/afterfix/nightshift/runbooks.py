@@ -1,0 +1,309 @@
+"""The reference agent's runbooks: what it reads, which policy decides, what it changes.
+
+Each runbook takes the `Agent` (its tools, its recorder, its trust level), the run's `Outcome`
+to fill in, and the service an alert fired for; it returns the incident's closing status
+(resolved, mitigated, escalated, or open while a person has to act). Reads go through the
+agent's tools, choices through `policy.py`, writes through `Agent.change()`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from afterfix.nightshift import policy as policies
+    from afterfix.nightshift.agent import Agent, Outcome, Service
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+REVISION = "deployment.kubernetes.io/revision"
+
+
+def for_signal(svc: Service, signal: str):
+    """The runbook an alert goes to: by signal, and for latency by the service's own runbook."""
+    if signal == "memory_mb":
+        return memory
+    if signal == "error_rate":
+        return errors
+    return {"capacity": capacity, "db": db, "shared_dependency": shared_dependency}[svc.runbook]
+
+
+def _recheck(agent: Agent, svc: Service) -> dict:
+    """Confirm before acting: wait three simulated minutes and measure again."""
+    agent.wait(180)
+    return agent.observe(svc)
+
+
+def _settle(agent: Agent, out: Outcome, policy: str, obs: dict) -> tuple[policies.Choice, str]:
+    choice, decision_id = agent.decide(policy, obs)
+    out.policy, out.choice = policy, choice
+    return choice, decision_id
+
+
+def capacity(agent: Agent, out: Outcome, svc: Service, *, defect: str | None = None, **_) -> str:
+    # Tool call 1: is it still slow; 2: the Deployment; 3: its autoscaler; then the rest.
+    agent.wait(180)
+    agent.scrape()
+    metrics = {"latency_p95_ms": agent.prometheus_query("latency_p95_ms", svc.namespace, svc.name)}
+    deploy = agent.kubectl_get("deployments", svc.namespace, svc.name)
+    if defect == "wrong_tool":
+        # A subtly wrong call: the wrong resource in a misspelt namespace. It answers with an
+        # empty list, and the steps after it take that for "this service has no HPA".
+        typo = svc.namespace[0] + svc.namespace[2] + svc.namespace[1] + svc.namespace[3:]
+        found = agent.kubectl_get("replicasets", typo, label_selector=f"app={svc.name}")
+        hpa = _hpa_facts(next(iter(found["items"]), None))
+    else:
+        found = agent.kubectl_get("horizontalpodautoscalers", svc.namespace)
+        hpa = _hpa_facts(next((h for h in found["items"]
+                               if h["spec"]["scaleTargetRef"].get("name") == svc.name), None))
+    for signal in ("error_rate", "cpu_utilization", "memory_mb", "restarts", "replicas"):
+        metrics[signal] = agent.prometheus_query(signal, svc.namespace, svc.name)
+    agent.kubectl_events(svc.namespace, svc.name)
+    obs = {"service": svc.key, "slo_latency_ms": svc.slo_latency_ms, "metrics": metrics, "hpa": hpa,
+           "deployment": {"replicas": deploy["spec"]["replicas"]}, "max_replicas_cap": 12}
+    choice, did = _settle(agent, out, "hpa_capacity", obs)
+    opt = choice.chosen
+    if opt is None or not opt.action.get("patch"):
+        return "resolved"
+    resource = "horizontalpodautoscalers" if opt.action["kind"] == "HorizontalPodAutoscaler" else "deployments"
+    patch = opt.action["patch"]
+    field = "maxReplicas" if resource == "horizontalpodautoscalers" else "replicas"
+    action_id, out.action_status = agent.change(
+        verb="patch" if field == "maxReplicas" else "scale", resource=resource, namespace=svc.namespace,
+        name=opt.action["name"], decision_id=did, make_patch=lambda obj: patch,
+        touched=lambda obj: {f"spec.{field}": obj["spec"].get(field)})
+    if out.action_status != "applied":
+        return "open"
+    out.verified, _ = agent.verify(action_id, svc, "latency_p95_ms", metrics["latency_p95_ms"],
+                                  good=lambda v: v <= svc.slo_latency_ms)
+    return "resolved" if out.verified == "success" else "escalated"
+
+
+def memory(agent: Agent, out: Outcome, svc: Service, **_) -> str:
+    first = agent.observe(svc)
+    metrics = _recheck(agent, svc)
+    deploy = agent.kubectl_get("deployments", svc.namespace, svc.name)
+    pods = agent.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")
+    agent.kubectl_events(svc.namespace, svc.name)
+    now = agent.now()
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    limit = _memory_mb(((container.get("resources") or {}).get("limits") or {}).get("memory"), svc.memory_limit_mb)
+    growth = (metrics["memory_mb"] - first["memory_mb"]) / (180 / 3600)
+    restarted = (deploy["spec"]["template"].get("metadata", {}).get("annotations") or {}).get(RESTARTED_AT)
+    obs = {"service": svc.key, "metrics": metrics, "pods": len(pods["items"]),
+           "memory_limit_mb": limit, "growth_mb_per_hour": round(growth, 3),
+           "last_rollout_age_h": round(_rollout_age_h(deploy, now), 3),
+           "agent_restarts_tonight": 1 if restarted and now - (_epoch(restarted) or 0) < 12 * 3600 else 0}
+    choice, did = _settle(agent, out, "memory_leak", obs)
+    opt = choice.chosen
+    if opt is None or not opt.action.get("restart"):
+        return "resolved"
+    action_id = _restart(agent, out, svc, did)
+    if out.action_status != "applied":
+        return "open"
+    out.verified, _ = agent.verify(action_id, svc, "memory_mb", metrics["memory_mb"],
+                                  good=lambda v: v < 0.5 * limit, after_s=120)
+    if opt.action.get("escalate"):
+        return "escalated"
+    return "mitigated" if out.verified == "success" else "escalated"
+
+
+def _restart(agent: Agent, out: Outcome, svc: Service, decision_id: str) -> str:
+    stamp = datetime.fromtimestamp(agent.now(), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    action_id, out.action_status = agent.change(
+        verb="restart", resource="deployments", namespace=svc.namespace, name=svc.name, decision_id=decision_id,
+        make_patch=lambda obj: {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}},
+        touched=lambda obj: {f"spec.template.metadata.annotations.{RESTARTED_AT}":
+                             (obj["spec"]["template"].get("metadata", {}).get("annotations") or {}).get(RESTARTED_AT),
+                             "metadata.generation": obj["metadata"].get("generation")})
+    return action_id
+
+
+def errors(agent: Agent, out: Outcome, svc: Service, **_) -> str:
+    """Errors: a fresh rollout is rolled back; a ConfigMap changed under running pods means a restart."""
+    metrics = _recheck(agent, svc)
+    deploy = agent.kubectl_describe("deployments", svc.namespace, svc.name)["object"]
+    now = agent.now()
+    if _rollout_age_h(deploy, now) * 60 <= 90:
+        return _bad_rollout(agent, out, svc, deploy, metrics, now)
+    return _feature_flag(agent, out, svc, deploy, metrics, now)
+
+
+def _bad_rollout(agent: Agent, out: Outcome, svc: Service, deploy: dict, metrics: dict, now: float) -> str:
+    sets = agent.kubectl_get("replicasets", svc.namespace, label_selector=f"app={svc.name}")["items"]
+    pods = agent.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")["items"]
+    reasons: dict[str, int] = {}
+    for p in pods:
+        for cs in p.get("status", {}).get("containerStatuses") or []:
+            r = next(iter((cs.get("state") or {}).get("waiting") or {}), None) and cs["state"]["waiting"].get("reason")
+            key = r or ("Ready" if cs.get("ready") else "NotReady")
+            reasons[key] = reasons.get(key, 0) + 1
+    by_rev = sorted(sets, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION, "0")))
+    cur_rev = (deploy["metadata"].get("annotations") or {}).get(REVISION)
+    current = next((rs for rs in by_rev if rs["metadata"]["annotations"].get(REVISION) == cur_rev), by_rev[-1])
+    older = [rs for rs in by_rev if rs is not current]
+    previous = older[-1] if older else None
+    obs = {"service": svc.key, "metrics": metrics, "baseline_error_rate": 0.01,
+           "rollout_age_min": round(_rollout_age_h(deploy, now) * 60, 1), "pod_reasons": reasons,
+           "current": _revision_facts(current), "previous": _revision_facts(previous) if previous else None}
+    choice, did = _settle(agent, out, "bad_rollout", obs)
+    opt = choice.chosen
+    if opt is None or opt.id != "rollback_revision":
+        return "resolved" if opt and opt.id == "no_action" else "open"
+    template = _strip_hash(previous["spec"]["template"])
+    action_id, out.action_status = agent.change(
+        verb="rollback", resource="deployments", namespace=svc.namespace, name=svc.name, decision_id=did,
+        make_patch=lambda obj: {"spec": {"template": template}}, touched=_template_facts)
+    if out.action_status != "applied":
+        return "open"
+    out.verified, _ = agent.verify(action_id, svc, "error_rate", metrics["error_rate"], good=lambda v: v < 0.05)
+    return "resolved" if out.verified == "success" else "escalated"
+
+
+def _feature_flag(agent: Agent, out: Outcome, svc: Service, deploy: dict, metrics: dict, now: float) -> str:
+    # The ConfigMaps the pods read, and which of them changed most recently.
+    spec = deploy["spec"]["template"]["spec"]
+    names = sorted({(src.get("configMapRef") or {}).get("name") for c0 in spec["containers"]
+                    for src in c0.get("envFrom") or []} - {None})
+    cm, changed, keys = {"data": {}, "metadata": {"name": ""}}, 0.0, []
+    for name in names:
+        obj = agent.kubectl_get("configmaps", svc.namespace, name)
+        t, k = _configmap_change(obj)
+        if t >= changed:
+            cm, changed, keys = obj, t, k
+    cm_name, key = cm["metadata"]["name"], (keys[0] if keys else "")
+    pods = agent.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")["items"]
+    stale = sum(1 for p in pods if (_epoch(p.get("status", {}).get("startTime")) or 0) < changed)
+    obs = {"service": svc.key, "metrics": metrics,
+           "configmap": {"name": cm_name, "key": key, "value": (cm.get("data") or {}).get(key),
+                         "wanted": (cm.get("data") or {}).get(key),
+                         "changed_min_ago": round((now - changed) / 60, 1)},
+           "pods_started_before_change": stale, "pods_total": len(pods),
+           "template_age_h": round(_rollout_age_h(deploy, now), 3)}
+    choice, did = _settle(agent, out, "feature_flag", obs)
+    opt = choice.chosen
+    if opt is None or opt.id != "rolling_restart":
+        return "open"
+    action_id = _restart(agent, out, svc, did)
+    if out.action_status != "applied":
+        return "open"
+    out.verified, _ = agent.verify(action_id, svc, "error_rate", metrics["error_rate"], good=lambda v: v < 0.05)
+    return "resolved" if out.verified == "success" else "escalated"
+
+
+def db(agent: Agent, out: Outcome, svc: Service, *, db_stats: Callable[[str], dict] | None = None, **_) -> str:
+    metrics = _recheck(agent, svc)
+    agent.kubectl_describe("deployments", svc.namespace, svc.name)
+    stats = agent._tool("pg_stat_statements", {"database": f"{svc.name}-db", "order_by": "mean_exec_time", "limit": 1},
+                       lambda: db_stats(svc.key) if db_stats else {}, lambda r: r)
+    obs = {"service": svc.key, "metrics": metrics, "slo_latency_ms": svc.slo_latency_ms, **stats}
+    choice, did = _settle(agent, out, "db_migration", obs)
+    opt = choice.chosen
+    if opt is None or opt.id != "create_index_migration":
+        return "open"
+    _, out.action_status = agent.propose(
+        verb="create", kind="Job", api_version="batch/v1", namespace=svc.namespace, name=opt.action["name"],
+        decision_id=did, spec={"kind": "Job", "metadata": {"name": opt.action["name"]},
+                               "spec": {"template": {"spec": {"containers": [
+                                   {"name": "migrate", "image": "postgres:16", "command": ["psql", "-c", opt.action["sql"]]}]}}}})
+    return "mitigated" if out.action_status == "approved" else "open"
+
+
+def shared_dependency(agent: Agent, out: Outcome, svc: Service, *, own: Service | None = None,
+                              owner_team: str = "platform", **_) -> str:
+    """A team's agent looks at its own service and at the shared dependency, then acts or defers."""
+    own = own or svc
+    own_metrics = agent.observe(own)
+    agent.kubectl_get("deployments", own.namespace, own.name)
+    dep_metrics = agent.observe(svc)
+    hpas = agent.kubectl_get("horizontalpodautoscalers", svc.namespace)["items"]
+    hpa = _hpa_facts(next((h for h in hpas if h["spec"]["scaleTargetRef"].get("name") == svc.name), None))
+    agent.kubectl_events(svc.namespace, svc.name)
+    obs = {"team": agent.team, "service": own.key, "metrics": own_metrics, "slo_latency_ms": own.slo_latency_ms,
+           "dependency": {"service": svc.key, "owner_team": owner_team, "hpa": hpa, "metrics": dep_metrics}}
+    choice, did = _settle(agent, out, "shared_dependency", obs)
+    agent.checkpoint()
+    opt = choice.chosen
+    if opt is None or opt.id != "fix_dependency":
+        return "open"
+    patch = opt.action["patch"]
+    action_id, out.action_status = agent.change(
+        verb="patch", resource="horizontalpodautoscalers", namespace=svc.namespace, name=opt.action["name"],
+        decision_id=did, make_patch=lambda obj: patch,
+        touched=lambda obj: {"spec.maxReplicas": obj["spec"].get("maxReplicas")})
+    if out.action_status != "applied":
+        return "open"
+    out.verified, _ = agent.verify(action_id, svc, "latency_p95_ms", dep_metrics["latency_p95_ms"],
+                                  good=lambda v: v <= svc.slo_latency_ms)
+    return "resolved" if out.verified == "success" else "escalated"
+
+
+# ---- facts read off Kubernetes objects ------------------------------------------------------
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+
+
+def _memory_mb(q: str | None, default: float) -> float:
+    if not q:
+        return default
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if str(q).endswith(suffix):
+            return float(str(q)[: -len(suffix)]) * factor
+    return float(q) / 2 ** 20
+
+
+def _hpa_facts(hpa: dict | None) -> dict | None:
+    if not hpa or hpa.get("kind") not in (None, "HorizontalPodAutoscaler") or "scaleTargetRef" not in hpa.get("spec", {}):
+        return None
+    target = 80
+    for m in hpa["spec"].get("metrics") or []:
+        if (m.get("resource") or {}).get("name") == "cpu":
+            target = (m["resource"].get("target") or {}).get("averageUtilization", 80)
+    status = hpa.get("status") or {}
+    return {"name": hpa["metadata"]["name"], "minReplicas": hpa["spec"].get("minReplicas", 1),
+            "maxReplicas": hpa["spec"]["maxReplicas"], "currentReplicas": status.get("currentReplicas"),
+            "desiredReplicas": status.get("desiredReplicas"), "targetCPUUtilizationPercentage": target}
+
+
+def _rollout_age_h(deploy: dict, now: float) -> float:
+    """Hours since the Deployment's pod template last changed, from its managedFields times."""
+    changed = _epoch(deploy["metadata"].get("creationTimestamp")) or now
+    for mf in deploy["metadata"].get("managedFields") or []:
+        if "f:template" in ((mf.get("fieldsV1") or {}).get("f:spec") or {}):
+            changed = max(changed, _epoch(mf.get("time")) or 0)
+    return max(0.0, (now - changed) / 3600)
+
+
+def _configmap_change(cm: dict) -> tuple[float, list[str]]:
+    """When the ConfigMap's data last changed, and the keys that newest writer owns."""
+    newest, keys = 0.0, []
+    for mf in (cm.get("metadata") or {}).get("managedFields") or []:
+        data = (mf.get("fieldsV1") or {}).get("f:data")
+        t = _epoch(mf.get("time")) or 0.0
+        if data and t >= newest:
+            newest, keys = t, sorted(k[2:] for k in data if k.startswith("f:"))
+    return newest, keys
+
+
+def _strip_hash(template: dict) -> dict:
+    out = json.loads(json.dumps(template))
+    (out.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
+    return out
+
+
+def _revision_facts(rs: dict) -> dict:
+    c0 = rs["spec"]["template"]["spec"]["containers"][0]
+    return {"revision": int((rs["metadata"].get("annotations") or {}).get(REVISION, "0")), "image": c0.get("image"),
+            "env": {e["name"]: e.get("value") for e in c0.get("env") or [] if "value" in e}}
+
+
+def _template_facts(deploy: dict) -> dict:
+    c0 = deploy["spec"]["template"]["spec"]["containers"][0]
+    return {"revision": (deploy["metadata"].get("annotations") or {}).get(REVISION),
+            "image": c0.get("image"), "env": {e["name"]: e.get("value") for e in c0.get("env") or [] if "value" in e}}
