@@ -55,7 +55,7 @@ DEFAULT_PATTERNS: list[tuple[str, str]] = [
     ("github_token", _B + r"(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
     ("slack_token", _B + r"xox[baprs]-[A-Za-z0-9-]{10,}"),
     ("llm_api_key", _B + r"sk-(?:proj-|ant-[a-z0-9]+-)?[A-Za-z0-9_-]{20,}"),
-    ("url_password", r"(?i:\b[a-z][a-z0-9+.-]{0,20}://)[^\s:/@\"\\?#]+:(?!\[REDACTED:)(?P<secret>[^\s@/\"\\?#]+)@"),
+    ("url_password", r"(?i:\b[a-z][a-z0-9+.-]{0,20}://)[^\s:/@\"\\?#\[\]]+:(?!\[REDACTED:)(?P<secret>[^\s@/\"\\?#]+)@"),
     ("credential",
      r"(?i:" + "|".join(re.escape(k) for k in _KEYWORDS) + r")" + _SEP
      + r"(?:(?i:bearer|basic|token|digest)[ \t]+)?+(?!\[REDACTED:)(?P<secret>[^\s\"\\,;&'}\])]+)"),
