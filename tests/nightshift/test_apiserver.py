@@ -491,7 +491,7 @@ def test_tables_for_kubectl_get(api, path, columns, first_row):
     assert (resp.status, body["kind"], body["apiVersion"]) == (200, "Table", "meta.k8s.io/v1")
     assert [c["name"] for c in body["columnDefinitions"] if c["priority"] == 0] == columns
     cells = body["rows"][0]["cells"][: len(columns)]
-    assert [c if want is not None else None for c, want in zip(cells, first_row)] == first_row
+    assert [c if want is not None else None for c, want in zip(cells, first_row, strict=True)] == first_row
     assert body["rows"][0]["object"]["metadata"]["uid"]
 
 

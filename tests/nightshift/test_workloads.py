@@ -104,7 +104,7 @@ def test_memory_leak_grows_until_oom_restart(cluster, leak, limit, hours, restar
     elif restarts == 0:
         assert samples == sorted(samples) and samples[-1] > samples[0]
     else:
-        assert any(b < a for a, b in zip(samples, samples[1:]))  # memory fell back after a restart
+        assert any(b < a for a, b in zip(samples, samples[1:], strict=False))  # memory fell back after a restart
         reasons = {e["reason"] for e in cluster.list("v1", "Event", "shop")}
         assert "OOMKilling" in reasons
         terminated = pods[0]["status"]["containerStatuses"][0]["lastState"]["terminated"]

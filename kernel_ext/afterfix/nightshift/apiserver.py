@@ -117,7 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             return json.loads(raw)
         except ValueError as e:
-            raise ApiError(400, "BadRequest", f"request body is not JSON ({e}); this simulator accepts JSON only")
+            raise ApiError(400, "BadRequest", f"request body is not JSON ({e}); this simulator accepts JSON only") from None
 
     def _yaml_body(self) -> Any:
         import yaml
@@ -395,7 +395,8 @@ class ApiServer:
         self._server = _Server((self.host, self.port), _Handler)
         self._server.cluster = self.cluster
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="afterfix-k8s-sim", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="afterfix-k8s-sim", daemon=True)
         self._thread.start()
         return self
 

@@ -551,18 +551,20 @@ def parse_label_selector(selector: str | None):
         m = _SET_RE.match(part)
         if m:
             key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
-            terms.append((lambda l, k=key, v=values: l.get(k) in v) if op == "in"
-                         else (lambda l, k=key, v=values: l.get(k) not in v))
+            terms.append((lambda got, k=key, v=values: got.get(k) in v) if op == "in"
+                         else (lambda got, k=key, v=values: got.get(k) not in v))
         elif "!=" in part:
             key, value = (s.strip() for s in part.split("!=", 1))
-            terms.append(lambda l, k=key, v=value: l.get(k) != v)
+            terms.append(lambda got, k=key, v=value: got.get(k) != v)
         elif "=" in part:
             key, value = (s.strip() for s in part.replace("==", "=").split("=", 1))
-            terms.append(lambda l, k=key, v=value: l.get(k) == v)
+            terms.append(lambda got, k=key, v=value: got.get(k) == v)
         elif part.strip().startswith("!"):
-            terms.append(lambda l, k=part.strip()[1:].strip(): k not in l)
+            absent = part.strip()[1:].strip()
+            terms.append(lambda got, k=absent: k not in got)
         elif part.strip():
-            terms.append(lambda l, k=part.strip(): k in l)
+            present = part.strip()
+            terms.append(lambda got, k=present: k in got)
     return lambda labels: all(t(labels) for t in terms)
 
 

@@ -57,13 +57,18 @@ def _hpa_targets(hpa: dict) -> str:
     current = {m["resource"]["name"]: m["resource"]["current"].get("averageUtilization")
                for m in hpa.get("status", {}).get("currentMetrics") or [] if m.get("type") == "Resource"}
     parts = []
-    for m in hpa["spec"].get("metrics") or [{"type": "Resource", "resource": {"name": "cpu", "target": {"averageUtilization": 80}}}]:
+    default = [{"type": "Resource", "resource": {"name": "cpu", "target": {"averageUtilization": 80}}}]
+    for m in hpa["spec"].get("metrics") or default:
         if m.get("type") != "Resource":
             continue
         name = m["resource"]["name"]
         now = current.get(name)
         parts.append(f"{name}: {'<unknown>' if now is None else f'{now}%'}/{m['resource']['target'].get('averageUtilization')}%")
     return ", ".join(parts) or "<none>"
+
+
+def _containers(workload: dict, field: str) -> str:
+    return ",".join(c[field] for c in workload["spec"]["template"]["spec"]["containers"])
 
 
 # kind -> [(column name, type, priority, cell(obj, now))]; priority 1 columns show with -o wide.
@@ -91,13 +96,13 @@ COLUMNS = {
                    ("Up-to-date", "integer", 0, lambda o, n: o.get("status", {}).get("updatedReplicas", 0)),
                    ("Available", "integer", 0, lambda o, n: o.get("status", {}).get("availableReplicas", 0)),
                    ("Age", "string", 0, _age),
-                   ("Containers", "string", 1, lambda o, n: ",".join(c["name"] for c in o["spec"]["template"]["spec"]["containers"])),
-                   ("Images", "string", 1, lambda o, n: ",".join(c["image"] for c in o["spec"]["template"]["spec"]["containers"]))],
+                   ("Containers", "string", 1, lambda o, n: _containers(o, "name")),
+                   ("Images", "string", 1, lambda o, n: _containers(o, "image"))],
     "ReplicaSet": [("Desired", "integer", 0, lambda o, n: o["spec"].get("replicas", 0)),
                    ("Current", "integer", 0, lambda o, n: o.get("status", {}).get("replicas", 0)),
                    ("Ready", "integer", 0, lambda o, n: o.get("status", {}).get("readyReplicas", 0)),
                    ("Age", "string", 0, _age),
-                   ("Images", "string", 1, lambda o, n: ",".join(c["image"] for c in o["spec"]["template"]["spec"]["containers"]))],
+                   ("Images", "string", 1, lambda o, n: _containers(o, "image"))],
     "HorizontalPodAutoscaler": [
         ("Reference", "string", 0, lambda o, n: f"{o['spec']['scaleTargetRef']['kind']}/{o['spec']['scaleTargetRef']['name']}"),
         ("Targets", "string", 0, lambda o, n: _hpa_targets(o)),

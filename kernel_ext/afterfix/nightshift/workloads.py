@@ -311,7 +311,7 @@ class WorkloadModel:
             latency = knobs["base_latency_ms"] * factor + knobs["flag_latency_ms"] * flag_share
             per_pod = [knobs["base_error_rate"]
                        + (knobs["bad_image_error_rate"] if _image(p) in knobs["bad_images"] else 0.0)
-                       + (knobs["flag_error_rate"] if on else 0.0) for p, on in zip(ready, flags)]
+                       + (knobs["flag_error_rate"] if on else 0.0) for p, on in zip(ready, flags, strict=True)]
             errors = sum(per_pod) / len(per_pod)
             if load > 1:
                 errors += 0.5 * (1 - 1 / load)
