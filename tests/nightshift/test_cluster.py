@@ -113,6 +113,28 @@ def test_label_selectors(selector, labels, match):
     assert parse_label_selector(selector)(labels) is match
 
 
+@pytest.mark.parametrize("selector", ["app in (web", "app=web=x", "a b", "=web"])
+def test_malformed_label_selector_is_400(selector):
+    with pytest.raises(ApiError) as e:
+        parse_label_selector(selector)
+    assert e.value.code == 400 and "label selector" in e.value.message
+
+
+def test_watch_from_before_a_restart_is_410(tmp_path):
+    state = tmp_path / "cluster.json"
+    first = Cluster(SimClock(), state_file=state)
+    first.create(deployment())
+    old = int(first.resource_version) - 3
+    first.save()
+    again = Cluster(SimClock(), state_file=state)
+    with pytest.raises(ApiError) as e:
+        again.changes_since(old, "Deployment")
+    assert (e.value.code, e.value.reason) == (410, "Expired")
+    assert again.changes_since(int(again.resource_version), "Deployment") == []
+    again.patch("apps/v1", "Deployment", "default", "web", {"spec": {"replicas": 3}})
+    assert [t for t, _ in again.changes_since(int(first.resource_version), "Deployment")][0] == "MODIFIED"
+
+
 # ---- object semantics ------------------------------------------------------------------------------------
 def test_generation_counts_spec_changes_only(cluster):
     d = cluster.create(deployment())

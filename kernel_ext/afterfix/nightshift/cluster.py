@@ -149,8 +149,11 @@ class Cluster:
                       label_selector: str | None = None, field_selector: str | None = None) -> list[tuple[str, dict]]:
         """Watch events (type, object) of one kind after `resource_version`; 410 Gone when the
         window no longer reaches back that far. Call under `self.lock`."""
-        if self.changes and resource_version < self.changes[0][0] - 1:
-            raise ApiError(410, "Expired", f"too old resource version: {resource_version} ({self.changes[0][0] - 1})")
+        # The oldest version a watch can resume from: just before the first remembered change
+        # (after a restart, nothing before the current version is remembered).
+        oldest = self.changes[0][0] - 1 if self.changes else self._rv
+        if resource_version < oldest:
+            raise ApiError(410, "Expired", f"too old resource version: {resource_version} ({oldest})")
         match_labels, match_fields = parse_label_selector(label_selector), parse_field_selector(field_selector)
         return [(type_, clone(obj)) for rv, type_, obj in self.changes
                 if rv > resource_version and obj["kind"] == kind
@@ -540,6 +543,7 @@ def _details(spec: Kind, name: str, causes: list[tuple[str, str, str]]) -> dict:
 
 # ---- selectors --------------------------------------------------------------------------------
 _SET_RE = re.compile(r"^\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+_TERM_RE = re.compile(r"^\s*(!?\s*[\w./-]+|[\w./-]+\s*(=|==|!=)\s*[\w.-]*|[\w./-]+\s+(in|notin)\s+\([^)]*\))\s*$")
 
 
 def parse_label_selector(selector: str | None):
@@ -548,6 +552,9 @@ def parse_label_selector(selector: str | None):
         return lambda labels: True
     terms = []
     for part in _split_selector(selector):
+        if not _TERM_RE.match(part):
+            raise ApiError(400, "BadRequest", f"unable to parse requirement {part.strip()!r} in label selector "
+                           f"{selector!r}: use key=value, key!=value, key in (a,b), key notin (a,b), key or !key")
         m = _SET_RE.match(part)
         if m:
             key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
