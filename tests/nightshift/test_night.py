@@ -36,9 +36,11 @@ def normalized(store: Store, night: str) -> list[str]:
 def small_nights(tmp_path_factory):
     root = tmp_path_factory.mktemp("nights")
     out = []
-    for i, seed in enumerate((5, 5, 6)):
+    # The third night also takes the other way in: an OTLP/JSON file, ingested at the end.
+    for i, (seed, transport) in enumerate(((5, "otlp"), (5, "otlp"), (6, "file"))):
         store = Store(root / f"store{i}")
-        result = run_night(store, workdir=root / f"demo{i}", seed=seed, scenarios=SMALL, until=sc.at(80))
+        result = run_night(store, workdir=root / f"demo{i}", seed=seed, scenarios=SMALL, until=sc.at(80),
+                           transport=transport)
         out.append((result, normalized(store, result.night)))
         store.close()
     return out
@@ -54,7 +56,9 @@ def test_same_seed_same_traces(small_nights):
 
 def test_another_seed_gives_another_night(small_nights):
     (a, ta), _, (c, tc) = small_nights
-    assert ta != tc
+    assert ta != tc and len(tc) > 500
+    assert c.counts["incidents"] == len(c.incidents) and c.counts["decisions"] >= len(c.incidents)
+    assert (c.kubeconfig.parent / "inbox" / f"night-{c.night}.jsonl").exists()
     assert {i.scenario for i in a.incidents} == {i.scenario for i in c.incidents} == {"hpa_starvation", "feature_flag",
                                                                                        "noise"}
 
@@ -88,3 +92,8 @@ def test_full_night(tmp_path):
     span = store.query("SELECT min(start_time) AS first, max(end_time) AS last FROM spans").iloc[0]
     assert span["first"].hour == 22 and span["last"].hour in (6, 7)
     store.close()
+
+
+def test_unknown_transport_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="use 'otlp' or 'file'"):
+        run_night(tmp_path / "store", workdir=tmp_path / "demo", transport="carrier-pigeon")

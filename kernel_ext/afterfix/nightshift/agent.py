@@ -289,10 +289,10 @@ class Agent:
     def propose(self, *, verb: str, kind: str, api_version: str, namespace: str, name: str, decision_id: str,
                 spec: dict) -> tuple[str, str]:
         """A change that needs a person whatever the trust level (a schema migration): ask and wait."""
-        target = sdk.Target("", kind, api_version, namespace, name)
+        target = sdk.Target(None, kind, api_version, namespace, name)  # not created yet: no uid
         with self.rec.action(verb, target, decision_id=decision_id, trust_level=2, mutating=True, patch=spec,
                              field_manager=FIELD_MANAGER) as act:
-            act.before({}, "")
+            act.before({}, None)
             action_id = act.action_id
             status = "approved" if self._approved(action_id, verb, target, spec) else "awaiting_approval"
             act.status(status)

@@ -92,14 +92,18 @@ class NightResult:
 
 def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, scenarios: list[str] | None = None,
               until: float = sc.NIGHT_END, sweep_minutes: float = 10.0, llm_tokens: bool = True,
-              approver: Callable[[dict], str | None] | None = None,
+              approver: Callable[[dict], str | None] | None = None, transport: str = "otlp",
               progress: Callable[[str], None] | None = None) -> NightResult:
     """Play one night into `store`; the cluster's final state and its kubeconfig stay in `workdir`.
 
     `scenarios` picks scenario keys (default: all of them, noise included); `until` ends the
-    night earlier (epoch seconds) for short runs. Returns what happened, with counts read back
-    from the store.
+    night earlier (epoch seconds) for short runs. Spans go over OTLP/HTTP to a `Capture`
+    receiver (`transport="otlp"`); if it cannot start, or with `transport="file"`, they go to an
+    OTLP/JSON file in `workdir/inbox/` that is ingested at the end. Returns what happened, with
+    counts read back from the store.
     """
+    if transport not in ("otlp", "file"):
+        raise ValueError(f"transport={transport!r}: use 'otlp' or 'file'")
     started = time.monotonic()
     store = store if isinstance(store, Store) else Store(store)
     workdir = Path(workdir)
@@ -118,15 +122,12 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
     services = sc.services(chosen)
     events = sorted(((sc.at(m), desc, fn) for s in chosen for m, desc, fn in s.events), key=lambda e: e[0])
 
-    from afterfix.ingest.capture import Capture
-
     store.create()
-    capture = Capture(store, inbox=False, listen=True, host="127.0.0.1", port=0, interval=0.25)
-    capture.start()
+    capture, trace_file = _start_capture(store, transport, workdir / "inbox" / f"night-{night}.jsonl", say)
     server = ApiServer(cluster).start()
     server.write_kubeconfig(kubeconfig)
-    provider = sdk.setup(SERVICE_NAME, endpoint=capture.receiver.url,
-                         resource={NIGHT_ATTRIBUTE: night, "afterfix.seed": seed})
+    provider = sdk.setup(SERVICE_NAME, endpoint=capture.receiver.url if capture else None,
+                         file=trace_file, batch_file=True, resource={NIGHT_ATTRIBUTE: night, "afterfix.seed": seed})
     now_s = SimTime(clock)
 
     def tick(seconds: float) -> None:
@@ -175,16 +176,36 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
         provider.shutdown()
         for agent in agents.values():
             agent.close()
-        capture.flush(30)
-        capture.stop()
+        if capture is not None:
+            capture.flush(30)
+            capture.stop()
         server.stop()
         cluster.state_file = state_file
         cluster._dirty = True
         cluster.save()
+    if trace_file is not None:
+        from afterfix.ingest.files import ingest_paths
+
+        ingest_paths(store, [trace_file], progress=False)
     result = NightResult(night, seed, store.root, state_file, kubeconfig, incidents, sweeps, time.monotonic() - started,
                          ended=clock.now())
     result.counts = counts(store, night)
     return result
+
+
+def _start_capture(store: Store, transport: str, trace_file: Path, say):
+    """A Capture receiver on a free port, or (None, file) when spans must go through a file."""
+    if transport == "otlp":
+        from afterfix.ingest.capture import Capture
+
+        capture = Capture(store, inbox=False, listen=True, host="127.0.0.1", port=0, interval=0.25)
+        try:
+            capture.start()
+            return capture, None
+        except Exception as e:  # the receiver could not start: the file path still gets every span in
+            say(f"OTLP receiver did not start ({e}); writing spans to {trace_file} instead")
+    trace_file.parent.mkdir(parents=True, exist_ok=True)
+    return None, trace_file
 
 
 def _handle(incident: Incident, svc: Service, signal: str, value: float, threshold: float, chosen, agent_for,
