@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import threading
+import time
 
 import pytest
 import requests
@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 from afterfix import Store
 from afterfix.ingest.ingester import Ingester
@@ -228,6 +228,33 @@ def test_overloaded_answers_503_with_retry_after_and_memory_stays_bounded(store,
     r = requests.post(rec.url, data=request_pb(40, start=1000).SerializeToString(), headers=PB, timeout=10)
     assert r.status_code == 200  # accepted again once the store caught up
     assert rec.ingester.flush() and count(store) == 160
+
+
+def test_the_sdk_exporter_honours_retry_after_and_delivers_once_the_store_caught_up(store, parts):
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    rec = parts(start_ingester=False, max_pending_spans=10)
+    assert requests.post(rec.url, data=request_pb(11).SerializeToString(), headers=PB, timeout=10).status_code == 200
+    assert rec.ingester.overloaded
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    for i in range(5):
+        with provider.get_tracer("t").start_as_current_span(f"retried #{i}"):
+            pass
+    exporter = OTLPSpanExporter(endpoint=rec.url, timeout=60)
+    result = []
+    sender = threading.Thread(target=lambda: result.append(exporter.export(memory.get_finished_spans())))
+    sender.start()
+    deadline = time.monotonic() + 30
+    while rec.stats.busy == 0:  # the exporter was told to come back later
+        assert time.monotonic() < deadline and sender.is_alive()
+        time.sleep(0.02)
+    rec.ingester.start()
+    sender.join(60)
+    assert result == [SpanExportResult.SUCCESS]
+    assert rec.ingester.flush() and count(store) == 16
 
 
 def test_concurrent_exporters_lose_nothing(store, parts):
