@@ -205,6 +205,10 @@ def test_display_limit_applies_to_sql_results_only(fresh_ip):
     assert "0000000000000019" not in shown["text/plain"] and "50 rows" in shown["text/plain"]
     plain = pd.DataFrame({"span_id": list(df["span_id"])})  # not from %sql: pandas' own display
     assert "0000000000000019" in ip.display_formatter.format(plain)[0]["text/html"]
+    ip.run_cell("%config Afterfix.display_limit = 0")  # every row
+    df = ip.run_cell("%sql SELECT 'row-' || range AS r FROM range(100)").result  # more than pandas' 60
+    shown = ip.display_formatter.format(df)[0]
+    assert all(f"row-{i}<" in shown["text/html"] and f"row-{i}\n" in shown["text/plain"] for i in range(99))
 
 
 def test_pandas_escapes_trace_text_in_results(ip):

@@ -16,13 +16,12 @@ from traitlets import TraitError
 
 from ._exceptions import ConfigError
 from .config import Afterfix
+from .magics import DISPLAY_LIMIT_ATTR
 from .store import Store
 
 # One session per shell. Kept by shell id rather than on the shell so that `%reload_ext`
 # (which re-imports `afterfix` but not this module) still finds what it has to stop.
 _sessions: dict[int, "Session"] = {}
-
-DISPLAY_LIMIT_ATTR = "afterfix.display_limit"
 
 
 def _one_line(text: object, width: int = 300) -> str:
@@ -161,12 +160,13 @@ class Session:
 def _limited(obj, render):
     import pandas as pd
 
-    with pd.option_context("display.max_rows", obj.attrs[DISPLAY_LIMIT_ATTR], "display.min_rows", obj.attrs[DISPLAY_LIMIT_ATTR]):
+    limit = obj.attrs[DISPLAY_LIMIT_ATTR] or None  # 0: every row
+    with pd.option_context("display.max_rows", limit, "display.min_rows", limit):
         return render()
 
 
 def _from_sql(obj) -> bool:
-    return bool(getattr(obj, "attrs", {}).get(DISPLAY_LIMIT_ATTR))
+    return DISPLAY_LIMIT_ATTR in getattr(obj, "attrs", {})
 
 
 def _register_display(shell) -> dict:

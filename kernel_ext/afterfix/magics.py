@@ -20,6 +20,8 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from ._exceptions import AfterfixError, ReadOnlyQuery
 
+DISPLAY_LIMIT_ATTR = "afterfix.display_limit"  # set on %sql results: rows to show when displayed
+
 SUBCOMMANDS = {
     "status": "show sources, rate, lag, stored/refused/redacted counts and the last error",
     "start": "start capturing (receiver and inbox tailer) with the current Afterfix options",
@@ -218,8 +220,6 @@ class AfterfixMagics(Magics):
 
         Returns a pandas DataFrame. Read-only unless --write is given.
         """
-        from .extension import DISPLAY_LIMIT_ATTR
-
         args = parse_sql(line, cell)
         store = self.session.store
         if store is None:
