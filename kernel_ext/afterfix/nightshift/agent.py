@@ -156,7 +156,8 @@ class Agent:
         self.api.close()
 
     # ---- tools: every read is a tool_call span ---------------------------------------------------
-    def _tool(self, name: str, arguments: dict, fn: Callable[[], Any], summarize: Callable[[Any], Any] = _summary) -> Any:
+    def tool(self, name: str, arguments: dict, fn: Callable[[], Any], summarize: Callable[[Any], Any] = _summary) -> Any:
+        """Run `fn` as the tool call `name`: one span with its arguments and `summarize(result)`."""
         self._calls.append(name)
         with self.rec.tool_call(name, arguments) as call:
             try:
@@ -177,15 +178,15 @@ class Agent:
         args = {"resource": resource, "namespace": namespace, **({"name": name} if name else {}),
                 **({"labelSelector": label_selector} if label_selector else {})}
         if name:
-            return self._tool("kubectl_get", args, lambda: self._raw(api, read, name, namespace))
+            return self.tool("kubectl_get", args, lambda: self._raw(api, read, name, namespace))
         sel = {"label_selector": label_selector} if label_selector else {}
-        return self._tool("kubectl_get", args, lambda: self._raw(api, lst, namespace, **sel))
+        return self.tool("kubectl_get", args, lambda: self._raw(api, lst, namespace, **sel))
 
     def kubectl_events(self, namespace: str, name: str) -> list[dict]:
         def fn():
             return self._raw("CoreV1Api", "list_namespaced_event", namespace,
                              field_selector=f"involvedObject.name={name}")["items"]
-        return self._tool("kubectl_events", {"namespace": namespace, "involvedObject.name": name}, fn,
+        return self.tool("kubectl_events", {"namespace": namespace, "involvedObject.name": name}, fn,
                           lambda items: [{"reason": e.get("reason"), "message": e.get("message"), "count": e.get("count"),
                                           "type": e.get("type")} for e in items[-10:]])
 
@@ -197,7 +198,7 @@ class Agent:
             events = self._raw("CoreV1Api", "list_namespaced_event", namespace,
                                field_selector=f"involvedObject.name={name}")["items"]
             return {"object": obj, "events": events}
-        return self._tool("kubectl_describe", {"resource": resource, "namespace": namespace, "name": name}, fn,
+        return self.tool("kubectl_describe", {"resource": resource, "namespace": namespace, "name": name}, fn,
                           lambda r: {"object": _summary(r["object"]),
                                      "events": [f"{e.get('type')} {e.get('reason')}: {e.get('message')}" for e in r["events"][-5:]]})
 
@@ -217,7 +218,7 @@ class Agent:
                 if name == metric and labels.get("namespace") == namespace and labels.get("deployment") == deployment:
                     return round(value * scale, 6)
             return None
-        return self._tool("prometheus_query", {"query": query}, fn, lambda v: {"value": v, "unit": signal})
+        return self.tool("prometheus_query", {"query": query}, fn, lambda v: {"value": v, "unit": signal})
 
     def observe(self, svc: Service, signals=("latency_p95_ms", "error_rate", "cpu_utilization", "memory_mb",
                                              "restarts", "replicas")) -> dict:

@@ -42,6 +42,9 @@ def _settle(agent: Agent, out: Outcome, policy: str, obs: dict) -> tuple[policie
 
 
 def capacity(agent: Agent, out: Outcome, svc: Service, *, defect: str | None = None, **_) -> str:
+    """Latency over the SLO: find the autoscaler, add capacity where it is capped, verify.
+
+    `defect="wrong_tool"` makes the third tool call the wrong one (scenario d)."""
     # Tool call 1: is it still slow; 2: the Deployment; 3: its autoscaler; then the rest.
     agent.wait(180)
     agent.scrape()
@@ -81,6 +84,8 @@ def capacity(agent: Agent, out: Outcome, svc: Service, *, defect: str | None = N
 
 
 def memory(agent: Agent, out: Outcome, svc: Service, **_) -> str:
+    """Memory near the limit: measure the growth over three minutes, then restart (and escalate
+    when it is back after an earlier restart tonight)."""
     first = agent.observe(svc)
     metrics = _recheck(agent, svc)
     deploy = agent.kubectl_get("deployments", svc.namespace, svc.name)
@@ -136,8 +141,8 @@ def _bad_rollout(agent: Agent, out: Outcome, svc: Service, deploy: dict, metrics
     reasons: dict[str, int] = {}
     for p in pods:
         for cs in p.get("status", {}).get("containerStatuses") or []:
-            r = next(iter((cs.get("state") or {}).get("waiting") or {}), None) and cs["state"]["waiting"].get("reason")
-            key = r or ("Ready" if cs.get("ready") else "NotReady")
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            key = waiting.get("reason") or ("Ready" if cs.get("ready") else "NotReady")
             reasons[key] = reasons.get(key, 0) + 1
     by_rev = sorted(sets, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION, "0")))
     cur_rev = (deploy["metadata"].get("annotations") or {}).get(REVISION)
@@ -193,9 +198,11 @@ def _feature_flag(agent: Agent, out: Outcome, svc: Service, deploy: dict, metric
 
 
 def db(agent: Agent, out: Outcome, svc: Service, *, db_stats: Callable[[str], dict] | None = None, **_) -> str:
+    """Latency from the database: read pg_stat_statements (`db_stats`), propose a migration,
+    which always waits for a person."""
     metrics = _recheck(agent, svc)
     agent.kubectl_describe("deployments", svc.namespace, svc.name)
-    stats = agent._tool("pg_stat_statements", {"database": f"{svc.name}-db", "order_by": "mean_exec_time", "limit": 1},
+    stats = agent.tool("pg_stat_statements", {"database": f"{svc.name}-db", "order_by": "mean_exec_time", "limit": 1},
                        lambda: db_stats(svc.key) if db_stats else {}, lambda r: r)
     obs = {"service": svc.key, "metrics": metrics, "slo_latency_ms": svc.slo_latency_ms, **stats}
     choice, did = _settle(agent, out, "db_migration", obs)
@@ -211,7 +218,7 @@ def db(agent: Agent, out: Outcome, svc: Service, *, db_stats: Callable[[str], di
 
 
 def shared_dependency(agent: Agent, out: Outcome, svc: Service, *, own: Service | None = None,
-                              owner_team: str = "platform", **_) -> str:
+                      owner_team: str = "platform", **_) -> str:
     """A team's agent looks at its own service and at the shared dependency, then acts or defers."""
     own = own or svc
     own_metrics = agent.observe(own)
