@@ -118,11 +118,10 @@ def _json_value(v, lim: Limits, depth: int, where: str):
 def _json_nanos(v, where: str) -> int:
     if v is None:
         return 0
-    if v.__class__ is str and v.isascii() and v.isdigit():
-        v = int(v)
-    if v.__class__ is not int or not 0 <= v < _U64:
+    n = int(v) if v.__class__ is str and v.isascii() and v.isdigit() else v
+    if n.__class__ is not int or not 0 <= n < _U64:
         raise Bad(f"{where} is {_show(v)}, not an unsigned 64-bit integer (nanoseconds since the epoch, as a decimal string)")
-    return v
+    return n
 
 
 def _json_id(v, where: str, size: int) -> str:

@@ -113,7 +113,11 @@ def _kind(v) -> str:
 
 
 def _show(v, n: int = 40) -> str:
-    s = orjson.dumps(v).decode() if not isinstance(v, str) else '"' + v + '"'
+    """A value as it reads in JSON, cut to `n` characters, for messages."""
+    try:
+        s = orjson.dumps(v).decode() if not isinstance(v, str) else '"' + v + '"'
+    except TypeError:  # e.g. an integer beyond 64 bits
+        s = repr(v)
     return s if len(s) <= n else s[: n - 4] + '..."'
 
 
@@ -149,7 +153,7 @@ class Rows:
                 self.redactions += n
             raw = record.encode()
             if len(raw) > RECORD_MAX:
-                record = raw[: RECORD_MAX - 32].decode("utf-8", "ignore") + f" ...[truncated from {len(raw)} bytes]"
+                record = raw[: RECORD_MAX - 64].decode("utf-8", "ignore") + f" ...[truncated from {len(raw)} bytes]"
         self.refused.append(Refusal(self.source, location, reason, record))
 
     def resource(self, attrs: dict) -> tuple[str, dict, str | None]:
