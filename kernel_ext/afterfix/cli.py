@@ -357,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"afterfix {args.command}"
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader (head, less) went away: nothing left to say, and nowhere to say it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
     except AfterfixError as e:
@@ -364,13 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     except duckdb.Error as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"{prog}: error: {safe(first, newlines=False)}", file=sys.stderr)
-    except PermissionError as e:
-        print(f"{prog}: error: {e.filename or ''}: permission denied", file=sys.stderr)
-    except BrokenPipeError:
-        # the reader (head, less) went away: nothing left to say, and nowhere to say it
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+    except OSError as e:  # a store or input path that cannot be used
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -222,7 +222,7 @@ def _progress_bar(progress: bool | None, total: int):
 
 def _plan(store: Store, files: list[Path], summary: IngestSummary) -> tuple[list[tuple[int, Path, int, int]], dict[int, tuple[str, str]], int]:
     """Which files to read and from where: resume each after its committed offset."""
-    known = store.offsets() if store.exists() else {}
+    known = store.offsets()
     plan, ids, total = [], {}, 0
     for index, path in enumerate(files):
         size = path.stat().st_size
@@ -276,6 +276,7 @@ def ingest_paths(
     summary = IngestSummary()
     files = find_files(paths)
     summary.files = len(files)
+    store.create()  # a store that cannot be written fails here, before any input is read
     plan, ids, total = _plan(store, files, summary)
     if not plan:
         summary.seconds = time.perf_counter() - t0
