@@ -211,10 +211,14 @@ def test_display_limit_applies_to_sql_results_only(fresh_ip):
     assert all(f"row-{i}<" in shown["text/html"] and f"row-{i}\n" in shown["text/plain"] for i in range(99))
 
 
-def test_pandas_escapes_trace_text_in_results(ip):
+def test_trace_text_in_results_is_escaped(ip):
     df = ip.run_cell("%sql SELECT name FROM spans LIMIT 1").result
     html = ip.display_formatter.format(df)[0]["text/html"]
     assert "<script>" not in html and "&lt;script&gt;" in html
+    # A terminal escape sequence in trace text reaches the terminal as text, not as a command.
+    df = ip.run_cell("%sql SELECT 'a' || chr(27) || '[2J' || chr(7) AS t").result
+    plain = ip.display_formatter.format(df)[0]["text/plain"]
+    assert "\x1b" not in plain and "\\x1b[2J\\x07" in plain
 
 
 # -- %afterfix -------------------------------------------------------------------------------
@@ -239,6 +243,7 @@ def test_status_html_escapes_every_value(value):
     assert "<script>" not in html and "<b>" not in html and "<i>" not in html and "<x>" not in html
     assert "<k>" not in html and "&lt;" in html
     assert StatusReport._text(value) in repr(report)  # plain text keeps the value as it is
+    assert "\x1b" not in repr(StatusReport({"last_error": "bad \x1b[31mred"}))
 
 
 def test_stop_start_restart(fresh_ip, tmp_path):

@@ -16,7 +16,7 @@ from traitlets import TraitError
 
 from ._exceptions import ConfigError
 from .config import Afterfix
-from .magics import DISPLAY_LIMIT_ATTR
+from .magics import DISPLAY_LIMIT_ATTR, printable
 from .store import Store
 
 # One session per shell. Kept by shell id rather than on the shell so that `%reload_ext`
@@ -25,7 +25,7 @@ _sessions: dict[int, "Session"] = {}
 
 
 def _one_line(text: object, width: int = 300) -> str:
-    line = " ".join(str(text).split())
+    line = printable(" ".join(str(text).split()))
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
@@ -185,7 +185,7 @@ def _register_display(shell) -> dict:
 
     def plain_frame(obj, p, cycle):
         if _from_sql(obj):
-            p.text(_limited(obj, lambda: repr(obj)))
+            p.text(printable(_limited(obj, lambda: repr(obj))))
         elif old_plain:
             old_plain(obj, p, cycle)
         else:

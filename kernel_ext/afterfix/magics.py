@@ -46,6 +46,14 @@ _OPTION = re.compile(
 )
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters (escape sequences from trace text) shown as escapes."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 @dataclass
 class SqlArgs:
     out: str | None = None
@@ -165,7 +173,7 @@ class StatusReport:
     def __repr__(self) -> str:
         rows = self.rows()
         width = max(len(label) for label, _ in rows)
-        return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+        return printable("\n".join(f"{label:<{width}}  {value}" for label, value in rows))
 
     def _repr_html_(self) -> str:
         body = "".join(
