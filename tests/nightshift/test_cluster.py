@@ -129,7 +129,8 @@ def test_watch_from_before_a_restart_is_410(tmp_path):
     again = Cluster(SimClock(), state_file=state)
     with pytest.raises(ApiError) as e:
         again.changes_since(old, "Deployment")
-    assert (e.value.code, e.value.reason) == (410, "Expired")
+    assert (e.value.status, e.value.reason) == (410, "Expired")
+    assert e.value.to_status()["code"] == 410 and e.value.to_status()["kind"] == "Status"
     assert again.changes_since(int(again.resource_version), "Deployment") == []
     again.patch("apps/v1", "Deployment", "default", "web", {"spec": {"replicas": 3}})
     assert [t for t, _ in again.changes_since(int(first.resource_version), "Deployment")][0] == "MODIFIED"

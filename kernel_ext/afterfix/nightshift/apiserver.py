@@ -160,9 +160,9 @@ class _Handler(BaseHTTPRequestHandler):
             if code is not None:
                 self._send(code, body)
         except ApiError as e:
-            self._send(e.code, e.status())
+            self._send(e.code, e.to_status())
         except Exception as e:  # a simulator bug must still answer as the API would
-            self._send(500, ApiError(500, "InternalError", f"{type(e).__name__}: {e}").status())
+            self._send(500, ApiError(500, "InternalError", f"{type(e).__name__}: {e}").to_status())
 
     def _resource(self, method: str, path: str, query: dict) -> tuple[int, Any]:
         m = re.fullmatch(r"/api/v1/(.+)", path) or re.fullmatch(r"/apis/([^/]+/[^/]+)/(.+)", path)
@@ -269,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
                     try:
                         pending = cluster.changes_since(since, kind.kind, namespace, labels, fields_)
                     except ApiError as e:
-                        pending = [("ERROR", e.status())]
+                        pending = [("ERROR", e.to_status())]
                     since = int(cluster.resource_version)
                 if pending and pending[0][0] == "ERROR":
                     line = json.dumps({"type": "ERROR", "object": pending[0][1]}).encode() + b"\n"

@@ -37,13 +37,15 @@ SIM_PREFIX = "sim.afterfix.dev/"
 
 
 class ApiError(AfterfixError):
-    """A refused API request; the HTTP layer answers with `status()` as a Kubernetes Status."""
+    """A refused API request: `status` (also `code`) is the HTTP status, as on the client's
+    `ApiException`; the HTTP layer answers with `to_status()`, a Kubernetes `Status` object."""
 
     def __init__(self, status: int, reason: str, message: str, details: dict | None = None):
         super().__init__(message)
-        self.code, self.reason, self.message, self.details = status, reason, message, details or {}
+        self.status = self.code = status
+        self.reason, self.message, self.details = reason, message, details or {}
 
-    def status(self) -> dict:
+    def to_status(self) -> dict:
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": self.message, "reason": self.reason, "details": self.details, "code": self.code}
 
