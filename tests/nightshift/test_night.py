@@ -3,33 +3,14 @@ night holds every scenario, about twenty incidents and at least 5,000 spans."""
 
 from __future__ import annotations
 
-import json
-import re
-
 import pytest
 
 from afterfix.nightshift import scenarios as sc
-from afterfix.nightshift.night import NIGHT_ATTRIBUTE, SimTime, run_night
+from afterfix.nightshift.night import SimTime, content, run_night
 from afterfix.nightshift.clock import SimClock
 from afterfix.store import Store
 
 SMALL = ["hpa_starvation", "feature_flag", "noise"]  # noise: read-only incidents and many sweeps
-_GENERATED = re.compile(r"\b(run|dec|act|call)-[0-9a-f]{12}\b")
-
-
-def normalized(store: Store, night: str) -> list[str]:
-    """Every span of a night as (name, attributes, option events), ids and night tag replaced."""
-    spans = store.query(f"""
-        SELECT s.name, s.attributes,
-               coalesce((SELECT list(e.attributes ORDER BY e.seq) FROM events e
-                 WHERE e.trace_id = s.trace_id AND e.span_id = s.span_id), []) AS events
-        FROM spans s WHERE json_extract_string(s.resource_attributes, '$."{NIGHT_ATTRIBUTE}"') = ?""", [night])
-    out = []
-    for name, attributes, events in spans.itertuples(index=False):
-        text = json.dumps([name, json.loads(attributes), [json.loads(e) for e in events]],
-                          sort_keys=True)
-        out.append(_GENERATED.sub(r"\1-ID", text.replace(night, "NIGHT")))
-    return sorted(out)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +22,7 @@ def small_nights(tmp_path_factory):
         store = Store(root / f"store{i}")
         result = run_night(store, workdir=root / f"demo{i}", seed=seed, scenarios=SMALL, until=sc.at(80),
                            transport=transport)
-        out.append((result, normalized(store, result.night)))
+        out.append((result, content(store, result.night)))
         store.close()
     return out
 

@@ -10,7 +10,7 @@ import pytest
 from afterfix.nightshift import scenarios as sc
 from afterfix.nightshift.clock import SimClock
 from afterfix.nightshift.cluster import Cluster
-from afterfix.nightshift.night import run_night
+from afterfix.nightshift.night import content, run_night
 from afterfix.nightshift.policy import POLICIES
 from afterfix.store import Store
 
@@ -183,3 +183,17 @@ def test_every_recorded_decision_replays(night):
         assert [(o["option_id"], o["verdict"], o["reason"]) for o in recorded] == \
                [(o.id, o.verdict, o.reason) for o in choice.options]
         assert [o["score"] for o in recorded] == pytest.approx([o.score for o in choice.options])
+
+
+def test_e_threads_do_not_change_the_night(tmp_path):
+    """Three agents in threads, twice with one seed: the same content, whatever the interleaving."""
+    plays = []
+    for i in range(2):
+        store = Store(tmp_path / f"store{i}")
+        result = run_night(store, workdir=tmp_path / f"demo{i}", seed=11, scenarios=["parallel_teams"],
+                           until=sc.at(260), llm_tokens=False)
+        assert [i.scenario for i in result.incidents] == ["parallel_teams"]
+        plays.append(content(store, result.night))
+        store.close()
+    assert plays[0] == plays[1]
+    assert sum('"afterfix.span.kind": "decision"' in s for s in plays[0]) == 3

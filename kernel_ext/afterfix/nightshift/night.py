@@ -10,6 +10,8 @@ simulated time. The same seed gives the same night, apart from ids and timestamp
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 import shutil
 import threading
@@ -258,6 +260,25 @@ def counts(store: Store, night: str) -> dict:
                count(*) FILTER (WHERE operation = 'execute_tool') AS tool_calls
         FROM spans WHERE {mine}""", [night])
     return {k: int(v) for k, v in row.iloc[0].items()}
+
+
+_GENERATED_ID = re.compile(r"\b(run|dec|act|call)-[0-9a-f]{12}\b")
+
+
+def content(store: Store, night: str) -> list[str]:
+    """A night's spans without what may differ between two plays of one seed: span and trace ids,
+    generated run/decision/action/call ids, the night's tag, and timestamps. Sorted, so threads
+    that interleave differently still compare equal. Each entry: [name, attributes, events]."""
+    spans = store.query(f"""
+        SELECT s.name, s.attributes,
+               coalesce((SELECT list(e.attributes ORDER BY e.seq) FROM events e
+                          WHERE e.trace_id = s.trace_id AND e.span_id = s.span_id), []) AS events
+        FROM spans s WHERE json_extract_string(s.resource_attributes, '$."{NIGHT_ATTRIBUTE}"') = ?""", [night])
+    out = []
+    for name, attributes, events in spans.itertuples(index=False):
+        text = json.dumps([name, json.loads(attributes), [json.loads(e) for e in events]], sort_keys=True)
+        out.append(_GENERATED_ID.sub(r"\1-ID", text.replace(night, "NIGHT")))
+    return sorted(out)
 
 
 def clear(workdir: Path | str) -> None:
