@@ -310,6 +310,14 @@ def test_concurrent_conditional_updates_one_wins(tmp_path):
         assert all(labels[f"l{n}"] == "x" for n in range(8))
 
 
+def test_busy_port_names_the_fix():
+    from afterfix._exceptions import ConfigError
+
+    with ApiServer(Cluster(SimClock())) as first:
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{first.port}.*--port"):
+            ApiServer(Cluster(SimClock()), port=first.port).start()
+
+
 def test_serve_cluster_writes_kubeconfig_advances_time_and_saves_on_stop(tmp_path, free_port):
     kubeconfig, state = tmp_path / "kubeconfig", tmp_path / "cluster.json"
     ready, stop = threading.Event(), threading.Event()

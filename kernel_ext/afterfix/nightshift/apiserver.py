@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from afterfix._exceptions import ConfigError
 from afterfix.nightshift import tables
 from afterfix.nightshift.clock import SimClock
 from afterfix.nightshift.cluster import KINDS, ApiError, Cluster
@@ -392,7 +393,11 @@ class ApiServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> "ApiServer":
-        self._server = _Server((self.host, self.port), _Handler)
+        try:
+            self._server = _Server((self.host, self.port), _Handler)
+        except OSError as e:
+            raise ConfigError(f"{self.host}:{self.port}: the Kubernetes API simulator cannot listen there "
+                              f"({e.strerror}); choose another port (--port) or stop what holds it") from None
         self._server.cluster = self.cluster
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},

@@ -93,8 +93,9 @@ class Cluster:
     """Kubernetes objects with API semantics, controllers and a workload model, on a `SimClock`.
 
     Every public method takes `self.lock`, so one Cluster can serve a threaded HTTP server.
-    With `state_file`, the state is loaded from it if present and saved to it (atomically)
-    after writes (at most once per `autosave_interval` seconds) and on `save()`.
+    With `state_file`, the state is loaded from it if present (objects, counters, RNG, the
+    clock's time, controller memory) and saved to it atomically after writes (at most once per
+    `autosave_interval` seconds) and on `save()`. The same `seed` gives the same uids and names.
     """
 
     def __init__(self, clock: SimClock | None = None, *, state_file: Path | str | None = None, seed: int = 0,
