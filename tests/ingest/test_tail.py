@@ -141,12 +141,12 @@ def test_a_replaced_or_truncated_file_is_read_from_the_start(store, inbox, taili
 
 
 def test_a_last_line_without_newline_is_taken_once_the_file_is_idle(store, inbox, tailing):
-    t = tailing(idle_complete_s=0.3)
+    t = tailing(idle_complete_s=1.0)
     f = inbox / "hand-made.json"
     f.write_bytes(line(0) + line(1).rstrip(b"\n"))
     t.step()
     assert count(store) == 1  # the writer might still be writing it
-    time.sleep(0.4)
+    time.sleep(1.1)
     t.step()
     assert count(store) == 2
 

@@ -65,6 +65,11 @@ class Batch:
     def refused(self) -> int:
         return self.quarantine.num_rows
 
+    @property
+    def weight(self) -> int:
+        """Rows held in memory until committed: what `max_pending_spans` bounds."""
+        return self.spans.num_rows + self.quarantine.num_rows
+
     @staticmethod
     def concat(parts: list["Batch"]) -> "Batch":
         return Batch(
@@ -97,7 +102,7 @@ class IngestStats:
     refused: int = 0
     redacted: int = 0
     batches: int = 0
-    pending: int = 0  # spans submitted and not yet committed
+    pending: int = 0  # rows (spans and refused records) submitted and not yet committed
     rate_per_s: float = 0.0  # spans stored per second over the last 10 s
     lag_s: float = 0.0  # age of the oldest pending batch
     last_commit_at: dt.datetime | None = None
@@ -124,7 +129,7 @@ class Ingester:
         self.compact_every_s = compact_every_s
         self._cond = threading.Condition()
         self._queue: collections.deque[_Item] = collections.deque()
-        self._pending_spans = 0  # queued + being committed
+        self._pending_spans = 0  # rows (spans and refused records) queued or being committed
         self._submitted_seq = 0
         self._committed_seq = 0
         self._thread: threading.Thread | None = None
@@ -171,7 +176,7 @@ class Ingester:
         with self._cond:
             self._submitted_seq += 1
             self._queue.append(_Item(batch, list(offsets), on_commit, self._submitted_seq))
-            self._pending_spans += batch.num_spans
+            self._pending_spans += batch.weight
 
     def flush(self, timeout: float = 10) -> bool:
         """Commit now; True when everything submitted so far is committed."""
@@ -244,10 +249,10 @@ class Ingester:
         with self._cond:
             items: list[_Item] = []
             spans = 0
-            while self._queue and (not items or spans + self._queue[0].batch.num_spans <= _MAX_SPANS_PER_COMMIT):
+            while self._queue and (not items or spans + self._queue[0].batch.weight <= _MAX_SPANS_PER_COMMIT):
                 item = self._queue.popleft()
                 items.append(item)
-                spans += item.batch.num_spans
+                spans += item.batch.weight
             if items:
                 self._inflight_since = items[0].submitted
             return items
@@ -289,7 +294,7 @@ class Ingester:
             st.last_commit_at = utcnow()
             self._recent.append((now, result.spans_new))
             self._stored_since_compact += result.spans_new
-            self._pending_spans -= batch.num_spans
+            self._pending_spans -= batch.weight
             self._inflight_since = None
         for item in items:
             if item.on_commit is not None:
