@@ -180,3 +180,13 @@ def test_trust_level_is_checked(world):
     _, make, _ = world
     with pytest.raises(ValueError, match="trust_level=5"):
         make(5)
+
+
+def test_a_failing_runbook_leaves_the_incident_open_and_the_shift_going(world):
+    cluster, make, exporter = world
+    out = make(3).handle("INC-G", Service("shop", "ghost"), "latency_p95_ms", 900, 300)
+    assert out.error and "404" in out.error and out.choice is None
+    [(tool, t)] = [(s, a) for s, a in spans_of(exporter, op="execute_tool") if a["gen_ai.tool.name"] == "kubectl_get"]
+    assert tool.status.status_code.name == "ERROR" and json.loads(t["gen_ai.tool.call.arguments"])["name"] == "ghost"
+    [(incident, a)] = spans_of(exporter, "incident")
+    assert incident.status.status_code.name == "ERROR" and a["afterfix.incident.status"] == "open"

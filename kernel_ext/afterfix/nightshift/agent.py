@@ -107,6 +107,7 @@ class Outcome:
     action_status: str | None = None
     verified: str | None = None
     tool_calls: list[str] = field(default_factory=list)
+    error: str | None = None
 
 
 def _summary(obj: Any) -> Any:
@@ -331,6 +332,7 @@ class Agent:
         Returns the anomalies found as (service, signal, value, threshold), worst first.
         """
         found = []
+        self._calls = []
         with self.rec.run(run_id=run_id, agent_name=self.agent_name):
             self.scrape()
             for svc in services:
@@ -343,19 +345,28 @@ class Agent:
 
     def handle(self, incident_id: str, svc: Service, signal: str, value: float, threshold: float, *,
                run_id: str | None = None, defect: str | None = None, **context) -> Outcome:
-        """Open an incident for one anomaly, run the matching runbook, and close it with a status."""
+        """Open an incident for one anomaly, run the matching runbook, and close it with a status.
+
+        A runbook that fails (an API error, a bug) leaves the incident open with its spans marked
+        ERROR and the error in `Outcome.error`: one bad incident does not end the shift.
+        """
         self._calls = []
         title = f"{svc.key}: {signal} {value:.3g} over {threshold:.3g}"
         severity = "critical" if signal == "error_rate" and value > 0.2 else ("high" if signal != "memory_mb" else "medium")
-        with self.rec.run(run_id=run_id, incident_id=incident_id, agent_name=self.agent_name) as run:
-            out = Outcome(run.run_id, incident_id)
-            with self.rec.incident(incident_id, title, severity=severity, service=svc.key) as inc:
-                self.rec.detection(signal, value, threshold,
-                                   f"{svc.key} {signal}={value:.3g} crossed {threshold:.3g}")
-                status = runbooks.for_signal(svc, signal)(self, out, svc, defect=defect, **context)
-                inc.set_status(status)
-            out.tool_calls = list(self._calls)
+        out = Outcome(run_id or "", incident_id)
+        try:
+            with self.rec.run(run_id=run_id, incident_id=incident_id, agent_name=self.agent_name) as run:
+                out.run_id = run.run_id
+                with self.rec.incident(incident_id, title, severity=severity, service=svc.key) as inc:
+                    self.rec.detection(signal, value, threshold,
+                                       f"{svc.key} {signal}={value:.3g} crossed {threshold:.3g}")
+                    status = runbooks.for_signal(svc, signal)(self, out, svc, defect=defect, **context)
+                    inc.set_status(status)
+        except Exception as e:  # recorded on the spans by the recorder; reported, not raised
+            out.error = f"{type(e).__name__}: {e}"
+        out.tool_calls = list(self._calls)
         return out
+
 
 # ---- detection and facts ---------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -87,7 +86,8 @@ class NightResult:
                  f"health sweeps {self.sweeps}"]
         for inc in self.incidents:
             picks = ", ".join(f"{o.choice.selected if o.choice else '-'}"
-                              f"{' [' + o.action_status + ']' if o.action_status else ''}" for o in inc.outcomes)
+                              f"{' [' + o.action_status + ']' if o.action_status else ''}"
+                              f"{' ERROR ' + o.error if o.error else ''}" for o in inc.outcomes)
             lines.append(f"  {inc.incident_id}  {inc.scenario:<15} {inc.service:<24} {inc.signal:<15} {picks}")
         return "\n".join(lines)
 
@@ -279,12 +279,3 @@ def content(store: Store, night: str) -> list[str]:
         text = json.dumps([name, json.loads(attributes), [json.loads(e) for e in events]], sort_keys=True)
         out.append(_GENERATED_ID.sub(r"\1-ID", text.replace(night, "NIGHT")))
     return sorted(out)
-
-
-def clear(workdir: Path | str) -> None:
-    """Forget a previous night's cluster state and kubeconfig in `workdir`."""
-    for name in ("cluster.json", "kubeconfig"):
-        p = Path(workdir) / name
-        if p.exists():
-            p.unlink()
-    shutil.rmtree(Path(workdir) / "tmp", ignore_errors=True)
