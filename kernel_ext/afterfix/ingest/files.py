@@ -293,21 +293,31 @@ def ingest_paths(
     def read(n: int) -> None:
         summary.bytes_read += n
 
-    def commit() -> None:
-        nonlocal pending, pending_offsets, pending_spans
-        if not pending and not pending_offsets:
-            return
-        batch = Decoded.concat(pending) if pending else None
+    # Commits run on one thread of their own, so decoding the next batch (here or in the
+    # workers) overlaps DuckDB writing this one; at most one commit waits, which bounds memory.
+    committer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="afterfix-ingest-commit")
+    committing: cf.Future | None = None
+
+    def store_batch(parts: list[Decoded], offsets: list[tuple[str, str, int]]) -> None:
+        batch = Decoded.concat(parts) if parts else None
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         result = store.append(
             spans=batch.spans if batch is not None else None,
             events=batch.events if batch is not None else None,
             quarantine=batch.quarantine_table() if batch is not None and batch.refused else None,
-            offsets=_offset_rows(pending_offsets, now) if pending_offsets else None,
+            offsets=_offset_rows(offsets, now) if offsets else None,
         )
         summary.spans_stored += result.spans_new
         summary.duplicates += result.spans_duplicate
         summary.events_stored += result.events
+
+    def commit() -> None:
+        nonlocal pending, pending_offsets, pending_spans, committing
+        if committing is not None:
+            committing.result()  # raises what the previous commit raised
+            committing = None
+        if pending or pending_offsets:
+            committing = committer.submit(store_batch, pending, pending_offsets)
         pending, pending_offsets, pending_spans = [], [], 0
 
     def take(task: _Task, decoded: Decoded, position: int) -> None:
@@ -332,7 +342,13 @@ def ingest_paths(
             for task in tasks:
                 take(task, *_decode(task, limits, redactor, ingested_at))
         commit()
+        commit()  # waits for the last one
     finally:
+        if committing is not None:
+            committing.cancel()
+            cf.wait([committing])
+        committer.submit(store.close).result()  # the commit thread's connection ends with it
+        committer.shutdown()
         if bar is not None:
             bar.close()
     summary.seconds = time.perf_counter() - t0
@@ -342,8 +358,8 @@ def ingest_paths(
 def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingested_at, take) -> None:
     """Decode in worker processes, handing results to `take` in file order.
 
-    At most 2 tasks per worker are in flight, which bounds memory; the main process commits
-    while the workers decode the next chunks.
+    At most 4 tasks per worker are in flight, which bounds memory and keeps the workers busy
+    while a batch is being concatenated and handed to the commit thread.
     """
     # fork on Linux: spawn and forkserver re-run the caller's __main__ in each worker, which
     # breaks scripts without an `if __name__ == "__main__"` guard. The forked workers only
@@ -357,7 +373,7 @@ def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingest
                 fut = pool.submit(_worker_decode, task, limits, redactor, ingested_at)
                 # the executor holds the bytes until they are sent; keep only the header here
                 inflight.append((dataclasses.replace(task, data=b"", size=task.size), fut))
-                while len(inflight) >= 2 * workers:
+                while len(inflight) >= 4 * workers:
                     done, fut = inflight.popleft()
                     take(done, *fut.result())
             while inflight:
