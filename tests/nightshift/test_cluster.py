@@ -214,6 +214,15 @@ def test_deleted_pod_is_replaced_by_its_replicaset(cluster):
     assert len(names) == 2 and gone not in names
 
 
+def test_a_bare_pod_runs_and_is_not_replaced(cluster):
+    pod = cluster.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug", "namespace": "default"},
+                          "spec": {"containers": [{"name": "sh", "image": "busybox:1.36"}]}})
+    assert pod["status"]["phase"] == "Running"
+    assert pod["status"]["containerStatuses"][0]["image"] == "busybox:1.36"
+    cluster.delete("v1", "Pod", "default", "debug")
+    assert cluster.list("v1", "Pod", "default") == []
+
+
 def test_hpa_overrides_manual_scaling_of_its_target(cluster):
     cluster.create(deployment())
     cluster.workloads.configure("default", "web", base_rps=300, diurnal_amplitude=0, noise=0)

@@ -94,6 +94,11 @@ def reconcile(cluster: Cluster) -> None:
     for rs in cluster.objects("ReplicaSet"):
         if _sync_replicaset(cluster, rs, pods.get(rs["metadata"]["uid"], [])):
             pods = _children(cluster, "Pod")
+    for pod in cluster.objects("Pod"):
+        if pod.get("status", {}).get("phase") == "Pending":  # the one simulated node starts every pod
+            running = clone(pod)
+            running["status"] = pod_running_status(cluster, running)
+            cluster.controller_write(running, "kubelet", subresource="status")
     for rs in cluster.objects("ReplicaSet"):
         _replicaset_status(cluster, rs, pods.get(rs["metadata"]["uid"], []))
     sets = _children(cluster, "ReplicaSet")
