@@ -85,6 +85,19 @@ def test_create_get_list_replace_delete_configmap(api):
     assert e.value.status == 404
 
 
+def test_secrets_take_string_data_and_keep_it_encoded(api):
+    import base64
+
+    s = api.core.create_namespaced_secret("default", {"metadata": {"name": "db"}, "stringData": {"password": "hunter2"}})
+    assert s.type == "Opaque" and s.string_data is None
+    assert base64.b64decode(s.data["password"]) == b"hunter2"
+    s = api.core.patch_namespaced_secret("db", "default", {"stringData": {"user": "app"}})
+    assert set(s.data) == {"password", "user"}
+    with pytest.raises(ApiException) as e:
+        api.core.create_namespaced_secret("default", {"metadata": {"name": "bad"}, "data": {"k": "not base64!"}})
+    assert e.value.status == 422
+
+
 def test_every_write_changes_resource_version_and_noop_does_not(api):
     d = api.apps.create_namespaced_deployment("default", deployment())
     seen = {d.metadata.resource_version}

@@ -73,6 +73,7 @@ KINDS: dict[str, Kind] = {k.kind: k for k in [
     Kind("v1", "Namespace", "namespaces", namespaced=False, has_generation=False),
     Kind("v1", "Pod", "pods", has_generation=False),
     Kind("v1", "ConfigMap", "configmaps", has_status=False, has_generation=False),
+    Kind("v1", "Secret", "secrets", has_status=False, has_generation=False),
     Kind("v1", "Event", "events", has_status=False, has_generation=False),
     Kind("apps/v1", "Deployment", "deployments"),
     Kind("apps/v1", "ReplicaSet", "replicasets"),

@@ -4,6 +4,8 @@ name each field, as the real API server does."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -18,6 +20,15 @@ def default(obj: dict) -> None:
     kind, spec = obj["kind"], obj.get("spec")
     if kind == "Namespace":
         obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    if kind == "Secret":
+        obj.setdefault("type", "Opaque")
+        # stringData is write-only: merged into data (base64) and never stored, as the API server does.
+        plain = obj.pop("stringData", None)
+        if isinstance(plain, dict):
+            data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+            for key, value in plain.items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+            obj["data"] = data
     if not isinstance(spec, dict):
         return
     if kind == "Deployment":
@@ -148,9 +159,23 @@ def _configmap(obj: dict, old: dict | None, causes: list) -> None:
         causes.append(("FieldValueInvalid", "data", "Invalid value: must be a map of string to string"))
 
 
+def _secret(obj: dict, old: dict | None, causes: list) -> None:
+    data = obj.get("data")
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        causes.append(("FieldValueInvalid", "data", "Invalid value: must be a map of string to base64 string"))
+        return
+    for key, value in data.items():
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            causes.append(("FieldValueInvalid", f"data[{key}]", "Invalid value: not base64 (use stringData for plain text)"))
+
+
 def _pod(obj: dict, old: dict | None, causes: list) -> None:
     _pod_spec(obj.get("spec"), "spec", causes)
 
 
 _CHECKS = {"Deployment": _workload, "ReplicaSet": _workload, "HorizontalPodAutoscaler": _hpa,
-           "ConfigMap": _configmap, "Pod": _pod}
+           "ConfigMap": _configmap, "Secret": _secret, "Pod": _pod}
