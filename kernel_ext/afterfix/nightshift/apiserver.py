@@ -8,6 +8,10 @@ tested on; this one keeps the protocol (paths, `Status` errors, patch content ty
 semantics in `cluster.py`, server-side apply and watch included. Not served: authentication, RBAC,
 protobuf, pagination (`limit` returns everything).
 It also serves `/metrics` (Prometheus text format) with the simulated workloads' metrics.
+
+kubectl works for get (server-side Tables), describe, patch, scale, set image, rollout
+history/undo/restart/status, delete and `apply --validate=false` (no OpenAPI documents are served);
+its `create <kind>` generators send protobuf and get 415: use `apply -f` for those.
 """
 
 from __future__ import annotations
