@@ -48,7 +48,7 @@ FIND_CASES = [
     # (files to create, paths to pass, expected found, relative to tmp)
     (["a.jsonl", "b.json", "c.ndjson", "d.pb", "e.binpb", "f.txt", ".hidden.jsonl"], ["."],
      ["a.jsonl", "b.json", "c.ndjson", "d.pb", "e.binpb"]),
-    (["x/y/deep.jsonl", "x/top.JSONL", "x/skip.log"], ["x"], ["x/top.JSONL", "x/y/deep.jsonl"]),
+    (["x/y/deep.jsonl", "x/top.JSONL", "x/skip.log", "x/.git/objects.json"], ["x"], ["x/top.JSONL", "x/y/deep.jsonl"]),
     (["named.txt"], ["named.txt"], ["named.txt"]),  # a file named explicitly is read whatever its suffix
     (["a.jsonl"], ["a.jsonl", ".", "a.jsonl"], ["a.jsonl"]),  # each file once
 ]

@@ -27,10 +27,9 @@ import pyarrow as pa
 from .. import schema
 from ..store import Store
 from .otlp import Decoded, Limits, Refusal, decode_json_lines, decode_protobuf_file
-from .tail import fingerprint, same_file  # the tailer's scheme: a file it already read adds nothing
+# the tailer's file types and fingerprints: a file it already read adds nothing
+from .tail import JSON_SUFFIXES, PROTOBUF_SUFFIXES, fingerprint, same_file
 
-JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
-PROTOBUF_SUFFIXES = (".pb", ".binpb")
 SUFFIXES = JSON_SUFFIXES + PROTOBUF_SUFFIXES
 
 PROGRESS_BYTES = 20 * 1024 * 1024  # inputs larger than this show a progress bar on a terminal
@@ -75,7 +74,9 @@ def find_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
         path = Path(p).expanduser()
         if path.is_dir():
             candidates = sorted(
-                f for f in path.rglob("*") if f.suffix.lower() in SUFFIXES and f.is_file() and not f.name.startswith(".")
+                f for f in path.rglob("*")
+                if f.suffix.lower() in SUFFIXES and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(path).parts)  # hidden files and folders
             )
         elif path.is_file():
             candidates = [path]
@@ -131,10 +132,6 @@ def _decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> 
                                            "complete one); was the writer cut off?", None))
         return decoded, start + consumed
     return decode_json_lines(task.data, first_line=task.first_line, **kw), task.end
-
-
-def _worker_decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> tuple[Decoded, int]:
-    return _decode(task, limits, redactor, ingested_at)
 
 
 def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: int, on_read) -> Iterator[_Task]:
@@ -370,7 +367,7 @@ def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingest
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         try:
             for task in tasks:
-                fut = pool.submit(_worker_decode, task, limits, redactor, ingested_at)
+                fut = pool.submit(_decode, task, limits, redactor, ingested_at)
                 # the executor holds the bytes until they are sent; keep only the header here
                 inflight.append((dataclasses.replace(task, data=b"", size=task.size), fut))
                 while len(inflight) >= 4 * workers:
