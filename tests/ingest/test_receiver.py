@@ -318,3 +318,29 @@ def test_a_port_in_use_names_the_fix(store):
             Receiver(Ingester(store), Spool(store), port=first.port).start()
     finally:
         first.stop()
+
+
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_listens_on_ipv6_loopback_when_asked(store):
+    ing = Ingester(store, interval=0.05)
+    ing.start()
+    rec = Receiver(ing, Spool(store), host="::1", port=0)
+    rec.start()
+    try:
+        assert rec.url == f"http://[::1]:{rec.port}/v1/traces"
+        assert requests.post(rec.url, data=request_pb(2).SerializeToString(), headers=PB, timeout=10).status_code == 200
+        assert ing.flush() and count(store) == 2
+    finally:
+        rec.stop()
+        ing.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import socket
 import threading
 import zlib
 from dataclasses import dataclass
@@ -112,8 +113,12 @@ class Receiver:
         if self._server is not None:
             return
         handler = type("OTLPHandler", (_Handler,), {"receiver": self})
+        server_class = _Server6 if ":" in self.host else _Server
+        if self.token is None and self.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("afterfix receiver: listening on %s without a token: anyone who can reach it can write "
+                        "traces; pass token=... (afterfix serve --token)", self.host)
         try:
-            server = _Server((self.host, self._port), handler)
+            server = server_class((self.host, self._port), handler)
         except OSError as e:
             raise ConfigError(f"cannot listen on {self.host}:{self._port} ({e.strerror}): "
                               "another receiver may be running there; pass another port, or port 0 for any free one") from e
@@ -223,6 +228,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
