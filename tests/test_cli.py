@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "afterfix"
 
 
-def otlp_line(trace: int, spans: int = 3, *, run: str = "run-1", incident: str = "inc-1", bad_span_id: bool = False) -> bytes:
+def otlp_line(trace: int, spans: int = 3, *, run: str = "run-1", incident: str = "inc-1", bad_span_id: bool = False,
+              note: str | None = None) -> bytes:
     """One OTLP/JSON TracesData line with `spans` spans of one trace."""
     trace_id = f"{trace:032x}"
     out = []
@@ -38,7 +39,7 @@ def otlp_line(trace: int, spans: int = 3, *, run: str = "run-1", incident: str =
                 {"key": "afterfix.incident.id", "value": {"stringValue": incident}},
                 {"key": "gen_ai.operation.name", "value": {"stringValue": "execute_tool"}},
                 {"key": "gen_ai.tool.name", "value": {"stringValue": "kubectl_get"}},
-            ],
+            ] + ([{"key": "note", "value": {"stringValue": note}}] if note else []),
             "status": {"code": 1},
         })
     return orjson.dumps({"resourceSpans": [{
@@ -100,6 +101,8 @@ EXIT_CASES = [
     ("status fine", ["status"], 0, ""),
     ("no store there", ["status", "--store", "{missing_store}"], 2, "no store at"),
     ("serve with nothing to do", ["serve", "--no-listen", "--no-inbox"], 2, "would receive nothing"),
+    ("bad redaction pattern", ["ingest", "--redact", "(", "{good}"], 2, "not a valid regular expression"),
+    ("redact and no-redact", ["ingest", "--redact", "x", "--no-redact", "{good}"], 2, "contradict"),
 ]
 
 
@@ -225,6 +228,28 @@ def test_folder_with_good_and_bad_files(tmp_path):
                  "SELECT source, location FROM quarantine ORDER BY location", store=store)
     assert [(row["source"], row["location"].split(",")[0]) for row in json.loads(q.stdout)] == [
         (str(bad), "line 2"), (str(bad), "line 4")]
+
+
+NOTE = "token=ghp_0123456789abcdefghijABCDEFGHIJ012345 for cust-12345678"
+REDACT_CASES = [
+    # (flags, text expected in the stored note, text that must not be there)
+    ([], "[REDACTED:", "ghp_0123"),
+    (["--redact", r"cust-[0-9]{8}"], "[REDACTED:custom]", "cust-1234"),
+    (["--no-redact"], NOTE, "[REDACTED"),
+]
+
+
+@pytest.mark.parametrize("flags,present,absent", REDACT_CASES)
+def test_redaction_flags(tmp_path, flags, present, absent):
+    store = tmp_path / "store"
+    f = write_lines(tmp_path / "t.jsonl", [otlp_line(1, 1, note=NOTE)])
+    r = afterfix("ingest", *flags, str(f), store=store)
+    assert r.returncode == 0, r.stderr
+    q = afterfix("query", "--format", "json", "SELECT json_extract_string(attributes, '$.note') AS note FROM spans",
+                 store=store)
+    note = json.loads(q.stdout)[0]["note"]
+    assert present in note and absent not in note
+    assert ("0 redactions" in r.stdout) == (flags == ["--no-redact"])
 
 
 def test_summary_names_every_count(tmp_path):
