@@ -58,6 +58,20 @@ def rs_of(api, name="checkout"):
     return {rs.metadata.name: rs for rs in items}
 
 
+def test_sim_history_endpoint(api):
+    import urllib.error
+    import urllib.request
+
+    api.apps.create_namespaced_deployment("default", deployment())
+    api.cluster.tick(600)
+    url = f"{api.server.url}/sim/history?namespace=default&deployment=checkout"
+    body = __import__("json").loads(urllib.request.urlopen(url, timeout=5).read())
+    assert len(body["samples"]) == 11 and body["samples"][-1]["replicas"] == 2
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{api.server.url}/sim/history?namespace=default", timeout=5)
+    assert e.value.code == 400
+
+
 def test_discovery_and_version(api):
     assert client.VersionApi().get_code().git_version.startswith("v1.")
     groups = {g.name for g in client.ApisApi().get_api_versions().groups}

@@ -204,3 +204,22 @@ def test_no_ready_pods_means_errors_and_timeouts(cluster):
     cluster.create(deployment(replicas=0))
     m = metrics(cluster)
     assert (m["replicas"], m["error_rate"], m["latency_p95_ms"]) == (0, 1.0, 10_000.0)
+
+
+def test_history_keeps_a_sample_per_simulated_minute_across_a_fix(cluster):
+    cluster.create(deployment())
+    steady(cluster, base_rps=300, cpu_per_request=5)
+    cluster.create(hpa(3))
+    cluster.tick(HOUR)
+    fixed_at = cluster.clock.now()
+    cluster.patch("autoscaling/v2", "HorizontalPodAutoscaler", "shop", "checkout", {"spec": {"maxReplicas": 20}})
+    cluster.tick(HOUR)
+    samples = cluster.workloads.history("shop", "checkout")
+    # The first step (at 22:00:15) is sampled, then the first step of every later minute.
+    assert len(samples) == 121
+    assert [b["time"] - a["time"] for a, b in zip(samples, samples[1:], strict=False)] == [45.0] + [60.0] * 119
+    before = [s for s in samples if s["time"] < fixed_at]
+    after = [s for s in samples if s["time"] > fixed_at + 600]
+    assert max(s["replicas"] for s in before) == 3 and min(s["latency_p95_ms"] for s in before[10:]) > 4 * BASE_LATENCY
+    assert max(s["latency_p95_ms"] for s in after) < 1.5 * BASE_LATENCY
+    assert cluster.workloads.history("shop", "checkout", since=fixed_at)[0]["time"] >= fixed_at

@@ -7,7 +7,8 @@ tested on; this one keeps the protocol (paths, `Status` errors, patch content ty
 `fieldManager`, label/field selectors, the `scale` and `status` subresources, discovery) and the
 semantics in `cluster.py`, server-side apply and watch included. Not served: authentication, RBAC,
 protobuf, pagination (`limit` returns everything).
-It also serves `/metrics` (Prometheus text format) with the simulated workloads' metrics.
+It also serves `/metrics` (Prometheus text format) with the simulated workloads' metrics, and
+`/sim/history?namespace=NS&deployment=NAME` (JSON) with their per-minute history.
 
 kubectl works for get (server-side Tables), describe, patch, scale, set image, rollout
 history/undo/restart/status, delete and `apply --validate=false` (no OpenAPI documents are served);
@@ -150,6 +151,16 @@ class _Handler(BaseHTTPRequestHandler):
                 with self.server.cluster.lock:
                     text = self.server.cluster.workloads.prometheus_text()
                 return self._send(200, text, "text/plain; version=0.0.4; charset=utf-8")
+            if method == "GET" and url.path == "/sim/history":
+                if not query.get("namespace") or not query.get("deployment"):
+                    raise ApiError(400, "BadRequest", "/sim/history needs ?namespace=NS&deployment=NAME[&since=EPOCH]")
+                try:
+                    since = float(query["since"]) if query.get("since") else None
+                except ValueError:
+                    raise ApiError(400, "BadRequest", f"since={query['since']!r} is not epoch seconds") from None
+                return self._send(200, {"namespace": query["namespace"], "deployment": query["deployment"],
+                                        "samples": self.server.cluster.workloads.history(
+                                            query["namespace"], query["deployment"], since)})
             if method == "GET" and url.path == "/version":
                 return self._send(200, KUBE_VERSION)
             if method == "GET" and url.path == "/api":

@@ -118,6 +118,7 @@ def tick(cluster: Cluster, dt: float) -> None:
             _sync_hpa(cluster, hpa)
     cluster.sim["hpa_elapsed"] = elapsed
     reconcile(cluster)
+    cluster.workloads.record()
 
 
 # ---- Deployment ----------------------------------------------------------------------------------

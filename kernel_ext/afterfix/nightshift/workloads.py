@@ -52,6 +52,10 @@ KNOBS: dict[str, Any] = {
     "flag_latency_ms": 0.0,
     "flag_cpu_factor": 1.0,
 }
+HISTORY_STEP = 60.0            # seconds between recorded samples
+HISTORY_SPAN = 36 * 3600.0     # how much history the state keeps
+HISTORY_FIELDS = ("latency_p95_ms", "error_rate", "cpu_utilization", "memory_mb", "restarts", "replicas",
+                  "ready_replicas", "rps")
 DEFAULT_CPU_REQUEST_M = 250.0
 DEFAULT_MEMORY_LIMIT_MB = 512.0
 TIMEOUT_MS = 10_000.0
@@ -317,6 +321,31 @@ class WorkloadModel:
                 errors += 0.5 * (1 - 1 / load)
             return dict(out, cpu_utilization=cpu, latency_p95_ms=min(latency, TIMEOUT_MS),
                         error_rate=min(1.0, errors))
+
+    def record(self) -> None:
+        """Keep one sample per Deployment per simulated minute (the last 36 hours), so the night
+        can be plotted afterwards without a Prometheus; called by `Cluster.tick`."""
+        now = self.cluster.clock.now()
+        minute = int(now // HISTORY_STEP)
+        if self.cluster.sim.get("history_minute") == minute:
+            return
+        self.cluster.sim["history_minute"] = minute
+        series = self.cluster.sim.setdefault("history", {})
+        for deploy in self.cluster.objects("Deployment"):
+            key = f"{deploy['metadata']['namespace']}/{deploy['metadata']['name']}"
+            m = self.metrics(deploy["metadata"]["namespace"], deploy["metadata"]["name"])
+            rows = series.setdefault(key, [])
+            rows.append([round(now, 3)] + [round(float(m[f]), 6) for f in HISTORY_FIELDS])
+            if rows[0][0] < now - HISTORY_SPAN:
+                rows[:] = [r for r in rows if r[0] >= now - HISTORY_SPAN]
+
+    def history(self, namespace: str, name: str, since: float | None = None) -> list[dict]:
+        """Recorded samples of one Deployment, oldest first: dicts with `time` (epoch seconds)
+        and the fields of `metrics()`."""
+        with self.cluster.lock:
+            rows = self.cluster.sim.get("history", {}).get(f"{namespace}/{name}", [])
+            return [dict(zip(("time", *HISTORY_FIELDS), row, strict=True)) for row in rows
+                    if since is None or row[0] >= since]
 
     def snapshot(self) -> list[dict]:
         """Metrics of every Deployment, each with its namespace and name."""
