@@ -20,6 +20,7 @@ Accepted inputs:
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from pathlib import Path
 
@@ -30,13 +31,22 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from .._exceptions import DecodeError
 from . import otlp_json, otlp_proto
 from .redact import DEFAULT, Redactor
-from .rows import RECORD_MAX, Bad, Decoded, Limits, Refusal, Rows
+from .rows import RECORD_MAX, Bad, Decoded, Limits, Refusal, Rows, paused_gc
 
 __all__ = ["Limits", "Refusal", "Decoded", "decode_json_lines", "decode_json_body", "decode_protobuf",
            "decode_protobuf_file", "decode_path", "JSON_SUFFIXES", "PROTOBUF_SUFFIXES"]  # fmt: skip
 
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PROTOBUF_SUFFIXES = (".pb", ".binpb", ".proto")
+
+
+def _gc_paused(fn):
+    @functools.wraps(fn)
+    def decode(*args, **kw):
+        with paused_gc():
+            return fn(*args, **kw)
+
+    return decode
 
 
 def _json_error(text: bytes, err: Exception, what: str) -> str:
@@ -47,6 +57,7 @@ def _json_error(text: bytes, err: Exception, what: str) -> str:
     return f"the {what} is not valid JSON ({err})"
 
 
+@_gc_paused
 def decode_json_lines(
     data: bytes,
     *,
@@ -88,6 +99,7 @@ def _request_at(request: int | None) -> tuple[str, str]:
     return ("request", "") if request is None else (f"request {request}", f"request {request}, ")
 
 
+@_gc_paused
 def decode_json_body(
     body: bytes,
     *,
@@ -121,6 +133,7 @@ def _parse_request(body) -> ExportTraceServiceRequest:
     return req
 
 
+@_gc_paused
 def decode_protobuf(
     body: bytes,
     *,
@@ -146,6 +159,7 @@ def decode_protobuf(
     return rows.finish()
 
 
+@_gc_paused
 def decode_protobuf_file(
     data: bytes,
     *,

@@ -21,32 +21,43 @@ from .rows import (
 
 def _json_attrs(raw, lim: Limits, where: str) -> dict:
     """A list of OTLP/JSON KeyValues as a dict of Python values."""
-    if raw is None:
-        return {}
     if raw.__class__ is not list:
+        if raw is None:
+            return {}
         raise Bad(f'{where} is {_kind(raw)}, not a list of {{"key": ..., "value": ...}} objects')
     if len(raw) > lim.max_attributes:
         raise _too_many(where, len(raw), lim)
     out = {}
     small = lim.max_attribute_bytes >> 2
-    for kv in raw:
-        if kv.__class__ is dict:
-            k = kv.get("key")
-            if k.__class__ is str:
-                v = kv.get("value")
-                if v.__class__ is dict:  # the common shapes first, without a call
-                    x = v.get("stringValue", v)
-                    if x.__class__ is str and len(x) <= small:
-                        out[k] = x
-                        continue
-                    x = v.get("intValue", v)
-                    if x.__class__ is str and len(v) == 1 and len(x) < 19 and x.isdigit() and x.isascii():
-                        out[k] = int(x)
-                        continue
-                out[k] = _json_value(v, lim, 0, f'{where}["{k}"]')
-                continue
-        i = next(i for i, x in enumerate(raw) if x is kv)
-        raise Bad(f'{where}[{i}] is {_show(kv)}; each attribute must be {{"key": string, "value": AnyValue}}')
+    try:  # the common shapes without a call; anything else through _json_value
+        for kv in raw:
+            k = kv["key"]
+            v = kv["value"]
+            if "stringValue" in v:
+                x = v["stringValue"]
+                if x.__class__ is str and len(x) <= small and k.__class__ is str:
+                    out[k] = x
+                    continue
+            elif "intValue" in v:
+                x = v["intValue"]
+                if x.__class__ is str and len(x) < 19 and x.isdigit() and x.isascii() and k.__class__ is str:
+                    out[k] = int(x)
+                    continue
+            if k.__class__ is not str:
+                raise KeyError(k)
+            out[k] = _json_value(v, lim, 0, f'{where}["{k}"]')
+        return out
+    except (KeyError, TypeError):
+        return _json_attrs_careful(raw, lim, where)
+
+
+def _json_attrs_careful(raw: list, lim: Limits, where: str) -> dict:
+    """`_json_attrs` for entries of unusual shape: accepts a missing value, names a bad entry."""
+    out = {}
+    for i, kv in enumerate(raw):
+        if kv.__class__ is not dict or kv.get("key").__class__ is not str:
+            raise Bad(f'{where}[{i}] is {_show(kv)}; each attribute must be {{"key": string, "value": AnyValue}}')
+        out[kv["key"]] = _json_value(kv.get("value"), lim, 0, f'{where}["{kv["key"]}"]')
     return out
 
 

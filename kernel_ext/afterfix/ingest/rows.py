@@ -10,6 +10,8 @@ builds the tables once.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -79,6 +81,23 @@ class Decoded:
             refused=[r for p in parts for r in p.refused],
             redactions=sum(p.redactions for p in parts),
         )
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """Pauses the cyclic garbage collector while decoding.
+
+    Decoding allocates millions of small dicts and tuples and creates no reference cycles, yet
+    each allocation burst triggers collections that rescan every live row: measured here, that
+    is a third of OTLP/JSON decoding time. Only the state found on entry is restored.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _naive_utc(at: datetime | None) -> datetime:
