@@ -171,6 +171,17 @@ def test_bad_option_refuses_to_load_in_one_line(tmp_path):
     assert session_for(ip) is None and afterfix_callbacks(ip) == []
 
 
+def test_unreadable_store_refuses_to_load_in_one_line(tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "catalog.sqlite").write_text("this is not a SQLite catalog\n" * 100)
+    ip = new_shell(tmp_path, listen=False)
+    with pytest.raises(UsageError) as err:
+        ip.run_cell("%load_ext afterfix")
+    assert str(err.value).startswith(f"afterfix not loaded: store {tmp_path / 'store'}: ")
+    assert "\n" not in str(err.value)
+    assert session_for(ip) is None and afterfix_callbacks(ip) == []
+
+
 # -- options --------------------------------------------------------------------------------
 
 

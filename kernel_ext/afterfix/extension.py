@@ -12,11 +12,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import duckdb
 from traitlets import TraitError
 
-from ._exceptions import ConfigError
+from ._exceptions import AfterfixError, ConfigError
 from .config import Afterfix
-from .magics import DISPLAY_LIMIT_ATTR, printable
+from .magics import DISPLAY_LIMIT_ATTR, one_line, printable
 from .store import Store
 
 # One session per shell. Kept by shell id rather than on the shell so that `%reload_ext`
@@ -233,6 +234,9 @@ def load(shell) -> Session:
     except ConfigError as e:
         unload(shell)
         raise UsageError(f"afterfix not loaded: {e}") from None
+    except (AfterfixError, duckdb.Error) as e:
+        unload(shell)
+        raise UsageError(f"afterfix not loaded: store {config.store}: {one_line(e)}") from None
     except Exception:
         unload(shell)
         raise
