@@ -29,9 +29,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="play a simulated night shift into the store and print a summary",
                               description="Run the Kubernetes API simulator and the reference SRE agent through a "
                                           "simulated night (all scenarios, 22:00 -> 07:00), storing every trace.")
-    p.add_argument("--store", type=Path, default=None, help="store folder (default: AFTERFIX_STORE or traces/store)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the night: the same seed plays the same night (default 0)")
-    p.add_argument("--dir", type=Path, default=None,
+    p.add_argument("--store", type=Path, default=None, metavar="PATH", help="store folder (default: AFTERFIX_STORE or traces/store)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the night: the same seed plays the same night (default 0)")
+    p.add_argument("--dir", type=Path, default=None, metavar="DIR",
                    help="where the cluster state and kubeconfig are kept (default: traces/demo/)")
     p.add_argument("--until", type=_clock_time, default=None, metavar="HH:MM",
                    help="end the night early, at this simulated time (default 07:00)")
@@ -40,11 +40,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="demo_command", metavar="{cluster}")
     c = sub.add_parser("cluster", help="serve the simulated cluster a demo night left behind",
                        description="Serve the Kubernetes API simulator on the saved state (Ctrl-C stops it).")
-    c.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0 picks a free one)")
-    c.add_argument("--kubeconfig", type=Path, required=True, help="where to write a kubeconfig for this server")
-    c.add_argument("--state", type=Path, default=None,
+    c.add_argument("--port", type=int, required=True, metavar="PORT", help="TCP port on 127.0.0.1 (0 picks a free one)")
+    c.add_argument("--kubeconfig", type=Path, required=True, metavar="PATH", help="where to write a kubeconfig for this server")
+    c.add_argument("--state", type=Path, default=None, metavar="FILE",
                    help="simulator state file (default: traces/demo/cluster.json); created if missing")
-    c.add_argument("--realtime-factor", type=float, default=60.0,
+    c.add_argument("--realtime-factor", type=float, default=60.0, metavar="F",
                    help="simulated seconds per wall-clock second (default 60; 0 freezes time)")
     c.set_defaults(func=_run_cluster)
     return p
