@@ -290,12 +290,16 @@ class Cluster:
                                _conflict(spec, name))
             gone = clone(current)
             if not dry_run:
-                self._remove(spec, current)
-                if spec.kind == "Pod":
-                    for c in current["spec"].get("containers") or []:
-                        self._record_event(current, "Normal", "Killing", f"Stopping container {c['name']}", "kubelet")
-                controllers.reconcile(self)
-                self.autosave()
+                outer, self._reconciling = getattr(self, "_reconciling", False), True  # reconcile once, below
+                try:
+                    self._remove(spec, current)
+                    if spec.kind == "Pod":
+                        for c in current["spec"].get("containers") or []:
+                            self._record_event(current, "Normal", "Killing", f"Stopping container {c['name']}",
+                                               "kubelet")
+                finally:
+                    self._reconciling = outer
+                self._reconcile()
             if spec.kind == "Pod":
                 return gone
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -365,14 +369,19 @@ class Cluster:
         self._objects[spec.kind][key] = obj
         self._dirty = True
         self.changed.notify_all()
-        if not getattr(self, "_reconciling", False):
-            self._reconciling = True
-            try:
-                controllers.reconcile(self)
-            finally:
-                self._reconciling = False
-            self.autosave()
+        self._reconcile()
         return clone(self._objects[spec.kind][key]) if copy_result else self._objects[spec.kind][key]
+
+    def _reconcile(self) -> None:
+        """Run the controllers after a write from outside; their own writes do not recurse."""
+        if getattr(self, "_reconciling", False):
+            return
+        self._reconciling = True
+        try:
+            controllers.reconcile(self)
+        finally:
+            self._reconciling = False
+        self.autosave()
 
     def _remove(self, spec: Kind, obj: dict) -> None:
         meta = obj["metadata"]
