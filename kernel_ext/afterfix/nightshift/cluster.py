@@ -344,6 +344,7 @@ class Cluster:
                 status = new.get("status")
                 new = clone(current)
                 new["status"] = status
+                meta = new["metadata"]
             else:
                 new["status"] = clone(current.get("status", {}))
         validation.default(new)
