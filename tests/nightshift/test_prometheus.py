@@ -80,7 +80,7 @@ def _query(prom: str, expr: str) -> list:
     return body["data"]["result"]
 
 
-def _wait_for(prom: str, expr: str, want: str, deadline_s: float = 40.0) -> list:
+def _wait_for(prom: str, expr: str, want: str, deadline_s: float = 90.0) -> list:
     end = time.monotonic() + deadline_s
     result: list = []
     while time.monotonic() < end:
