@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from afterfix.config import Afterfix
-from afterfix.magics import SQL_OPTIONS, SUBCOMMANDS, AfterfixMagics
+from afterfix.magics import SQL_OPTIONS, SUBCOMMANDS, AfterfixMagics, StatusReport
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "jupyter.md"
 
@@ -37,7 +37,10 @@ def required() -> dict[str, str]:
 
 
 def missing(text: str) -> list[str]:
-    return [what for snippet, what in required().items() if snippet not in text]
+    gaps = [what for snippet, what in required().items() if snippet not in text]
+    status = text.split("#### `%afterfix status`")[-1].split("####")[0]
+    gaps += [f"%afterfix status row {label}" for label in StatusReport.LABELS.values() if label not in status]
+    return gaps
 
 
 def test_every_magic_subcommand_and_option_is_documented():
@@ -51,7 +54,9 @@ def test_the_lists_come_from_the_code():
     assert len([w for w in need if w.startswith("option ")]) == 10
 
 
-@pytest.mark.parametrize("snippet", ["### `Afterfix.display_limit`", "#### `%afterfix restart`", "`--write`", "`%%sql"])
+@pytest.mark.parametrize("snippet", [
+    "### `Afterfix.display_limit`", "#### `%afterfix restart`", "`--write`", "`%%sql", "| replaying spool |",
+])
 def test_a_missing_entry_is_noticed(snippet):
     text = DOC.read_text()
     assert snippet in text
