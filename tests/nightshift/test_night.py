@@ -84,3 +84,14 @@ def test_full_night(tmp_path):
 def test_unknown_transport_is_refused(tmp_path):
     with pytest.raises(ValueError, match="use 'otlp' or 'file'"):
         run_night(tmp_path / "store", workdir=tmp_path / "demo", transport="carrier-pigeon")
+
+
+def test_noise_incidents_are_read_only_investigations(small_nights):
+    (a, _), _, _ = small_nights
+    noise = [i for i in a.incidents if i.scenario == "noise"]
+    assert noise
+    for inc in noise:
+        [out] = inc.outcomes
+        assert out.choice.selected == sc.NOISE.expect["selected"] and out.action_status is None
+        assert set(out.tool_calls) <= {"prometheus_query", "kubectl_get", "kubectl_events"}
+        assert len(out.tool_calls) >= 8
