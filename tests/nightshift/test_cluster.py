@@ -347,3 +347,32 @@ def test_serve_cluster_writes_kubeconfig_advances_time_and_saves_on_stop(tmp_pat
     assert any(o["metadata"]["uid"] == created.metadata.uid for o in saved["objects"])
     reloaded = Cluster(SimClock(), state_file=state)
     assert reloaded.get("apps/v1", "Deployment", "default", "web")["metadata"]["uid"] == created.metadata.uid
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_serve_cluster_process_saves_state_on_signal(tmp_path, free_port, sig):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    kubeconfig, state = tmp_path / "kubeconfig", tmp_path / "cluster.json"
+    code = ("from afterfix.nightshift.apiserver import serve_cluster\n"
+            f"serve_cluster(port={free_port}, kubeconfig={str(kubeconfig)!r}, state_file={str(state)!r})\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not kubeconfig.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert kubeconfig.exists(), proc.stdout.read() if proc.poll() is not None else "no kubeconfig written"
+        config.load_kube_config(config_file=str(kubeconfig))
+        created = client.CoreV1Api().create_namespaced_config_map(
+            "default", {"metadata": {"name": "left-by-the-agent"}, "data": {"k": "v"}})
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    saved = {o["metadata"]["name"]: o for o in json.loads(state.read_text())["objects"]}
+    assert saved["left-by-the-agent"]["metadata"]["uid"] == created.metadata.uid

@@ -18,6 +18,7 @@ its `create <kind>` generators send protobuf and get 415: use `apply -f` for tho
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import threading
@@ -454,7 +455,10 @@ def write_kubeconfig(path: Path | str, server: str, *, namespace: str = "default
         "contexts": [{"name": "afterfix-sim",
                       "context": {"cluster": "afterfix-sim", "user": "afterfix-sim", "namespace": namespace}}],
     }
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    # Written whole or not at all: whoever waits for the file may read it the moment it appears.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.replace(tmp, path)
     return path
 
 
