@@ -309,8 +309,13 @@ def test_paused_deployment_does_not_roll(api):
     api.apps.patch_namespaced_deployment("checkout", "default", {"spec": {"template": {"spec": {"containers": [
         {"name": "app", "image": "shop/checkout:9"}]}}}})
     assert set(rs_of(api)) == rs_before
+    api.apps.patch_namespaced_deployment_scale("checkout", "default", {"spec": {"replicas": 4}})
+    pods = api.core.list_namespaced_pod("default", label_selector="app=checkout").items
+    assert len(pods) == 4 and {p.spec.containers[0].image for p in pods} == {"shop/checkout:1.0"}
     api.apps.patch_namespaced_deployment("checkout", "default", {"spec": {"paused": False}})
     assert len(rs_of(api)) == 2
+    pods = api.core.list_namespaced_pod("default", label_selector="app=checkout").items
+    assert len(pods) == 4 and {p.spec.containers[0].image for p in pods} == {"shop/checkout:9"}
 
 
 @pytest.mark.parametrize("replicas", [0, 1, 5, 3])

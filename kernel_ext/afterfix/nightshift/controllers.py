@@ -130,8 +130,11 @@ def _sync_deployment(cluster: Cluster, deploy: dict) -> None:
     current = next((rs for rs in owned if _strip_hash(rs["spec"]["template"]) == _strip_hash(template)), None)
     top = max((_revision(rs) for rs in owned), default=0)
     if spec.get("paused"):
-        if current is not None and current["spec"]["replicas"] != spec["replicas"]:
-            _scale_rs(cluster, deploy, current, spec["replicas"])
+        # A paused Deployment does not roll out, but scaling still reaches the ReplicaSet that
+        # serves: the one for its template, else the newest revision.
+        serving = current or max(owned, key=_revision, default=None)
+        if serving is not None and serving["spec"]["replicas"] != spec["replicas"]:
+            _scale_rs(cluster, deploy, serving, spec["replicas"])
         return
     if current is None:
         h = template_hash(template)
