@@ -272,6 +272,32 @@ def test_options_reach_capture(tmp_path, free_port):
             ip.run_cell("%unload_ext afterfix")
 
 
+def test_cells_never_wait_for_ingest(tmp_path, free_port):
+    """While the store refuses writes, spans are still acknowledged and cells and queries go on."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from afterfix.store import Store
+
+    ip = new_shell(tmp_path, port=free_port, interval=0.1)
+    count = "%sql SELECT count(*) AS n FROM spans WHERE run_id = 'run-busy'"
+    try:
+        ip.run_cell("%load_ext afterfix")
+        exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{free_port}/v1/traces", timeout=10)
+        try:
+            with Store(tmp_path / "store").write_lock():  # another writer holds the store
+                assert exporter.export(otel_spans(5, "run-busy")) == SpanExportResult.SUCCESS
+                assert wait_for(lambda: ip.run_cell("%afterfix status").result.info["pending"] == 5)
+                ip.run_cell("x = sum(range(10))")
+                assert ip.run_cell(count).result["n"][0] == 0
+        finally:
+            exporter.shutdown()
+        assert wait_for(lambda: ip.run_cell(count).result["n"][0] == 5)
+    finally:
+        if session_for(ip) is not None:
+            ip.run_cell("%unload_ext afterfix")
+
+
 # -- a real kernel --------------------------------------------------------------------------
 
 
