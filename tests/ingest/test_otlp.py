@@ -9,7 +9,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList
@@ -311,3 +310,41 @@ def test_decoded_rows_go_into_the_store(store):
     assert store.arrow("SELECT count(*) AS n FROM spans")["n"].to_pylist() == [3]
     assert store.arrow("SELECT count(*) AS n FROM events")["n"].to_pylist() == [2]
     assert store.arrow("SELECT location FROM quarantine")["location"].to_pylist() == ["line 1"]
+
+
+def one_span_line(**over) -> bytes:
+    sp = {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "s",
+          "startTimeUnixNano": "1795747620000000000", "endTimeUnixNano": "1795747620000001000"}  # fmt: skip
+    sp.update(over)
+    return orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [sp]}]}]})
+
+
+@pytest.mark.parametrize(
+    ("over", "column", "expected"),
+    [
+        ({"traceId": "4BF92F3577B34DA6A3CE929D0E0E4736"}, "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ({"parentSpanId": "00F067AA0BA902B8"}, "parent_span_id", "00f067aa0ba902b8"),
+        ({"startTimeUnixNano": 1795747620000000000}, "start_time", datetime(2026, 11, 27, 2, 47)),
+        ({"endTimeUnixNano": 1795747620002000000}, "duration_ms", 2.0),
+        ({"kind": "SPAN_KIND_PRODUCER"}, "kind", "PRODUCER"),
+        ({"kind": 5}, "kind", "CONSUMER"),
+        ({"status": {"code": "STATUS_CODE_ERROR", "message": ""}}, "status_code", "ERROR"),
+        ({"attributes": [{"key": "n", "value": {"intValue": 7}}, {"key": "d", "value": {"doubleValue": 2}},
+                         {"key": "nan", "value": {"doubleValue": "NaN"}}, {"key": "neg", "value": {"intValue": "-3"}},
+                         {"key": "none"}]},
+         "attributes", '{"n":7,"d":2.0,"nan":null,"neg":-3,"none":null}'),
+    ],
+)
+def test_lenient_but_lossless_json(over, column, expected):
+    """What proto3 JSON parsers accept besides the canonical OTLP/JSON form decodes to the same rows."""
+    d = otlp.decode_json_lines(one_span_line(**over), source="t")
+    assert d.refused == []
+    assert d.spans.column(column).to_pylist() == [expected]
+
+
+def test_pre_1_0_instrumentation_library_spans():
+    line = orjson.loads(one_span_line())
+    rs = line["resourceSpans"][0]
+    rs["instrumentationLibrarySpans"] = [{"instrumentationLibrary": {"name": "old-lib"}, "spans": rs.pop("scopeSpans")[0]["spans"]}]
+    d = otlp.decode_json_lines(orjson.dumps(line), source="t")
+    assert d.spans.column("scope_name").to_pylist() == ["old-lib"]

@@ -3,7 +3,7 @@
 Decoders return a `Decoded`: Arrow tables with `schema.SPAN_SCHEMA` and `schema.EVENT_SCHEMA`,
 plus a `Refusal` for every record that cannot be stored (with its place and what to fix). A bad
 span refuses that span only, a bad line that line; nothing partial is ever stored. Every string
-that reaches a row passes the redactor first.
+that reaches a row passes the redactor first. A span whose parent has not arrived is stored.
 
 Accepted inputs:
 
@@ -13,9 +13,13 @@ Accepted inputs:
 * An OTLP/HTTP body: one `ExportTraceServiceRequest`, as OTLP/JSON or binary protobuf.
 * OTLP protobuf files (`.pb`, `.binpb`, `.proto`), framed as the Collector's file exporter writes
   them with `format: proto`: each `ExportTraceServiceRequest` (wire-identical to `TracesData`) is
-  preceded by its length as a 4-byte big-endian unsigned integer. A file whose first 4 bytes do
-  not announce a frame that fits in it, and whose first byte is not 0, is read as exactly one
-  unframed message. Compressed files (the exporter's `compression: zstd`) are not read.
+  preceded by its length as a 4-byte big-endian unsigned integer. A frame not yet complete at
+  the end of the data is left for later (`decode_protobuf_file` returns where it stopped). A file
+  whose first byte is not 0 and whose first 4 bytes announce no frame that fits in it is read as
+  exactly one unframed message. Compressed files (the exporter's `compression: zstd`) are not read.
+
+The formats' details live in `otlp_json` and `otlp_proto`; `rows` holds the result types and
+builds the tables.
 """
 
 from __future__ import annotations

@@ -225,28 +225,36 @@ class Rows:
         rows = self.spans
         if not rows:
             return schema.SPAN_SCHEMA.empty_table()
-        cols = [list(c) for c in zip(*rows)]
+        cols: list = list(zip(*rows))
         if self.redactor is not None:
-            self._redact(cols[3])  # name
-            self._redact(cols[9])  # status_message
-            self._redact_json(cols[27])  # links
-            for i, attrs in self._redact_json(cols[25]):
+            for i in (3, 9):  # name, status_message
+                cols[i] = list(cols[i])
+                self._redact(cols[i])
+            cols[27] = list(cols[27])  # links
+            self._redact_json(cols[27])
+            cols[25] = list(cols[25])  # attributes
+            changed = self._redact_json(cols[25])
+            if changed:
+                for j in range(12, 25):
+                    cols[j] = list(cols[j])
+            for i, attrs in changed:
                 # hot columns come from attributes: recompute them from the redacted values
                 hot = mapping.hot_columns(attrs, orjson.loads(cols[26][i]), cols[0][i])
                 for j, v in enumerate(hot):
                     cols[12 + j][i] = v
         n = len(rows)
-        cols.append(pa.repeat(pa.scalar(self.source, pa.string()), n))
-        cols.append(pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us")), n))
-        arrays = [c if isinstance(c, pa.Array) else pa.array(c, f.type) for c, f in zip(cols, schema.SPAN_SCHEMA)]
+        arrays = [pa.array(c, f.type) for c, f in zip(cols, schema.SPAN_SCHEMA)]
+        arrays.append(pa.repeat(pa.scalar(self.source, pa.string()), n))
+        arrays.append(pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us")), n))
         return pa.Table.from_arrays(arrays, schema=schema.SPAN_SCHEMA)
 
     def _event_table(self) -> pa.Table:
         rows = self.events
         if not rows:
             return schema.EVENT_SCHEMA.empty_table()
-        cols = [list(c) for c in zip(*rows)]
+        cols: list = list(zip(*rows))
         if self.redactor is not None:
+            cols[3], cols[5] = list(cols[3]), list(cols[5])
             self._redact(cols[3])
             self._redact_json(cols[5])
         arrays = [pa.array(c, f.type) for c, f in zip(cols, schema.EVENT_SCHEMA)]
