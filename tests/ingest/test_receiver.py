@@ -257,6 +257,21 @@ def test_the_sdk_exporter_honours_retry_after_and_delivers_once_the_store_caught
     assert rec.ingester.flush() and count(store) == 16
 
 
+def test_a_client_that_hangs_up_mid_body_leaves_the_receiver_working(store, parts):
+    import socket
+
+    rec = parts()
+    with socket.create_connection(("127.0.0.1", rec.port)) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: 1000\r\n\r\n" + b"\0" * 10)
+    deadline = time.monotonic() + 30
+    while "connection lost" not in (rec.stats.last_error or ""):
+        assert time.monotonic() < deadline, rec.stats
+        time.sleep(0.02)
+    assert requests.post(rec.url, data=request_pb(2).SerializeToString(), headers=PB, timeout=10).status_code == 200
+    assert rec.ingester.flush() and count(store) == 2
+
+
 def test_concurrent_exporters_lose_nothing(store, parts):
     rec = parts()
     def send(k: int) -> None:

@@ -187,6 +187,10 @@ class Receiver:
             close = r.close or (not body_read and not _discard_body(h, self.limits.max_body_bytes * _DRAIN_FACTOR))
             h.answer(r.status, *_status_body(kind, r.status, str(r)), retry_after=r.retry_after, close=close)
             return
+        except (ConnectionError, TimeoutError) as e:  # the client went away mid-body: nobody to answer
+            self._count(rejected_requests=1, last_error=f"request {number}: connection lost while reading: {e}")
+            h.close_connection = True
+            return
         except Exception as e:  # a bug must not kill the server thread or hang the client
             log.exception("afterfix receiver: request %d failed", number)
             self._count(rejected_requests=1, last_error=f"HTTP 500: {type(e).__name__}: {e}")
@@ -228,6 +232,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that hangs up before reading its answer is routine, not a traceback on stderr.
+        log.debug("afterfix receiver: connection from %s ended with an error", client_address, exc_info=True)
 
 
 class _Server6(_Server):
@@ -298,7 +306,7 @@ def _read_body(h: _Handler, limit: int) -> bytes:
                            "(BatchSpanProcessor max_export_batch_size)")
     body = h.rfile.read(n)
     if len(body) < n:
-        raise _Refuse(400, f"body ended after {len(body)} of {n} bytes", close=True)
+        raise ConnectionError(f"body ended after {len(body)} of {n} bytes")
     return body
 
 
