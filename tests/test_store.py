@@ -135,3 +135,16 @@ def test_processes_writing_the_same_spans_store_them_once(tmp_path):
         assert p.wait() == 0, p.stderr.read()
     assert count(reader) == 300
     assert reader.query("SELECT count(DISTINCT span_id) AS n FROM spans")["n"][0] == 300
+
+
+def test_a_moved_store_still_opens_with_its_data(tmp_path):
+    import shutil
+
+    first = Store(tmp_path / "here")
+    first.append(make_spans(4))
+    first.close()
+    shutil.move(tmp_path / "here", tmp_path / "there")
+    moved = Store(tmp_path / "there")
+    assert count(moved) == 4
+    moved.append(make_spans(2, start=4))
+    assert count(moved) == 6

@@ -132,6 +132,10 @@ class Store:
         con.execute(f"LOAD '{ducklake}'")
         con.execute(f"LOAD '{sqlite}'")
         opts = f"DATA_PATH '{self.data}/', META_JOURNAL_MODE 'WAL', META_BUSY_TIMEOUT {self.busy_timeout_ms}"
+        if self.catalog.exists():
+            # The data folder always sits beside the catalog and file paths inside are relative
+            # to it, so a store that was moved or copied is still the same store.
+            opts += ", OVERRIDE_DATA_PATH true"
         if read_only:
             opts += ", READ_ONLY"
         catalog = str(self.catalog).replace("'", "''")
