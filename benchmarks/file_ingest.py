@@ -1,0 +1,74 @@
+"""Benchmark (a): an OTLP/JSON file to queryable spans, beside raw DuckDB read_ndjson of the same rows.
+
+    .venv/bin/python benchmarks/file_ingest.py [--spans 1000000]
+
+Target: >= 150k spans/s, and >= 60 % of raw read_ndjson in the same run. "Queryable" means
+committed to the store and counted by a query from a fresh connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).parent))
+import synth  # noqa: E402
+
+from afterfix import Store  # noqa: E402
+from afterfix.ingest.files import ingest_paths  # noqa: E402
+
+RAW_SQL = """
+CREATE TABLE raw AS
+SELECT s.traceId AS trace_id, s.spanId AS span_id, s.parentSpanId AS parent_span_id, s.name AS name,
+       s.startTimeUnixNano AS start_ns, s.endTimeUnixNano AS end_ns, to_json(s.attributes) AS attributes,
+       to_json(s.events) AS events
+FROM (SELECT unnest(ss.spans) AS s FROM
+      (SELECT unnest(rs.scopeSpans) AS ss FROM
+       (SELECT unnest(resourceSpans) AS rs FROM read_ndjson(?, maximum_object_size = 100000000))))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spans", type=int, default=1_000_000)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="afterfix-bench-a-"))
+    try:
+        path = synth.write_otlp_file(work / "spans.jsonl", args.spans)
+        size_mb = path.stat().st_size / 1e6
+
+        con = duckdb.connect()
+        t = time.perf_counter()
+        con.execute(RAW_SQL, [str(path)])
+        raw_s = time.perf_counter() - t
+        raw_n = con.execute("SELECT count(*) FROM raw").fetchone()[0]
+        con.close()
+
+        store = Store(work / "store")
+        t = time.perf_counter()
+        summary = ingest_paths(store, [path], progress=False)
+        n = Store(work / "store").query("SELECT count(*) AS n FROM spans")["n"][0]
+        ours_s = time.perf_counter() - t
+
+        assert n == raw_n == args.spans, (n, raw_n, args.spans)
+        ours, raw = n / ours_s, raw_n / raw_s
+        print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}, duckdb {duckdb.__version__}")
+        print(f"input: {n:,} spans, {size_mb:,.0f} MB OTLP/JSON")
+        print(f"afterfix ingest -> queryable : {ours:>10,.0f} spans/s ({ours_s:.1f} s, refused {len(summary.refused)})")
+        print(f"raw DuckDB read_ndjson       : {raw:>10,.0f} spans/s ({raw_s:.1f} s)")
+        print(f"ratio                        : {ours / raw:>10.0%}   (target >= 150,000 spans/s and >= 60 % of raw)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
