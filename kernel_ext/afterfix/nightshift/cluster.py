@@ -112,6 +112,7 @@ class Cluster:
         self._objects: dict[str, dict[tuple[str, str], dict]] = {k: {} for k in KINDS}  # kind -> (ns, name) -> obj
         self.sim: dict[str, Any] = {}  # controller and workload memory that is not an API field
         self._dirty = False
+        self.ownership_version = 0  # counts pods and ReplicaSets coming, going or changing owners
         self.autosave_interval = autosave_interval
         self._saved_at = float("-inf")
         # Recent changes for watchers, as the API server's watch cache keeps them (not persisted).
@@ -366,7 +367,11 @@ class Cluster:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
-        self.changes.append((self._rv, "MODIFIED" if key in self._objects[spec.kind] else "ADDED", obj))
+        before = self._objects[spec.kind].get(key)
+        if spec.kind in ("Pod", "ReplicaSet") and (
+                before is None or before["metadata"].get("ownerReferences") != obj["metadata"].get("ownerReferences")):
+            self.ownership_version += 1
+        self.changes.append((self._rv, "MODIFIED" if before is not None else "ADDED", obj))
         self._objects[spec.kind][key] = obj
         self._dirty = True
         self.changed.notify_all()
@@ -387,6 +392,7 @@ class Cluster:
     def _remove(self, spec: Kind, obj: dict) -> None:
         meta = obj["metadata"]
         self._objects[spec.kind].pop((meta.get("namespace", ""), meta["name"]), None)
+        self.ownership_version += spec.kind in ("Pod", "ReplicaSet")
         self._rv += 1
         self._dirty = True
         self.changes.append((self._rv, "DELETED", {**obj, "metadata": {**meta, "resourceVersion": str(self._rv)}}))
@@ -498,6 +504,7 @@ class Cluster:
             self.rng.setstate((version, tuple(internal), gauss))
             self.sim = state.get("sim", {})
             self._objects = {k: {} for k in KINDS}
+            self.ownership_version += 1
             for obj in state["objects"]:
                 meta = obj["metadata"]
                 self._objects[obj["kind"]][(meta.get("namespace", ""), meta["name"])] = obj

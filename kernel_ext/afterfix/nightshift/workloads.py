@@ -108,6 +108,9 @@ class WorkloadModel:
 
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
+        self._owners_seen = -1
+        self._pods_by_owner: dict[str, list[tuple[str, str]]] = {}
+        self._knobs: dict[str, tuple[str, dict]] = {}  # deployment uid -> (resourceVersion, knobs)
 
     # ---- knobs ------------------------------------------------------------------------------
     def configure(self, namespace: str, name: str, **knobs: Any) -> dict:
@@ -126,7 +129,17 @@ class WorkloadModel:
                                       {"metadata": {"annotations": annotations}}, field_manager="afterfix-sim")
 
     def knobs(self, deploy: dict) -> dict:
-        ann = deploy["metadata"].get("annotations") or {}
+        """The Deployment's knobs (its annotations over the defaults)."""
+        meta = deploy["metadata"]
+        cached = self._knobs.get(meta.get("uid", ""))
+        if cached and cached[0] == meta.get("resourceVersion"):
+            return cached[1]
+        out = self._parse_knobs(meta.get("annotations") or {})
+        if meta.get("uid"):
+            self._knobs[meta["uid"]] = (meta.get("resourceVersion"), out)
+        return out
+
+    def _parse_knobs(self, ann: dict) -> dict:
         out = {}
         for knob, default in KNOBS.items():
             raw = ann.get(_annotation(knob))
@@ -176,12 +189,21 @@ class WorkloadModel:
         return None
 
     def pods(self, deploy: dict) -> list[dict]:
+        """The live pods of a Deployment's ReplicaSets."""
         from afterfix.nightshift.controllers import controller_uid
 
-        ns = deploy["metadata"]["namespace"]
-        sets = {rs["metadata"]["uid"] for rs in self.cluster.objects("ReplicaSet", ns)
-                if controller_uid(rs) == deploy["metadata"]["uid"]}
-        return [p for p in self.cluster.objects("Pod", ns) if controller_uid(p) in sets]
+        # Which pods belong to which Deployment changes only when pods or ReplicaSets come, go
+        # or change owners; the cluster counts those changes, so the grouping is redone only then.
+        if self._owners_seen != self.cluster.ownership_version:
+            rs_owner = {rs["metadata"]["uid"]: controller_uid(rs) for rs in self.cluster.objects("ReplicaSet")}
+            grouped: dict[str, list[tuple[str, str]]] = {}
+            for (ns, name), pod in sorted(self.cluster._objects["Pod"].items()):
+                owner = rs_owner.get(controller_uid(pod) or "")
+                if owner:
+                    grouped.setdefault(owner, []).append((ns, name))
+            self._pods_by_owner, self._owners_seen = grouped, self.cluster.ownership_version
+        live = self.cluster._objects["Pod"]
+        return [live[k] for k in self._pods_by_owner.get(deploy["metadata"]["uid"], ()) if k in live]
 
     def _flag_on(self, pod: dict, knobs: dict) -> bool:
         if not knobs["flag_key"]:
