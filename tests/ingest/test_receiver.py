@@ -154,10 +154,8 @@ ERRORS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def refusing(tmp_path_factory):
-    """One store, ingester and spool for every error case (nothing may reach them)."""
-    store = Store(tmp_path_factory.mktemp("refusals") / "store")
+def _shared_parts(tmp_path_factory, name: str):
+    store = Store(tmp_path_factory.mktemp(name) / "store")
     store.create()
     ing = Ingester(store, interval=0.05)
     ing.start()
@@ -166,6 +164,22 @@ def refusing(tmp_path_factory):
     ing.stop()
     spool.close()
     store.close()
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory):
+    """One store, ingester and spool for every error case (nothing may reach them)."""
+    yield from _shared_parts(tmp_path_factory, "refusals")
+
+
+@pytest.fixture(scope="module")
+def accepting(tmp_path_factory):
+    """One store, ingester and spool for tests that each send their own trace (count_trace)."""
+    yield from _shared_parts(tmp_path_factory, "accepted")
+
+
+def count_trace(store: Store, trace: int) -> int:
+    return int(store.query(f"SELECT count(*) AS n FROM spans WHERE trace_id = '{trace:032x}'")["n"][0])
 
 
 @pytest.mark.parametrize("what, options, req, status, text", ERRORS, ids=[e[0] for e in ERRORS])
@@ -196,20 +210,38 @@ def _check_refusal(rec: Receiver, req: dict, status: int, text: str) -> None:
     assert text.lower() in message.lower()
 
 
-def test_the_right_token_is_accepted(store, parts):
-    rec = parts(token="s3cret")
-    r = requests.post(rec.url, data=request_pb(2).SerializeToString(), headers={**PB, "Authorization": "Bearer s3cret"}, timeout=10)
+@pytest.fixture
+def receiver(accepting):
+    """A receiver (options given by calling it) on the shared accepting store."""
+    store, ing, spool = accepting
+    made = []
+
+    def make(**options) -> Receiver:
+        rec = Receiver(ing, spool, **{"port": 0, **options})
+        rec.start()
+        made.append(rec)
+        return rec
+
+    yield make
+    for rec in made:
+        rec.stop()
+
+
+def test_the_right_token_is_accepted(accepting, receiver):
+    rec = receiver(token="s3cret")
+    body = request_pb(2, trace=101).SerializeToString()
+    r = requests.post(rec.url, data=body, headers={**PB, "Authorization": "Bearer s3cret"}, timeout=10)
     assert r.status_code == 200
-    assert rec.ingester.flush() and count(store) == 2
+    assert rec.ingester.flush() and count_trace(accepting[0], 101) == 2
 
 
-def test_a_connection_stays_usable_after_an_error(store, parts):
-    rec = parts()
+def test_a_connection_stays_usable_after_an_error(accepting, receiver):
+    rec = receiver()
     with requests.Session() as s:
         assert s.post(rec.url, data=b"nope", headers={"Content-Type": "text/plain"}, timeout=10).status_code == 415
         assert s.post(rec.url.replace("traces", "logs"), data=b"{}", headers=JS, timeout=10).status_code == 404
-        assert s.post(rec.url, data=request_pb(3).SerializeToString(), headers=PB, timeout=10).status_code == 200
-    assert rec.ingester.flush() and count(store) == 3
+        assert s.post(rec.url, data=request_pb(3, trace=102).SerializeToString(), headers=PB, timeout=10).status_code == 200
+    assert rec.ingester.flush() and count_trace(accepting[0], 102) == 3
 
 
 def test_overloaded_answers_503_with_retry_after_and_memory_stays_bounded(store, parts):
@@ -257,10 +289,10 @@ def test_the_sdk_exporter_honours_retry_after_and_delivers_once_the_store_caught
     assert rec.ingester.flush() and count(store) == 16
 
 
-def test_a_client_that_hangs_up_mid_body_leaves_the_receiver_working(store, parts):
+def test_a_client_that_hangs_up_mid_body_leaves_the_receiver_working(accepting, receiver):
     import socket
 
-    rec = parts()
+    rec = receiver()
     with socket.create_connection(("127.0.0.1", rec.port)) as sock:
         sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
                      b"Content-Length: 1000\r\n\r\n" + b"\0" * 10)
@@ -268,8 +300,8 @@ def test_a_client_that_hangs_up_mid_body_leaves_the_receiver_working(store, part
     while "connection lost" not in (rec.stats.last_error or ""):
         assert time.monotonic() < deadline, rec.stats
         time.sleep(0.02)
-    assert requests.post(rec.url, data=request_pb(2).SerializeToString(), headers=PB, timeout=10).status_code == 200
-    assert rec.ingester.flush() and count(store) == 2
+    assert requests.post(rec.url, data=request_pb(2, trace=103).SerializeToString(), headers=PB, timeout=10).status_code == 200
+    assert rec.ingester.flush() and count_trace(accepting[0], 103) == 2
 
 
 def test_concurrent_exporters_lose_nothing(store, parts):
@@ -312,27 +344,18 @@ def test_a_secret_in_a_span_reaches_neither_the_spool_nor_the_store(store, parts
     assert rec.ingester.stats().redacted >= 1
 
 
-def test_binds_loopback_by_default(store):
-    ing = Ingester(store)
-    rec = Receiver(ing, Spool(store), port=0)
-    rec.start()
-    try:
-        assert rec.host == "127.0.0.1" and rec._server.server_address[0] == "127.0.0.1"
-        assert rec.url == f"http://127.0.0.1:{rec.port}/v1/traces" and rec.port > 0
-    finally:
-        rec.stop()
+def test_binds_loopback_by_default(receiver):
+    rec = receiver()
+    assert rec.host == "127.0.0.1" and rec._server.server_address[0] == "127.0.0.1"
+    assert rec.url == f"http://127.0.0.1:{rec.port}/v1/traces" and rec.port > 0
 
 
-def test_a_port_in_use_names_the_fix(store):
+def test_a_port_in_use_names_the_fix(receiver):
     from afterfix import ConfigError
 
-    first = Receiver(Ingester(store), Spool(store), port=0)
-    first.start()
-    try:
-        with pytest.raises(ConfigError, match="port 0"):
-            Receiver(Ingester(store), Spool(store), port=first.port).start()
-    finally:
-        first.stop()
+    first = receiver()
+    with pytest.raises(ConfigError, match="port 0"):
+        receiver(port=first.port)
 
 
 def _has_ipv6_loopback() -> bool:
@@ -347,15 +370,8 @@ def _has_ipv6_loopback() -> bool:
 
 
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
-def test_listens_on_ipv6_loopback_when_asked(store):
-    ing = Ingester(store, interval=0.05)
-    ing.start()
-    rec = Receiver(ing, Spool(store), host="::1", port=0)
-    rec.start()
-    try:
-        assert rec.url == f"http://[::1]:{rec.port}/v1/traces"
-        assert requests.post(rec.url, data=request_pb(2).SerializeToString(), headers=PB, timeout=10).status_code == 200
-        assert ing.flush() and count(store) == 2
-    finally:
-        rec.stop()
-        ing.stop()
+def test_listens_on_ipv6_loopback_when_asked(accepting, receiver):
+    rec = receiver(host="::1")
+    assert rec.url == f"http://[::1]:{rec.port}/v1/traces"
+    assert requests.post(rec.url, data=request_pb(2, trace=104).SerializeToString(), headers=PB, timeout=10).status_code == 200
+    assert rec.ingester.flush() and count_trace(accepting[0], 104) == 2
