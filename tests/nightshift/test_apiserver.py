@@ -552,3 +552,23 @@ def test_kubectl_can_act_on_the_simulator(api, tmp_path):
     assert d.spec.replicas == 3
     assert d.metadata.annotations["deployment.kubernetes.io/revision"] == "3"
     assert "ScalingReplicaSet" in run("describe", "deploy", "checkout")
+
+
+def test_pod_metrics_api_matches_the_workload_model(api):
+    api.apps.create_namespaced_deployment("default", deployment(replicas=3))
+    api.cluster.workloads.configure("default", "checkout", base_rps=60, cpu_per_request=5, noise=0,
+                                    diurnal_amplitude=0, leak_mb_per_hour=60)
+    api.cluster.tick(3600)
+    custom = client.CustomObjectsApi()
+    listed = custom.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods",
+                                                  label_selector="app=checkout")
+    assert listed["kind"] == "PodMetricsList" and len(listed["items"]) == 3
+    usage = listed["items"][0]["containers"][0]["usage"]
+    assert usage["cpu"] == "100m"  # 60 rps * 5m shared by 3 pods
+    assert usage["memory"] == f"{(180 + 60) * 1024}Ki"  # base + one hour of leak
+    name = listed["items"][0]["metadata"]["name"]
+    one = custom.get_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods", name)
+    assert one["metadata"]["name"] == name
+    with pytest.raises(ApiException) as e:
+        custom.get_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods", "nope")
+    assert e.value.status == 404

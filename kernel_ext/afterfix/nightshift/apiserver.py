@@ -8,7 +8,8 @@ tested on; this one keeps the protocol (paths, `Status` errors, patch content ty
 semantics in `cluster.py`, server-side apply and watch included. Not served: authentication, RBAC,
 protobuf, pagination (`limit` returns everything).
 It also serves `/metrics` (Prometheus text format) with the simulated workloads' metrics, and
-`/sim/history?namespace=NS&deployment=NAME` (JSON) with their per-minute history.
+`/sim/history?namespace=NS&deployment=NAME` (JSON) with their per-minute history, and
+metrics.k8s.io/v1beta1 PodMetrics (what `kubectl top pod` reads).
 
 kubectl works for get (server-side Tables), describe, patch, scale, set image, rollout
 history/undo/restart/status, delete and `apply --validate=false` (no OpenAPI documents are served);
@@ -43,11 +44,16 @@ PATCH_TYPES = {"application/merge-patch+json": "merge", "application/strategic-m
 APPLY_TYPE = "application/apply-patch+yaml"
 BY_PLURAL = {(k.api_version, k.plural): k for k in KINDS.values()}
 _VERBS = ["create", "delete", "get", "list", "patch", "update"]
+METRICS_GROUP, METRICS_VERSION = "metrics.k8s.io", "metrics.k8s.io/v1beta1"
+_POD_METRICS = re.compile(r"/apis/metrics\.k8s\.io/v1beta1(?:/namespaces/([^/]+))?/pods(?:/([^/]+))?")
 SHORT_NAMES = {"Namespace": ["ns"], "Pod": ["po"], "ConfigMap": ["cm"], "Event": ["ev"], "Deployment": ["deploy"],
                "ReplicaSet": ["rs"], "HorizontalPodAutoscaler": ["hpa"]}
 
 
 def _resource_list(api_version: str) -> dict:
+    if api_version == METRICS_VERSION:
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_version, "resources": [
+            {"name": "pods", "singularName": "", "namespaced": True, "kind": "PodMetrics", "verbs": ["get", "list"]}]}
     resources = []
     for k in KINDS.values():
         if k.api_version != api_version:
@@ -73,6 +79,7 @@ def _groups() -> dict:
             groups.setdefault(k.group, [])
             if k.api_version not in groups[k.group]:
                 groups[k.group].append(k.api_version)
+    groups[METRICS_GROUP] = [METRICS_VERSION]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
         {"name": g, "versions": [{"groupVersion": v, "version": v.split("/")[1]} for v in vs],
          "preferredVersion": {"groupVersion": vs[0], "version": vs[0].split("/")[1]}} for g, vs in groups.items()]}
@@ -170,6 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
                                                                  f"{self.server.server_address[1]}"}]})
             if method == "GET" and url.path == "/apis":
                 return self._send(200, _groups())
+            m = _POD_METRICS.fullmatch(url.path)
+            if m and method == "GET":
+                return self._send(200, self._pod_metrics(m.group(1), m.group(2), query))
             m = re.fullmatch(r"/api/v1|/apis/([^/]+/[^/]+)", url.path)
             if method == "GET" and m:
                 return self._send(200, _resource_list(m.group(1) or "v1"))
@@ -297,6 +307,19 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the watcher went away
         self.close_connection = True
+
+    def _pod_metrics(self, namespace: str | None, name: str | None, query: dict) -> dict:
+        from afterfix.nightshift.cluster import parse_label_selector
+
+        match = parse_label_selector(query.get("labelSelector"))
+        items = [p for p in self.server.cluster.workloads.pod_metrics(namespace) if match(p["metadata"]["labels"])]
+        if name is None:
+            return {"kind": "PodMetricsList", "apiVersion": METRICS_VERSION, "metadata": {}, "items": items}
+        for item in items:
+            if item["metadata"]["name"] == name:
+                return item
+        raise ApiError(404, "NotFound", f'podmetrics.metrics.k8s.io "{name}" not found',
+                       {"name": name, "group": METRICS_GROUP, "kind": "pods"})
 
     def _dry_run(self, query: dict) -> bool:
         value = query.get("dryRun")

@@ -344,6 +344,36 @@ class WorkloadModel:
             return dict(out, cpu_utilization=cpu, latency_p95_ms=min(latency, TIMEOUT_MS),
                         error_rate=min(1.0, errors))
 
+    def pod_metrics(self, namespace: str | None = None) -> list[dict]:
+        """metrics.k8s.io/v1beta1 PodMetrics for the pods of every Deployment (what `kubectl top
+        pod` reads): the Deployment's CPU demand shared by its ready pods, each pod's memory."""
+        from afterfix.nightshift.controllers import pod_ready
+
+        with self.cluster.lock:
+            now = self.cluster.clock.now()
+            out = []
+            for deploy in self.cluster.objects("Deployment", namespace):
+                knobs = self.knobs(deploy)
+                m = self.metrics(deploy["metadata"]["namespace"], deploy["metadata"]["name"])
+                resources = deploy["spec"]["template"]["spec"]["containers"][0].get("resources") or {}
+                request = parse_cpu((resources.get("requests") or {}).get("cpu"), DEFAULT_CPU_REQUEST_M)
+                for pod in self.pods(deploy):
+                    ready = pod_ready(pod)
+                    cpu = m["cpu_utilization"] * request if ready else 0.0
+                    memory = self._memory_mb(pod, knobs, now) if ready else knobs["base_memory_mb"]
+                    containers = pod["spec"]["containers"]
+                    out.append({
+                        "kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
+                        "metadata": {"name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"],
+                                     "creationTimestamp": rfc3339(now), "labels": pod["metadata"].get("labels") or {}},
+                        "timestamp": rfc3339(now), "window": "30s",
+                        # The first container does the work; sidecars idle.
+                        "containers": [{"name": c["name"], "usage": {
+                            "cpu": f"{round(cpu) if i == 0 else 1}m",
+                            "memory": f"{round((memory if i == 0 else 8) * 1024)}Ki"}} for i, c in enumerate(containers)],
+                    })
+            return out
+
     def record(self) -> None:
         """Keep one sample per Deployment per simulated minute (the last 36 hours), so the night
         can be plotted afterwards without a Prometheus; called by `Cluster.tick`."""
