@@ -14,7 +14,6 @@ import collections
 import json
 import os
 import random
-import re
 import threading
 import time
 import uuid
@@ -26,10 +25,11 @@ from afterfix._exceptions import AfterfixError
 from afterfix.nightshift import controllers, validation
 from afterfix.nightshift import fields
 from afterfix.nightshift.fields import update_managed_fields
+from afterfix.nightshift.selector import parse_field_selector, parse_label_selector
 from afterfix.nightshift.clock import SimClock, rfc3339
 from afterfix.nightshift.patches import PatchError, clone, json_patch, merge_patch, strategic_merge_patch
 
-__all__ = ["Cluster", "ApiError", "Kind", "KINDS", "kind_for"]
+__all__ = ["Cluster", "ApiError", "Kind", "KINDS", "kind_for", "parse_label_selector", "parse_field_selector"]
 
 STATE_VERSION = 1
 WATCH_WINDOW = 4096  # changes a watch can resume from; older resourceVersions get 410 Gone
@@ -560,69 +560,3 @@ def _conflict(spec: Kind, name: str) -> dict:
 def _details(spec: Kind, name: str, causes: list[tuple[str, str, str]]) -> dict:
     return {"name": name, "group": spec.group, "kind": spec.kind,
             "causes": [{"reason": r, "field": f, "message": m} for r, f, m in causes]}
-
-
-# ---- selectors --------------------------------------------------------------------------------
-_SET_RE = re.compile(r"^\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
-_TERM_RE = re.compile(r"^\s*(!?\s*[\w./-]+|[\w./-]+\s*(=|==|!=)\s*[\w.-]*|[\w./-]+\s+(in|notin)\s+\([^)]*\))\s*$")
-
-
-def parse_label_selector(selector: str | None):
-    """A predicate over labels for a Kubernetes label selector string (=, ==, !=, in, notin, exists, !)."""
-    if not selector:
-        return lambda labels: True
-    terms = []
-    for part in _split_selector(selector):
-        if not _TERM_RE.match(part):
-            raise ApiError(400, "BadRequest", f"unable to parse requirement {part.strip()!r} in label selector "
-                           f"{selector!r}: use key=value, key!=value, key in (a,b), key notin (a,b), key or !key")
-        m = _SET_RE.match(part)
-        if m:
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
-            terms.append((lambda got, k=key, v=values: got.get(k) in v) if op == "in"
-                         else (lambda got, k=key, v=values: got.get(k) not in v))
-        elif "!=" in part:
-            key, value = (s.strip() for s in part.split("!=", 1))
-            terms.append(lambda got, k=key, v=value: got.get(k) != v)
-        elif "=" in part:
-            key, value = (s.strip() for s in part.replace("==", "=").split("=", 1))
-            terms.append(lambda got, k=key, v=value: got.get(k) == v)
-        elif part.strip().startswith("!"):
-            absent = part.strip()[1:].strip()
-            terms.append(lambda got, k=absent: k not in got)
-        elif part.strip():
-            present = part.strip()
-            terms.append(lambda got, k=present: k in got)
-    return lambda labels: all(t(labels) for t in terms)
-
-
-def _split_selector(selector: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in selector:
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return [p for p in parts if p.strip()]
-
-
-def parse_field_selector(selector: str | None):
-    """A predicate over objects for an equality field selector (`metadata.name=x,involvedObject.uid!=y`)."""
-    if not selector:
-        return lambda obj: True
-    terms = []
-    for part in _split_selector(selector):
-        negate = "!=" in part
-        key, value = (s.strip() for s in part.replace("!=", "=").replace("==", "=").split("=", 1))
-        terms.append((key.split("."), value, negate))
-
-    def value_at(obj, path):
-        for p in path:
-            obj = obj.get(p) if isinstance(obj, dict) else None
-        return "" if obj is None else str(obj)
-
-    return lambda obj: all((value_at(obj, p) != v) if n else (value_at(obj, p) == v) for p, v, n in terms)
