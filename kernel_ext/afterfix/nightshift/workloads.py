@@ -6,8 +6,12 @@ CPU utilization is demand over what its ready pods were given; latency p95 climb
 OOM-killed and restarts; pods running an image in the "bad" set answer with errors; a feature flag
 read from a ConfigMap only affects pods started after the ConfigMap changed (pods remember the
 configuration they started with). Scenario knobs live in Deployment annotations
-`sim.afterfix.dev/<knob>` so a restarted simulator keeps them. `prometheus_text()` renders the
-Prometheus text exposition format (0.0.4) served on `/metrics`.
+`sim.afterfix.dev/<knob>` so a restarted simulator keeps them (`configure()` sets them; `KNOBS`
+lists them with their defaults).
+
+Read the model with `metrics(namespace, name)` (now), `history(namespace, name)` (one sample per
+simulated minute), `pod_metrics()` (metrics.k8s.io PodMetrics) or `prometheus_text()` (the
+Prometheus text exposition format 0.0.4 served on `/metrics`).
 """
 
 from __future__ import annotations
