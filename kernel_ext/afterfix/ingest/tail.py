@@ -120,6 +120,7 @@ class InboxTailer:
         self._lock_fd: int | None = None
         self._files: dict[str, _File] = {}
         self._known: dict[str, tuple[str, int]] | None = None
+        self._known_fresh = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stats = TailStats()
@@ -169,6 +170,9 @@ class InboxTailer:
             return 0
         if self._known is None:
             self._known = self.store.offsets()
+            self._known_fresh = True
+        else:
+            self._known_fresh = False  # re-read at most once per poll, when a file is new to us
         seen, read = set(), 0
         try:
             paths = sorted(p for p in self.folder.iterdir() if is_trace_file(p))
@@ -210,8 +214,9 @@ class InboxTailer:
     def _resume(self, path: Path, st: os.stat_result) -> _File:
         source = str(path)
         committed = self._known.get(source) if self._known is not None else None
-        if committed is None:
+        if committed is None and not self._known_fresh:
             self._known = self.store.offsets()  # another process may have ingested it meanwhile
+            self._known_fresh = True
             committed = self._known.get(source)
         pos, line = 0, 1
         if committed is not None and 0 < committed[1] <= st.st_size and same_file(path, committed[0]):
