@@ -152,15 +152,16 @@ def _json_span(sp, rows: Rows, res_json: str, res: dict, service, scope, lim: Li
         raise Bad(f"the span is {_kind(sp)}, not an object")
     g = sp.get
     tid = g("traceId")
-    if tid.__class__ is not str or len(tid) != 32 or (tid := tid.lower()).strip(_HEX) or tid == _Z32:
+    # the fast path takes lowercase hex as is; anything else (uppercase too) goes through _json_id
+    if tid.__class__ is not str or len(tid) != 32 or tid.strip(_HEX) or tid == _Z32:
         tid = _json_id(g("traceId"), "traceId", 32)
     sid = g("spanId")
-    if sid.__class__ is not str or len(sid) != 16 or (sid := sid.lower()).strip(_HEX) or sid == _Z16:
+    if sid.__class__ is not str or len(sid) != 16 or sid.strip(_HEX) or sid == _Z16:
         sid = _json_id(g("spanId"), "spanId", 16)
     psid = g("parentSpanId")
     if psid == "" or psid is None:
         psid = None
-    elif psid.__class__ is not str or len(psid) != 16 or (psid := psid.lower()).strip(_HEX) or psid == _Z16:
+    elif psid.__class__ is not str or len(psid) != 16 or psid.strip(_HEX) or psid == _Z16:
         psid = _json_id(g("parentSpanId"), "parentSpanId", 16)
     name = g("name")
     if name.__class__ is not str or not name:

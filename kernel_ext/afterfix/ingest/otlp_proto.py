@@ -23,13 +23,12 @@ def _pb_attrs(kvs, lim: Limits, where: str) -> dict:
     small = lim.max_attribute_bytes >> 2
     for kv in kvs:
         v = kv.value
+        x = v.string_value
+        if x and len(x) <= small:  # non-empty: string_value is the member of the oneof that is set
+            out[kv.key] = x
+            continue
         w = v.WhichOneof("value")
-        if w == "string_value":
-            x = v.string_value
-            if len(x) <= small:
-                out[kv.key] = x
-                continue
-        elif w == "int_value":
+        if w == "int_value":
             out[kv.key] = v.int_value
             continue
         out[kv.key] = _pb_value(v, w, lim, 0, f'{where}["{kv.key}"]')
