@@ -57,10 +57,25 @@ print(json.dumps({**cap.status(), "flushed": ok}, default=str), flush=True)
 """
 
 
+_RUNNING: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_process_left():
+    """A failing test must not leave capture processes behind."""
+    yield
+    while _RUNNING:
+        proc = _RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 class Server:
     def __init__(self, store: Path, inbox: Path, interval: float):
         self.proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(store), str(inbox), str(interval)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _RUNNING.append(self.proc)
         first = self.proc.stdout.readline()
         assert first, self.proc.stderr.read()
         self.status = json.loads(first)
