@@ -1,0 +1,184 @@
+"""Benchmark (b): the OTLP/HTTP receiver fed by the real OpenTelemetry SDK exporter.
+
+    .venv/bin/python benchmarks/receiver_sdk.py [--spans 200000] [--senders 2]
+
+`afterfix serve` runs in its own process on a temporary store. Each sender process uses the
+OpenTelemetry SDK as an agent would (TracerProvider, BatchSpanProcessor, OTLPSpanExporter over
+HTTP/protobuf) and creates agent-like spans (synth's runs: tool calls, LLM calls, decisions with
+option events, actions; ~300 bytes of attributes per span) as fast as it can. Measured: from the
+first span created to every span counted by a query from a fresh store connection. The SDK's own
+span creation and encoding run in the senders, so several sender processes are used to feed the
+one receiver. Target: >= 20,000 spans/s. Exits non-zero if the store does not hold every span.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import otlp_http  # noqa: E402
+import synth  # noqa: E402
+
+TARGET = 20_000
+SPANS_PER_RUN = 50
+
+
+def _value(v: dict):
+    if "stringValue" in v:
+        return v["stringValue"]
+    if "intValue" in v:
+        return int(v["intValue"])
+    if "boolValue" in v:
+        return v["boolValue"]
+    return v["doubleValue"]
+
+
+def _attrs(items: list[dict]) -> dict:
+    return {a["key"]: _value(a["value"]) for a in items}
+
+
+def run_templates(seed: int, runs: int = 20) -> list[list[tuple[str, dict, list[tuple[str, dict]]]]]:
+    """Agent runs as (span name, attributes, [(event name, attributes)]): the root first."""
+    rng = random.Random(seed)
+    out = []
+    for run in range(runs):
+        spans = synth.spans_of_run(rng, run, SPANS_PER_RUN)
+        out.append([(s["name"], _attrs(s["attributes"]), [(e["name"], _attrs(e["attributes"])) for e in s.get("events", ())])
+                    for s in spans])
+    return out
+
+
+def sender(url: str, n_spans: int, index: int, ready, go, results) -> None:
+    """One agent process: creates `n_spans` spans with the SDK and exports them to `url`."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    templates = run_templates(seed=100 + index)
+    provider = TracerProvider(resource=Resource.create({"service.name": "sre-agent", "afterfix.scenario": "bench"}))
+    # A queue that holds every span: the SDK drops spans when its queue is full, and what is
+    # measured here is how fast the receiver takes them, not how the SDK sheds load.
+    provider.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=url, timeout=60), max_queue_size=n_spans + 1, max_export_batch_size=512,
+        schedule_delay_millis=100))
+    tracer = provider.get_tracer("afterfix.bench")
+    ready.set()
+    go.wait()
+    t0 = time.time()
+    made = run = 0
+    while made < n_spans:
+        spans = templates[run % len(templates)][: n_spans - made]
+        run += 1
+        (name, attrs, _), children = spans[0], spans[1:]
+        root = tracer.start_span(name, attributes=attrs)
+        ctx = trace.set_span_in_context(root)
+        for name, attrs, events in children:
+            span = tracer.start_span(name, context=ctx, attributes=attrs)
+            for event_name, event_attrs in events:
+                span.add_event(event_name, event_attrs)
+            span.end()
+        root.end()
+        made += len(spans)
+    created = time.time()
+    ok = provider.force_flush(timeout_millis=600_000)
+    exported = time.time()
+    provider.shutdown()
+    results.put({"index": index, "spans": made, "t0": t0, "created": created, "exported": exported, "flushed": ok})
+
+
+def stored(store) -> int:
+    return int(store.query("SELECT count(*) AS n FROM spans")["n"][0])
+
+
+def stored_fresh(path: Path) -> int:
+    """The count seen by a new connection, as another process would see it."""
+    from afterfix import Store
+
+    s = Store(path)
+    try:
+        return stored(s)
+    finally:
+        s.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spans", type=int, default=200_000)
+    ap.add_argument("--senders", type=int, default=2, help="sender processes, each with its own SDK exporter")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+    shares = [args.spans // args.senders + (i < args.spans % args.senders) for i in range(args.senders)]
+
+    work = Path(tempfile.mkdtemp(prefix="afterfix-bench-b-"))
+    serve = None
+    ctx = mp.get_context("spawn")
+    procs = []
+    try:
+        serve = otlp_http.Serve(work / "store")
+        results, go = ctx.Queue(), ctx.Event()
+        readies = [ctx.Event() for _ in shares]
+        procs = [ctx.Process(target=sender, args=(serve.url, n, i, readies[i], go, results)) for i, n in enumerate(shares)]
+        for p in procs:
+            p.start()
+        for r in readies:
+            if not r.wait(300):
+                raise RuntimeError("a sender process did not start")
+        from afterfix import Store
+
+        reader = Store(work / "store")
+        stored(reader)  # attached before the clock starts
+        print(otlp_http.machine(), flush=True)
+        print(f"{args.spans:,} spans from {args.senders} sender process(es) (OpenTelemetry SDK BatchSpanProcessor + "
+              f"OTLPSpanExporter, HTTP/protobuf, batches of 512) to afterfix serve", flush=True)
+        go.set()
+        reports = [results.get(timeout=3600) for _ in procs]
+        for p in procs:
+            p.join(60)
+        t_first = min(r["t0"] for r in reports)
+        t_acked = max(r["exported"] for r in reports)
+        # Everything is acknowledged (spooled); now wait for the commit that makes it queryable.
+        n, last_change, last_n = 0, time.monotonic(), -1
+        while n < args.spans and time.monotonic() - last_change < 60:
+            n = stored(reader)
+            if n != last_n:
+                last_n, last_change = n, time.monotonic()
+            elif n < args.spans:
+                time.sleep(0.05)
+        t_done = time.time()
+        took = t_done - t_first
+        reader.close()
+        n = stored_fresh(work / "store")
+
+        for r in sorted(reports, key=lambda r: r["index"]):
+            print(f"  sender {r['index']}: created {r['spans']:,} spans at {r['spans'] / (r['created'] - r['t0']):,.0f} spans/s, "
+                  f"all exported after {r['exported'] - r['t0']:.1f} s{'' if r['flushed'] else ' (force_flush timed out)'}")
+        print(f"acknowledged by the receiver : {args.spans / (t_acked - t_first):>10,.0f} spans/s ({t_acked - t_first:.1f} s)")
+        print(f"first span -> all queryable  : {n / took:>10,.0f} spans/s ({took:.1f} s, {n:,} spans)   "
+              f"(target >= {TARGET:,} spans/s)")
+        if n != args.spans:
+            print(f"LOST: {args.spans - n:,} of {args.spans:,} spans are not in the store", file=sys.stderr)
+            print(serve.log.read_text(errors="replace")[-3000:], file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        if serve is not None:
+            serve.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
