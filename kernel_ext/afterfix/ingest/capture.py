@@ -84,6 +84,7 @@ class Capture:
         """Stop receiving, commit what was received (up to `timeout` s), release the spool."""
         if not self.running:
             return
+        self.spool.stop_recovery()  # nothing new reaches the ingester once it is stopping
         if self.receiver is not None:
             self.receiver.stop()
         if self.tailer is not None:

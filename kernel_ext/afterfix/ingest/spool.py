@@ -270,10 +270,7 @@ class Spool:
 
         Adopted folders whose replay is not committed yet are released too, for the next process.
         """
-        self._closing.set()
-        if self._recovery_thread is not None:
-            self._recovery_thread.join(10)
-            self._recovery_thread = None
+        self.stop_recovery()
         for release in list(self._adopted_release):
             release()
         with self._lock:
@@ -304,6 +301,13 @@ class Spool:
         t.start()
         self._recovery_thread = t
         return t
+
+    def stop_recovery(self) -> None:
+        """Stop looking for (and submitting from) dead owners' spools."""
+        self._closing.set()
+        if self._recovery_thread is not None:
+            self._recovery_thread.join(10)
+            self._recovery_thread = None
 
     def _recover_loop(self, ingester: "Ingester", every: float) -> None:
         while True:
