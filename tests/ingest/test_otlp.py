@@ -348,3 +348,8 @@ def test_pre_1_0_instrumentation_library_spans():
     rs["instrumentationLibrarySpans"] = [{"instrumentationLibrary": {"name": "old-lib"}, "spans": rs.pop("scopeSpans")[0]["spans"]}]
     d = otlp.decode_json_lines(orjson.dumps(line), source="t")
     assert d.spans.column("scope_name").to_pylist() == ["old-lib"]
+
+
+def test_byte_order_mark_at_file_start_is_ignored():
+    d = otlp.decode_json_lines(b"\xef\xbb\xbf" + one_span_line() + b"\r\n" + one_span_line(spanId="00f067aa0ba902b8"), source="t")
+    assert d.refused == [] and d.spans.num_rows == 2

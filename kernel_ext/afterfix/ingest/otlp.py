@@ -77,9 +77,12 @@ def decode_json_lines(
     """
     if isinstance(data, str):
         data = data.encode()
+    data = bytes(data)
+    if first_line == 1 and data.startswith(b"\xef\xbb\xbf"):  # a byte order mark some editors write
+        data = data[3:]
     rows = Rows(source, limits, redactor, ingested_at)
     mx = limits.max_body_bytes
-    for i, line in enumerate(bytes(data).split(b"\n")):
+    for i, line in enumerate(data.split(b"\n")):
         if not line or line.isspace():
             continue
         where = f"line {first_line + i}"
