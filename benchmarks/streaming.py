@@ -210,7 +210,7 @@ def main() -> int:
 
         took = sent["log"][-1][1] - sent["log"][0][1] if len(sent["log"]) > 1 else 0
         print(f"sent             : {len(sent['log']) * batch:,} spans in {took:.1f} s "
-              f"({(len(sent["log"]) - 1) * batch / max(took, 1e-9):,.0f} spans/s), {sent['retries']} retries; "
+              f"({(len(sent['log']) - 1) * batch / max(took, 1e-9):,.0f} spans/s), {sent['retries']} retries; "
               f"acknowledged p50 {pct(acks, 50) * 1000:.0f} ms, p95 {pct(acks, 95) * 1000:.0f} ms")
         if latencies:
             print(f"write->queryable : p50 {pct(latencies, 50):.3f} s, p95 {pct(latencies, 95):.3f} s, "

@@ -1,0 +1,76 @@
+"""The benchmark scripts still run: each at a tiny size, as a subprocess, printing its figure lines.
+
+Timings are never checked here (they depend on the machine); what is checked is that every script
+finishes, stores every span it sent (it exits non-zero otherwise), and prints the figures and
+targets benchmarks/README.md quotes.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+NUM = r"[\d,.]+"
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "figures"),
+    [
+        ("file_ingest.py", ["--spans", "2000"], [
+            rf"^input: 2,000 spans",
+            rf"^afterfix ingest -> queryable : +{NUM} spans/s",
+            r"target >= 150,000 spans/s",
+        ]),
+        ("receiver_sdk.py", ["--spans", "2000", "--senders", "2"], [
+            r"^2,000 spans from 2 sender process\(es\)",
+            rf"^  sender 0: created 1,000 spans at {NUM} spans/s",
+            rf"^  sender 1: created 1,000 spans at {NUM} spans/s",
+            rf"^acknowledged by the receiver : +{NUM} spans/s",
+            rf"^first span -> all queryable  : +{NUM} spans/s \({NUM} s, 2,000 spans\) +\(target >= 20,000 spans/s\)",
+        ]),
+        ("streaming.py", ["--rate", "1000", "--seconds", "1", "--baseline", "0.5"], [
+            r"^kernel with %load_ext afterfix \(receiver on port \d+\); streaming 1,000 spans",
+            rf"^sent +: 1,000 spans in {NUM} s",
+            rf"^write->queryable : p50 {NUM} s, p95 {NUM} s, p99 {NUM} s over 10 requests .*\(target p95 <= 1 s\)",
+            rf"^trivial cell +: before p50 {NUM} ms, p95 {NUM} ms \(\d+ cells\); during p50 {NUM} ms",
+            r"^extra cell delay : p50 [+-][\d.]+ ms, p95 [+-][\d.]+ ms +\(target <= 20 ms\)",
+        ]),
+        ("memory.py", ["--spans", "2000", "--progress", "1"], [
+            r"^sending 2,000 spans in 4 requests of 500",
+            r"^spans sent +: +2,000 \(",
+            rf"^spans stored +: +2,000 in {NUM} s",
+            rf"^peak RSS +: +{NUM} MB +\(target <= 400 MB",
+        ]),
+    ],
+)
+def test_benchmark_runs(script, args, figures):
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    assert re.search(r"^machine: \S+, \d+ cores, Python [\d.]+, duckdb [\d.]+", proc.stdout, re.M), proc.stdout
+    for figure in figures:
+        assert re.search(figure, proc.stdout, re.M), f"{script}: no line matching {figure!r} in:\n{proc.stdout}"
+
+
+def test_request_pool_spans_are_distinct_across_cycles():
+    """Reused pool slots get fresh trace ids and later times, so a long run stores every span."""
+    import otlp_http
+
+    from afterfix.ingest import otlp
+
+    pool = otlp_http.RequestPool(100, pool_spans=200)
+    assert len(pool) == 2
+    decoded = [otlp.decode_protobuf(pool.body(k), source="bench") for k in range(5)]
+    assert [d.spans.num_rows for d in decoded] == [100] * 5
+    assert all(not d.refused for d in decoded)
+    keys = {(t, s) for d in decoded for t, s in zip(d.spans.column("trace_id").to_pylist(), d.spans.column("span_id").to_pylist())}
+    assert len(keys) == 500
+    firsts = [min(d.spans.column("start_time").to_pylist()) for d in decoded]
+    assert firsts == sorted(firsts) and len(set(firsts)) == 5
+    assert [d.spans.column("trace_id")[0].as_py() for d in decoded] == [pool.first_trace_id(k) for k in range(5)]
