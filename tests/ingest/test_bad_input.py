@@ -193,7 +193,7 @@ def test_line_numbers_count_from_first_line():
 
 
 def test_refused_record_is_truncated_to_64_kib():
-    huge = b'{"resourceSpans": [' + b'"x",' * 60_000
+    huge = b'{"resourceSpans": [' + b'"x",' * 100_000
     d = otlp.decode_json_lines(huge, source="f")
     rec = d.refused[0].record
     assert len(rec.encode()) <= 64 * 1024 and rec.endswith(f"[truncated from {len(huge)} bytes]")

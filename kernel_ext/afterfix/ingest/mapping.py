@@ -44,7 +44,8 @@ _OI_OPS = c.OI_KIND_TO_OPERATION
 _INT64 = 1 << 63
 
 
-def _text(v) -> str | None:
+def as_text(v) -> str | None:
+    """A scalar attribute value as column text (numbers and booleans spelled out), else None."""
     cls = v.__class__
     if cls is str:
         return v or None
@@ -74,7 +75,7 @@ def hot_columns(attrs: dict, resource: dict, trace_id: str) -> tuple:
     g = attrs.get
 
     op = g(c.GENAI_OPERATION)
-    op = None if op is None else op if op.__class__ is str and op else _text(op)
+    op = None if op is None else op if op.__class__ is str and op else as_text(op)
     if op is None:
         k = g(c.OI_SPAN_KIND)
         if k.__class__ is str:
@@ -86,7 +87,7 @@ def hot_columns(attrs: dict, resource: dict, trace_id: str) -> tuple:
         if run is None:
             run = resource.get(key)
         if run is not None:
-            run = run if run.__class__ is str and run else _text(run)
+            run = run if run.__class__ is str and run else as_text(run)
             if run is not None:
                 break
     if run is None:
@@ -127,16 +128,16 @@ def hot_columns(attrs: dict, resource: dict, trace_id: str) -> tuple:
     # Most keys are absent on most spans: test for None before paying for a call.
     return (
         op,
-        None if kind is None else kind if kind.__class__ is str and kind else _text(kind),
+        None if kind is None else kind if kind.__class__ is str and kind else as_text(kind),
         run,
-        None if inc is None else inc if inc.__class__ is str and inc else _text(inc),
-        None if agent is None else agent if agent.__class__ is str and agent else _text(agent),
-        None if tool is None else tool if tool.__class__ is str and tool else _text(tool),
-        None if call is None else call if call.__class__ is str and call else _text(call),
-        None if decision is None else decision if decision.__class__ is str and decision else _text(decision),
-        None if action is None else action if action.__class__ is str and action else _text(action),
-        None if model is None else model if model.__class__ is str and model else _text(model),
+        None if inc is None else inc if inc.__class__ is str and inc else as_text(inc),
+        None if agent is None else agent if agent.__class__ is str and agent else as_text(agent),
+        None if tool is None else tool if tool.__class__ is str and tool else as_text(tool),
+        None if call is None else call if call.__class__ is str and call else as_text(call),
+        None if decision is None else decision if decision.__class__ is str and decision else as_text(decision),
+        None if action is None else action if action.__class__ is str and action else as_text(action),
+        None if model is None else model if model.__class__ is str and model else as_text(model),
         None if tin is None else tin if tin.__class__ is int and -_INT64 <= tin < _INT64 else _count(tin),
         None if tout is None else tout if tout.__class__ is int and -_INT64 <= tout < _INT64 else _count(tout),
-        None if err is None else err if err.__class__ is str and err else _text(err),
+        None if err is None else err if err.__class__ is str and err else as_text(err),
     )

@@ -152,12 +152,15 @@ class Rows:
         self.events: list[tuple] = []
         self.refused: list[Refusal] = []
         self.redactions = 0
-        self._resources: dict[str, tuple] = {}
-        self._scopes: dict[str, str | None] = {}
+        self._resources: dict[str, tuple[str, dict, str | None, int]] = {}  # by JSON text
+        self._scopes: dict[str, tuple[str, int]] = {}
 
     def refuse(self, location: str, reason: str, record) -> None:
+        """Notes a refused record; its text is kept redacted and cut to RECORD_MAX bytes."""
+        size = None
         if record is not None and not isinstance(record, str):
             if isinstance(record, (bytes, bytearray, memoryview)):
+                size = len(record)
                 record = bytes(record[: 4 * RECORD_MAX]).decode("utf-8", "replace")
             else:
                 try:
@@ -165,14 +168,15 @@ class Rows:
                 except TypeError:
                     record = repr(record)
         if record is not None:
-            if len(record) > 4 * RECORD_MAX:
-                record = record[: 4 * RECORD_MAX]
+            if size is None:
+                size = len(record.encode("utf-8", "replace"))
+            record = record[: 4 * RECORD_MAX]  # redacting megabytes to keep 64 KiB would be waste
             if self.redactor is not None:
                 record, n = self.redactor.redact(record)
                 self.redactions += n
-            raw = record.encode()
-            if len(raw) > RECORD_MAX:
-                record = raw[: RECORD_MAX - 64].decode("utf-8", "ignore") + f" ...[truncated from {len(raw)} bytes]"
+            raw = record.encode("utf-8", "replace")
+            if size > RECORD_MAX or len(raw) > RECORD_MAX:
+                record = raw[: RECORD_MAX - 64].decode("utf-8", "ignore") + f" ...[truncated from {size} bytes]"
         self.refused.append(Refusal(self.source, location, reason, record))
 
     def resource(self, attrs: dict) -> tuple[str, dict, str | None]:
@@ -190,7 +194,7 @@ class Rows:
             else:
                 red = text
             svc = attrs.get("service.name")
-            svc = svc if svc.__class__ is str and svc else mapping._text(svc) if svc is not None else None
+            svc = svc if svc.__class__ is str and svc else mapping.as_text(svc) if svc is not None else None
             hit = self._resources[text] = (red, attrs, svc, n)
         self.redactions += hit[3]
         return hit[0], hit[1], hit[2]
