@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import random
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 import otlp_http  # noqa: E402
@@ -55,25 +58,10 @@ def run_templates(seed: int, runs: int = 20) -> list[list[tuple[str, dict, list[
     return out
 
 
-def sender(url: str, n_spans: int, index: int, ready, go, results) -> None:
-    """One agent process: creates `n_spans` spans with the SDK and exports them to `url`."""
+def create_spans(tracer, templates, n_spans: int) -> None:
+    """`n_spans` spans as an agent makes them: runs of a root and its children, with events."""
     from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    templates = run_templates(seed=100 + index)
-    provider = TracerProvider(resource=Resource.create({"service.name": "sre-agent", "afterfix.scenario": "bench"}))
-    # A queue that holds every span: the SDK drops spans when its queue is full, and what is
-    # measured here is how fast the receiver takes them, not how the SDK sheds load.
-    provider.add_span_processor(BatchSpanProcessor(
-        OTLPSpanExporter(endpoint=url, timeout=60), max_queue_size=n_spans + 1, max_export_batch_size=512,
-        schedule_delay_millis=100))
-    tracer = provider.get_tracer("afterfix.bench")
-    ready.set()
-    go.wait()
-    t0 = time.time()
     made = run = 0
     while made < n_spans:
         spans = templates[run % len(templates)][: n_spans - made]
@@ -88,11 +76,61 @@ def sender(url: str, n_spans: int, index: int, ready, go, results) -> None:
             span.end()
         root.end()
         made += len(spans)
-    created = time.time()
-    ok = provider.force_flush(timeout_millis=600_000)
-    exported = time.time()
+
+
+def sender(url: str, n_spans: int, index: int, created_first: bool, ready, go, results) -> None:
+    """One agent process: creates `n_spans` spans with the SDK and exports them to `url`.
+
+    With `created_first`, the spans are created (and kept in memory) before the clock starts and
+    exported during it in batches of 512 by the same OTLPSpanExporter, one export at a time as
+    BatchSpanProcessor does: what the SDK costs to create spans is then left out.
+    """
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    templates = run_templates(seed=100 + index)
+    provider = TracerProvider(resource=Resource.create({"service.name": "sre-agent", "afterfix.scenario": "bench"}))
+    exporter = OTLPSpanExporter(endpoint=url, timeout=60)
+    tracer = provider.get_tracer("afterfix.bench")
+    if created_first:
+        memory = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        create_spans(tracer, templates, n_spans)
+        finished = memory.get_finished_spans()
+        ready.set()
+        go.wait()
+        t0 = created = time.time()
+        ok = all(exporter.export(finished[i:i + 512]) == SpanExportResult.SUCCESS for i in range(0, len(finished), 512))
+        exported = time.time()
+    else:
+        # A queue that holds every span: the SDK drops spans when its queue is full, and what is
+        # measured here is how fast the receiver takes them, not how the SDK sheds load.
+        provider.add_span_processor(BatchSpanProcessor(
+            exporter, max_queue_size=n_spans + 1, max_export_batch_size=512, schedule_delay_millis=100))
+        ready.set()
+        go.wait()
+        t0 = time.time()
+        create_spans(tracer, templates, n_spans)
+        created = time.time()
+        ok = provider.force_flush(timeout_millis=600_000)
+        exported = time.time()
     provider.shutdown()
-    results.put({"index": index, "spans": made, "t0": t0, "created": created, "exported": exported, "flushed": ok})
+    results.put({"index": index, "spans": n_spans, "t0": t0, "created": created, "exported": exported, "flushed": ok})
+
+
+def cpu_seconds(proc: "psutil.Process") -> float:
+    """User + system CPU seconds of `proc` and its children so far."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def stored(store) -> int:
@@ -114,6 +152,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spans", type=int, default=200_000)
     ap.add_argument("--senders", type=int, default=2, help="sender processes, each with its own SDK exporter")
+    ap.add_argument("--created-first", action="store_true",
+                    help="create the spans before the clock starts; only their export and storage are timed")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
     shares = [args.spans // args.senders + (i < args.spans % args.senders) for i in range(args.senders)]
@@ -126,7 +166,7 @@ def main() -> int:
         serve = otlp_http.Serve(work / "store")
         results, go = ctx.Queue(), ctx.Event()
         readies = [ctx.Event() for _ in shares]
-        procs = [ctx.Process(target=sender, args=(serve.url, n, i, readies[i], go, results)) for i, n in enumerate(shares)]
+        procs = [ctx.Process(target=sender, args=(serve.url, n, i, args.created_first, readies[i], go, results)) for i, n in enumerate(shares)]
         for p in procs:
             p.start()
         for r in readies:
@@ -137,8 +177,12 @@ def main() -> int:
         reader = Store(work / "store")
         stored(reader)  # attached before the clock starts
         print(otlp_http.machine(), flush=True)
-        print(f"{args.spans:,} spans from {args.senders} sender process(es) (OpenTelemetry SDK BatchSpanProcessor + "
-              f"OTLPSpanExporter, HTTP/protobuf, batches of 512) to afterfix serve", flush=True)
+        how = ("created before the clock, then exported by OTLPSpanExporter" if args.created_first
+               else "OpenTelemetry SDK BatchSpanProcessor + OTLPSpanExporter")
+        print(f"{args.spans:,} spans from {args.senders} sender process(es) ({how}, HTTP/protobuf, batches of 512) "
+              f"to afterfix serve", flush=True)
+        receiver = psutil.Process(serve.pid)
+        cpu0 = cpu_seconds(receiver)
         go.set()
         reports = [results.get(timeout=3600) for _ in procs]
         for p in procs:
@@ -155,15 +199,20 @@ def main() -> int:
                 time.sleep(0.05)
         t_done = time.time()
         took = t_done - t_first
+        cpu = cpu_seconds(receiver) - cpu0
         reader.close()
         n = stored_fresh(work / "store")
 
         for r in sorted(reports, key=lambda r: r["index"]):
-            print(f"  sender {r['index']}: created {r['spans']:,} spans at {r['spans'] / (r['created'] - r['t0']):,.0f} spans/s, "
-                  f"all exported after {r['exported'] - r['t0']:.1f} s{'' if r['flushed'] else ' (force_flush timed out)'}")
+            made = (f"{r['spans']:,} spans created before the clock" if args.created_first else
+                    f"created {r['spans']:,} spans at {r['spans'] / max(r['created'] - r['t0'], 1e-9):,.0f} spans/s")
+            print(f"  sender {r['index']}: {made}, all exported after {r['exported'] - r['t0']:.1f} s"
+                  f"{'' if r['flushed'] else ' (export failed or timed out)'}")
         print(f"acknowledged by the receiver : {args.spans / (t_acked - t_first):>10,.0f} spans/s ({t_acked - t_first:.1f} s)")
         print(f"first span -> all queryable  : {n / took:>10,.0f} spans/s ({took:.1f} s, {n:,} spans)   "
               f"(target >= {TARGET:,} spans/s)")
+        print(f"receiver CPU                 : {cpu / max(n, 1) * 1e6:>10,.1f} us/span, i.e. {n / max(cpu, 1e-9):,.0f} spans/s "
+              f"per core ({cpu:.1f} CPU s in {took:.1f} s on {os.cpu_count()} cores shared with the senders)")
         if n != args.spans:
             print(f"LOST: {args.spans - n:,} of {args.spans:,} spans are not in the store", file=sys.stderr)
             print(serve.log.read_text(errors="replace")[-3000:], file=sys.stderr)

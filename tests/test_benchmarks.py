@@ -34,6 +34,7 @@ NUM = r"[\d,.]+"
             rf"^  sender 1: created 1,000 spans at {NUM} spans/s",
             rf"^acknowledged by the receiver : +{NUM} spans/s",
             rf"^first span -> all queryable  : +{NUM} spans/s \({NUM} s, 2,000 spans\) +\(target >= 20,000 spans/s\)",
+            rf"^receiver CPU +: +{NUM} us/span, i.e. {NUM} spans/s per core",
         ]),
         ("streaming.py", ["--rate", "1000", "--seconds", "1", "--baseline", "0.5"], [
             r"^kernel with %load_ext afterfix \(receiver on port \d+\); streaming 1,000 spans",
