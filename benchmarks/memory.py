@@ -72,14 +72,32 @@ def rss(proc: psutil.Process) -> int:
     return total
 
 
-def stored(store: Path) -> int:
-    from afterfix import Store
+class Sampler(threading.Thread):
+    """Samples the RSS of a process and its children every `every` s until it ends or `stop()`."""
 
-    s = Store(store)
-    try:
-        return int(s.query("SELECT count(*) AS n FROM spans")["n"][0])
-    finally:
-        s.close()
+    def __init__(self, proc: psutil.Process, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.proc, self.every = proc, every
+        self.peak = self.current = rss(proc)
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.every):
+            try:
+                if not self.proc.is_running():
+                    return
+                self.current = rss(self.proc)
+            except psutil.NoSuchProcess:
+                return
+            self.peak = max(self.peak, self.current)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def count(store) -> int:
+    return int(store.query("SELECT count(*) AS n FROM spans")["n"][0])
 
 
 def main() -> int:
@@ -110,46 +128,45 @@ def main() -> int:
         print(f"sending {expected:,} spans in {n_requests:,} requests of {batch} over {args.senders} connection(s) "
               f"to afterfix serve (pid {serve.pid}, RSS at start {base / 1e6:.0f} MB)", flush=True)
 
-        peak = base
+        from afterfix import Store
+
+        reader = Store(work / "store")
+        count(reader)  # attached before the clock starts
+        sampler = Sampler(proc)
         t0 = time.monotonic()
         go.set()
+        sampler.start()
         last_print = t0
-        n_stored, last_change, last_stored = 0, t0, -1
-        sender_done_at = None
+        n_stored, last_change = 0, t0
+        sender_done = False
         while True:
-            time.sleep(0.2)
-            current = rss(proc)
-            peak = max(peak, current)
+            time.sleep(0.5)
             now = time.monotonic()
-            if sender_done_at is None and not sender.is_alive():
-                sender_done_at = now
+            if not sender_done and not sender.is_alive():
+                sender_done = True
                 if sender.exitcode != 0:
                     raise RuntimeError(f"the sender failed (exit {sender.exitcode})")
-            if now - last_print >= args.progress or sender_done_at is not None:
-                n_stored = stored(work / "store")
-                if n_stored != last_stored:
-                    last_stored, last_change = n_stored, now
-                if now - last_print >= args.progress:
-                    last_print = now
-                    print(f"  {now - t0:6.0f} s: sent {sent.value:>11,}  stored {n_stored:>11,}  "
-                          f"RSS {current / 1e6:5.0f} MB (peak {peak / 1e6:.0f} MB)", flush=True)
-                if sender_done_at is not None and n_stored >= expected:
-                    break
-                if sender_done_at is not None and now - last_change > 120:
-                    break  # nothing new stored for two minutes: report what is missing
-        took = time.monotonic() - t0
-
-        # Stopping flushes and compacts nothing new, but keep sampling until the process is gone.
-        stopper = threading.Thread(target=serve.stop)
-        stopper.start()
-        while stopper.is_alive():
-            try:
-                peak = max(peak, rss(proc))
-            except psutil.NoSuchProcess:
+            if not sender_done and now - last_print < args.progress:
+                continue
+            n = count(reader)
+            if n != n_stored:
+                n_stored, last_change = n, now
+            if now - last_print >= args.progress:
+                last_print = now
+                print(f"  {now - t0:6.0f} s: sent {sent.value:>11,}  stored {n_stored:>11,}  "
+                      f"RSS {sampler.current / 1e6:5.0f} MB (peak {sampler.peak / 1e6:.0f} MB)", flush=True)
+            if sender_done and n_stored >= expected:
                 break
-            time.sleep(0.2)
-        stopper.join()
-        n_final = stored(work / "store")
+            if sender_done and now - last_change > 120:
+                break  # nothing new stored for two minutes: report what is missing
+        took = time.monotonic() - t0
+        reader.close()
+        serve.stop()  # flushes what it holds; the sampler follows it to the end
+        sampler.stop()
+        peak = sampler.peak
+        final = Store(work / "store")
+        n_final = count(final)
+        final.close()
 
         print(f"spans sent       : {sent.value:>12,} ({retried.value:,} retries after 503/429)")
         print(f"spans stored     : {n_final:>12,} in {took:.1f} s ({n_final / took:,.0f} spans/s)")
