@@ -35,7 +35,7 @@ POLL_S = 0.02
 PATH = "/v1/traces"
 
 
-def send(port: int, rate: float, n_requests: int, batch: int, ready, go, results) -> None:
+def send(port: int, rate: float, n_requests: int, batch: int, ready, go, finished, results) -> None:
     """Sender process: request k is posted at t0 + k * batch / rate; records (k, sent, acknowledged)."""
     pool = otlp_http.RequestPool(batch, pool_spans=min(n_requests * batch, 5_000))
     bodies = [pool.body(k) for k in range(n_requests)]  # encoded before the clock starts
@@ -53,6 +53,7 @@ def send(port: int, rate: float, n_requests: int, batch: int, ready, go, results
         retries += otlp_http.post(conn, PATH, body)
         log.append((k, sent, time.time()))
     conn.close()
+    finished.set()  # before the put: a process does not end until what it put is read
     results.put({"log": log, "retries": retries, "first_trace_ids": [pool.first_trace_id(k) for k in range(n_requests)]})
 
 
@@ -173,8 +174,8 @@ def main() -> int:
                               "print(session_for(get_ipython()).capture.status()['port'])").strip())
 
         sends, expect, seen_q = ctx.Queue(), ctx.Queue(), ctx.Queue()
-        s_ready, p_ready, go = ctx.Event(), ctx.Event(), ctx.Event()
-        sender = ctx.Process(target=send, args=(port, args.rate, n_requests, batch, s_ready, go, sends))
+        s_ready, p_ready, go, finished = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
+        sender = ctx.Process(target=send, args=(port, args.rate, n_requests, batch, s_ready, go, finished, sends))
         poller = ctx.Process(target=poll, args=(str(store), p_ready, expect, seen_q))
         procs = [sender, poller]
         for p in procs:
@@ -189,7 +190,7 @@ def main() -> int:
         end = time.monotonic() + baseline_s
         before = kernel.round_trips(lambda: time.monotonic() > end)
         go.set()
-        during = kernel.round_trips(lambda: not sender.is_alive())
+        during = kernel.round_trips(lambda: finished.is_set() or not sender.is_alive())
         sent = sends.get(timeout=60)
         sender.join(10)
 
