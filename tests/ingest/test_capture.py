@@ -127,3 +127,30 @@ def test_a_request_arriving_while_stopping_is_not_acknowledged(store):
     finally:
         cap.stop()
     assert count(store) == 0
+
+
+_EXITING = """
+import sys, requests
+from afterfix import Store
+from afterfix.ingest.capture import Capture
+cap = Capture(Store(sys.argv[1]), port=0, inbox=sys.argv[2], interval=3600)  # commits only when stopped
+cap.start()
+assert requests.post(cap.receiver.url, data=bytes.fromhex(sys.argv[3]), headers={"Content-Type": "application/x-protobuf"}).status_code == 200
+import time
+while cap.tailer.stats().spans < 3:
+    time.sleep(0.05)
+# ends without cap.stop()
+"""
+
+
+def test_a_process_that_exits_without_stop_commits_what_it_holds(store, tmp_path):
+    import subprocess
+    import sys
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.jsonl").write_bytes(lines(0, 3))
+    body = request_pb(4, trace=9).SerializeToString().hex()
+    subprocess.run([sys.executable, "-c", _EXITING, str(store.root), str(inbox), body], check=True, timeout=120)
+    assert count(store) == 7
+    assert store.offsets()[str((inbox / "a.jsonl").resolve())][1] == (inbox / "a.jsonl").stat().st_size

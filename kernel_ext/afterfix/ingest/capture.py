@@ -7,6 +7,8 @@ Nothing here blocks the caller: decoding and commits happen on background thread
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime as dt
 import logging
 from pathlib import Path
@@ -79,11 +81,19 @@ class Capture:
             self.spool.close()
             raise
         self.started_at = utcnow()
+        # A process that exits without stop() (a kernel shut down, a script ending) still
+        # commits what it holds; HTTP data would survive anyway in the spool, file reads would not.
+        atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop(timeout=5)
 
     def stop(self, timeout: float = 10) -> None:
         """Stop receiving, commit what was received (up to `timeout` s), release the spool."""
         if not self.running:
             return
+        atexit.unregister(self._at_exit)
         self.spool.stop_recovery()  # nothing new reaches the ingester once it is stopping
         if self.receiver is not None:
             self.receiver.stop()
