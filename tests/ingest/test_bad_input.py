@@ -172,6 +172,8 @@ LINE_CASES = {
     "scopeSpans-not-list": (line(rs=resource(scopeSpans="x")), None, "line 2, resourceSpans[0]", "scopeSpans is a string, not a list"),
     "spans-not-list": (line(rs=resource(scopeSpans=[{"spans": {"a": 1}}])), None, "line 2, resourceSpans[0].scopeSpans[0]",
                        "spans is an object, not a list"),
+    "scope-not-object": (line(rs=resource(scopeSpans=[{"scope": "lib", "spans": [span(2)]}])), None,
+                         "line 2, resourceSpans[0].scopeSpans[0]", "scope is a string, not an object"),
     "scope-name-number": (line(rs=resource(scopeSpans=[{"scope": {"name": 5}, "spans": [span(2)]}])), None,
                           "line 2, resourceSpans[0].scopeSpans[0]", "scope.name is a number, not a string"),
 }

@@ -276,7 +276,9 @@ def walk(obj, rows: Rows, at: str) -> None:
                 sc = ss.get("scope")
                 if sc is None:
                     sc = ss.get("instrumentationLibrary") or {}
-                sname = sc.get("name") if sc.__class__ is dict else sc
+                if sc.__class__ is not dict:
+                    raise Bad(f"scope is {_kind(sc)}, not an object")
+                sname = sc.get("name")
                 if sname is not None and sname.__class__ is not str:
                     raise Bad(f"scope.name is {_kind(sname)}, not a string")
                 scope = rows.scope(sname)
