@@ -27,6 +27,7 @@ import pyarrow as pa
 from .. import schema
 from ..store import Store
 from .otlp import Decoded, Limits, Refusal, decode_json_lines, decode_protobuf_file
+from .redact import Redactor
 # the tailer's file types and fingerprints: a file it already read adds nothing
 from .tail import JSON_SUFFIXES, PROTOBUF_SUFFIXES, fingerprint, same_file
 
@@ -255,8 +256,8 @@ def ingest_paths(
     store: Store,
     paths: Iterable[str | os.PathLike],
     *,
-    limits: Limits | None = None,
-    redactor=None,
+    limits: Limits = Limits(),
+    redactor: Redactor | None = None,
     progress: bool | None = None,
     batch_spans: int = 200_000,
     workers: int | None = None,
@@ -264,12 +265,13 @@ def ingest_paths(
     """Decode every trace file under `paths` and store it; returns what was done.
 
     Refused records do not stop the ingest: they are returned in `summary.refused` (each with
-    file and line) and kept in the quarantine table. `progress=None` shows a bar on a terminal
-    for inputs over 20 MB; `workers=None` decodes in worker processes only when that pays.
-    Raises FileNotFoundError for a path that does not exist, before storing anything.
+    file and line) and kept in the quarantine table. `redactor=None` applies the decoder's
+    default credential patterns (`Redactor(patterns=[])` stores text as it is).
+    `progress=None` shows a bar on a terminal for inputs over 20 MB; `workers=None` decodes in
+    worker processes only when that pays. Raises FileNotFoundError for a path that does not
+    exist, before storing anything.
     """
     t0 = time.perf_counter()
-    limits = limits if limits is not None else Limits()
     summary = IngestSummary()
     files = find_files(paths)
     summary.files = len(files)
