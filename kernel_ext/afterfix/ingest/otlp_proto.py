@@ -6,6 +6,7 @@ OTLP/JSON decoder applies, with protobuf's field names in the reasons.
 from __future__ import annotations
 
 import base64
+from typing import NoReturn
 
 import orjson
 
@@ -61,7 +62,8 @@ def _pb_value(v, w: str | None, lim: Limits, depth: int, where: str):
     return getattr(v, w)  # bool_value, int_value, double_value
 
 
-def _pb_id(v: bytes, where: str, size: int) -> str:
+def _pb_id(v: bytes, where: str, size: int) -> NoReturn:
+    """Refuses an id that failed the fast check, saying what is wrong with it."""
     if not v:
         raise Bad(f"{where} is missing (empty); it must be {size} bytes")
     if len(v) != size:
@@ -130,6 +132,7 @@ def _pb_span(sp, rows: Rows, res_json: str, res: dict, service, scope, lim: Limi
 
 
 def walk(req, rows: Rows, at: str) -> None:
+    """Every span of one parsed ExportTraceServiceRequest; `at` prefixes locations."""
     lim = rows.limits
     for ri, rs in enumerate(req.resource_spans):
         here = f"resource_spans[{ri}]"
