@@ -161,7 +161,6 @@ def _store(args):
 
 def cmd_ingest(args) -> int:
     from .ingest.files import ingest_paths
-
     from .ingest.redact import Redactor
 
     if args.no_redact and args.redact:
@@ -226,7 +225,7 @@ def format_table(df) -> str:
     import pandas as pd
 
     def cell(v) -> str:
-        if v is None or (not isinstance(v, (list, dict, str)) and pd.isna(v)):
+        if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
             return "NULL"
         text = safe(v, newlines=False)
         return text if len(text) <= TABLE_CELL_MAX else text[: TABLE_CELL_MAX - 1] + "…"
