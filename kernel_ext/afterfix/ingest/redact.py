@@ -85,7 +85,7 @@ _CHUNK = 4096  # values per pre-filter scan: bounds the joined text's size
 
 
 class _Pattern:
-    __slots__ = ("name", "regex", "triggers", "replacement", "has_secret")
+    __slots__ = ("name", "regex", "triggers", "groups", "replacement", "has_secret")
 
     def __init__(self, name: str, regex: str):
         if not isinstance(name, str) or not _NAME_OK.fullmatch(name):
@@ -99,6 +99,7 @@ class _Pattern:
         self.replacement = f"[REDACTED:{name}]"
         self.has_secret = "secret" in self.regex.groupindex
         self.triggers = _TRIGGERS.get(name) if _DEFAULT_TEXT.get(name) == regex else None
+        self.groups = _group(self.triggers) if self.triggers else None
 
     def sub(self, text: str) -> tuple[str, int]:
         if not self.has_secret:
@@ -141,11 +142,11 @@ class Redactor:
         low = None
         total = 0
         for p in self.patterns:
-            if p.triggers is not None:
+            if p.groups is not None:
                 if low is None:
                     low = text.lower()
-                for t in p.triggers:
-                    if t in low:
+                for head, rest in p.groups:
+                    if head in low and (rest is None or any(t in low for t in rest)):
                         break
                 else:
                     continue
@@ -195,6 +196,14 @@ class Redactor:
                     out.append(c0 + j)
                     last = j
         return out
+
+
+def _group(triggers: tuple[str, ...]) -> tuple:
+    """Triggers grouped by their first 5 characters: one `in` per group rules most of them out."""
+    by_head: dict[str, list[str]] = {}
+    for t in triggers:
+        by_head.setdefault(t[:5], []).append(t)
+    return tuple((h, None if ts == [h] else tuple(ts)) for h, ts in by_head.items())
 
 
 class _Nothing:
