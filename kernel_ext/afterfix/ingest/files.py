@@ -292,9 +292,11 @@ def ingest_paths(
     def read(n: int) -> None:
         summary.bytes_read += n
 
-    # Commits run on one thread of their own, so decoding the next batch (here or in the
-    # workers) overlaps DuckDB writing this one; at most one commit waits, which bounds memory.
-    committer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="afterfix-ingest-commit")
+    # For large inputs commits run on one thread of their own, so decoding the next batch
+    # (here or in the workers) overlaps DuckDB writing this one; at most one commit waits,
+    # which bounds memory. Small inputs commit here, on this thread's open connection.
+    committer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="afterfix-ingest-commit") \
+        if total > 2 * CHUNK_BYTES else None
     committing: cf.Future | None = None
 
     def store_batch(parts: list[Decoded], offsets: list[tuple[str, str, int]]) -> None:
@@ -315,7 +317,9 @@ def ingest_paths(
         if committing is not None:
             committing.result()  # raises what the previous commit raised
             committing = None
-        if pending or pending_offsets:
+        if (pending or pending_offsets) and committer is None:
+            store_batch(pending, pending_offsets)
+        elif pending or pending_offsets:
             committing = committer.submit(store_batch, pending, pending_offsets)
         pending, pending_offsets, pending_spans = [], [], 0
 
@@ -343,11 +347,12 @@ def ingest_paths(
         commit()
         commit()  # waits for the last one
     finally:
-        if committing is not None:
-            committing.cancel()
-            cf.wait([committing])
-        committer.submit(store.close).result()  # the commit thread's connection ends with it
-        committer.shutdown()
+        if committer is not None:
+            if committing is not None:
+                committing.cancel()
+                cf.wait([committing])
+            committer.submit(store.close).result()  # the commit thread's connection ends with it
+            committer.shutdown()
         if bar is not None:
             bar.close()
     summary.seconds = time.perf_counter() - t0
