@@ -196,3 +196,17 @@ def test_file_the_inbox_tailer_read_adds_nothing(store, tmp_path):
     assert stored(store) == 8
     s = ingest_paths(store, [inbox])
     assert (s.files, s.unchanged, s.spans_stored, s.duplicates, s.bytes_read) == (1, 1, 0, 0, 0)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_over_long_line_is_refused_and_the_rest_stored(store, tmp_path, monkeypatch, workers):
+    from afterfix.ingest.otlp import Limits
+
+    monkeypatch.setattr(files, "CHUNK_BYTES", 1024)  # the long line spans several chunks
+    long_line = b'{"resourceSpans": [' + b" " * 6000 + b"]}"
+    f = write_lines(tmp_path / "long.jsonl", [otlp_line(1), long_line, otlp_line(2), otlp_line(3)])
+    s = ingest_paths(store, [f], limits=Limits(max_body_bytes=4096), workers=workers)
+    assert [r.location for r in s.refused] == ["line 2"]
+    assert "over the limit of 4096" in s.refused[0].reason
+    assert s.spans_stored == 9 and stored(store) == 9
+    assert store.offsets()[str(f.resolve())][1] == f.stat().st_size
