@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue
 import random
 import shutil
 import sys
@@ -184,7 +185,14 @@ def main() -> int:
         receiver = psutil.Process(serve.pid)
         cpu0 = cpu_seconds(receiver)
         go.set()
-        reports = [results.get(timeout=3600) for _ in procs]
+        reports = []
+        while len(reports) < len(procs):
+            try:
+                reports.append(results.get(timeout=1))
+            except queue.Empty:
+                dead = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"sender process(es) {dead} failed: see their traceback above") from None
         for p in procs:
             p.join(60)
         t_first = min(r["t0"] for r in reports)
