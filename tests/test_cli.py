@@ -282,17 +282,26 @@ def test_status(loaded):
 
 
 def test_serve_receives_from_the_otel_sdk_and_stops_on_sigterm(tmp_path):
-    store = tmp_path / "store"
-    env = {k: v for k, v in os.environ.items() if k not in ("AFTERFIX_STORE", "AFTERFIX_TOKEN")}
-    env["AFTERFIX_TOKEN"] = "s3cret"
-    proc = subprocess.Popen(
-        [str(SCRIPT), "serve", "--port", "0", "--no-inbox", "--store", str(store)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    from afterfix.store import Store
+
+    store, inbox = tmp_path / "store", tmp_path / "inbox"
+    write_lines(inbox / "dropped.jsonl", [otlp_line(9, 3, run="run-inbox")])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERFIX_")}
+    # port, inbox and token from the environment, as the kernel's capture reads them
+    env.update(AFTERFIX_TOKEN="s3cret", AFTERFIX_PORT="0", AFTERFIX_INBOX=str(inbox))
+    proc = subprocess.Popen([str(SCRIPT), "serve", "--store", str(store)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    reader = Store(store)
     try:
         line = proc.stdout.readline()
-        assert "listening on http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert "listening on http://127.0.0.1:" in line and f"tailing {inbox}" in line, (
+            line, proc.stderr.read() if proc.poll() is not None else "")
         url = line.split("listening on ", 1)[1].split(",", 1)[0].strip()
+
+        deadline = time.monotonic() + 60
+        while not (reader.exists() and reader.query("SELECT count(*) AS n FROM spans").n[0] == 3):
+            assert time.monotonic() < deadline, "the inbox file was not tailed into the store"
+            time.sleep(0.2)
 
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
@@ -306,13 +315,17 @@ def test_serve_receives_from_the_otel_sdk_and_stops_on_sigterm(tmp_path):
             span.set_attribute("afterfix.run.id", "run-serve")
         provider.shutdown()
 
+        # right after the acknowledgement, before the next periodic commit: stopping must flush
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
+        reader.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
+    assert "stopped" in err
     rows = json.loads(afterfix("query", "--format", "json",
-                               "SELECT name, service_name, run_id FROM spans", store=store).stdout)
+                               "SELECT name, service_name, run_id FROM spans WHERE run_id = 'run-serve'", store=store).stdout)
     assert rows == [{"name": "decide: scale checkout", "service_name": "cli-test-agent", "run_id": "run-serve"}]
+    assert count(store) == 4

@@ -18,7 +18,10 @@ from pathlib import Path
 from . import __version__
 from .store import ENV_STORE
 
-ENV_TOKEN = "AFTERFIX_TOKEN"
+ENV_TOKEN = "AFTERFIX_TOKEN"  # the same variables as the kernel's capture reads
+ENV_PORT = "AFTERFIX_PORT"
+ENV_INBOX = "AFTERFIX_INBOX"
+DEFAULT_PORT = 4318
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 TABLE_CELL_MAX = 100  # characters per cell in `--format table`; csv and json keep everything
@@ -99,11 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _store_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=4318, help="port to listen on; 0 picks a free one (default: 4318)")
+    p.add_argument("--port", type=_port, default=None,
+                   help=f"port to listen on; 0 picks a free one (default: ${ENV_PORT}, else 4318)")
     p.add_argument("--token", default=None,
                    help=f"bearer token clients must send (default: ${ENV_TOKEN}; none means no check)")
     p.add_argument("--inbox", metavar="DIR", default=None,
-                   help="folder of trace files to tail (default: the store's usual inbox)")
+                   help=f"folder of trace files to tail (default: ${ENV_INBOX}, else inbox/ beside the store)")
     p.add_argument("--no-inbox", action="store_true", help="do not tail any inbox folder")
     p.add_argument("--no-listen", action="store_true", help="only tail the inbox, do not listen for OTLP/HTTP")
     p.set_defaults(func=cmd_serve)
@@ -251,6 +255,7 @@ def cmd_serve(args) -> int:
     import signal
     import threading
 
+    from .config import is_loopback
     from .ingest.capture import Capture
 
     if args.no_listen and args.no_inbox:
@@ -258,15 +263,25 @@ def cmd_serve(args) -> int:
     if args.inbox and args.no_inbox:
         raise UsageError("--inbox and --no-inbox contradict each other: pass one")
     token = args.token if args.token is not None else os.environ.get(ENV_TOKEN) or None
+    port = args.port
+    if port is None:
+        try:
+            port = _port(os.environ.get(ENV_PORT) or str(DEFAULT_PORT))
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"${ENV_PORT}: {e}") from None
     store = _store(args)
-    kwargs = dict(listen=not args.no_listen, host=args.host, port=args.port, token=token)
+    kwargs = dict(listen=not args.no_listen, host=args.host, port=port, token=token)
+    inbox = args.inbox or (None if args.no_inbox else os.environ.get(ENV_INBOX) or None)
     if args.no_inbox:
         kwargs["inbox"] = False
-    elif args.inbox:
-        inbox = Path(args.inbox).expanduser()
-        if inbox.exists() and not inbox.is_dir():
-            raise UsageError(f"--inbox {args.inbox}: not a folder")
-        kwargs["inbox"] = inbox
+    elif inbox:
+        path = Path(inbox).expanduser()
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"inbox {inbox}: not a folder")
+        kwargs["inbox"] = path
+    if not args.no_listen and token is None and not is_loopback(args.host):
+        print(f"afterfix serve: warning: listening on {args.host} without a token accepts spans from anyone "
+              f"who can reach it: pass --token or set ${ENV_TOKEN}", file=sys.stderr)
     capture = Capture(store, **kwargs)
 
     stop = threading.Event()
