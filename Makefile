@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/afterfix demo
 
 test: $(STAMP) system-packages
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -rs -p no:cacheprovider
 
 bench: $(STAMP)
 	@ls benchmarks/*.py | sed 's/^/  $(PY) /'

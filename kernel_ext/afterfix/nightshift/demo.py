@@ -50,6 +50,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _examples_dir() -> Path | None:
+    """traces/examples/ of the checkout: the SDK-made example traces ride along with the night."""
+    from afterfix.store import _repo_root
+
+    root = _repo_root()
+    path = root / "traces" / "examples" if root is not None else None
+    return path if path is not None and path.is_dir() else None
+
+
 def _clock_time(text: str) -> float:
     """HH:MM of the simulated night as epoch seconds (times before noon are the next morning)."""
     from afterfix.nightshift.scenarios import NIGHT_START
@@ -75,6 +84,13 @@ def _run_demo(args) -> int:
     until = {"until": args.until} if args.until else {}
     result = run_night(store, workdir=workdir, seed=args.seed, progress=say, **until)
     print(result.summary())
+    examples = _examples_dir()
+    if examples is not None:
+        from afterfix.ingest.files import ingest_paths
+
+        ex = ingest_paths(store, [examples], progress=False)
+        print(f"  examples    {ex.spans_stored} spans stored from {examples} "
+              f"({ex.duplicates} already there, {len(ex.refused)} refused)")
     print(f"\n  store       {result.store}")
     print(f"  state       {result.state_file}")
     print(f"  kubeconfig  {result.kubeconfig}")
