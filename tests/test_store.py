@@ -148,3 +148,13 @@ def test_a_moved_store_still_opens_with_its_data(tmp_path):
     assert count(moved) == 4
     moved.append(make_spans(2, start=4))
     assert count(moved) == 6
+
+
+def test_compact_moves_inlined_rows_to_one_parquet_file(store):
+    for i in range(5):
+        store.append(make_spans(3, start=3 * i))
+    files = "SELECT count(*) AS n FROM ducklake_list_files('lake', 'spans')"
+    assert store.query(files)["n"][0] == 0  # small commits are inlined in the catalog
+    store.compact()
+    assert count(store) == 15
+    assert store.query(files)["n"][0] == 1  # flushed to Parquet, as one file

@@ -334,10 +334,15 @@ class Store:
                 res.events = n[0] if n else 0
 
     def compact(self) -> None:
-        """Merge small Parquet files and drop files no snapshot needs (sub-second here)."""
+        """Move inlined rows to Parquet, merge small files, drop files no snapshot needs.
+
+        DuckLake keeps small commits inside the catalog (data inlining); flushing them keeps the
+        SQLite catalog small and reads fast. Each step is sub-second on a day of spans here.
+        """
         con = self.connection(read_only=False)
         with self.write_lock():
             for call in (
+                "CALL ducklake_flush_inlined_data('lake')",
                 "CALL ducklake_merge_adjacent_files('lake')",
                 "CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL 1 HOUR)",
                 "CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL 1 HOUR)",
