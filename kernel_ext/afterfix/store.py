@@ -108,12 +108,16 @@ class Store:
     spans, events, quarantined records and input offsets in one transaction.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, busy_timeout_ms: int = 5000, retries: int = 60):
+    def __init__(self, path: str | os.PathLike | None = None, *, busy_timeout_ms: int = 5000, retries: int = 60,
+                 memory_limit: str = "256MB"):
         self.root = Path(path).expanduser() if path else default_store_path()
         self.root = self.root.resolve()
         self.catalog = self.root / "catalog.sqlite"
         self.data = self.root / "data"
         self.busy_timeout_ms = busy_timeout_ms
+        # Writers live inside long-running processes (a kernel, `afterfix serve`): DuckDB's
+        # default (80 % of RAM) lets one file merge take a gigabyte, so cap it and spill to disk.
+        self.memory_limit = memory_limit
         self.retries = retries
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -171,6 +175,10 @@ class Store:
             self.create()
         con = duckdb.connect()
         try:
+            if not read_only:
+                spill = str(self.root / ".spill").replace("'", "''")
+                con.execute(f"SET memory_limit = '{self.memory_limit}'")
+                con.execute(f"SET temp_directory = '{spill}'")
             self._attach(con, read_only=read_only)
             from . import views  # late: views.py reads the convention, not the other way round
 
@@ -341,13 +349,17 @@ class Store:
         """
         con = self.connection(read_only=False)
         with self.write_lock():
-            for call in (
-                "CALL ducklake_flush_inlined_data('lake')",
-                "CALL ducklake_merge_adjacent_files('lake')",
-                "CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL 1 HOUR)",
-                "CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL 1 HOUR)",
-            ):
-                self._retry(lambda c=call: con.execute(c), "compact")
+            con.execute("SET threads = 1")  # one merge stream at a time: peak memory over speed
+            try:
+                for call in (
+                    "CALL ducklake_flush_inlined_data('lake')",
+                    "CALL ducklake_merge_adjacent_files('lake')",
+                    "CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL 1 HOUR)",
+                    "CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL 1 HOUR)",
+                ):
+                    self._retry(lambda c=call: con.execute(c), "compact")
+            finally:
+                con.execute("RESET threads")
 
     # -- retries ----------------------------------------------------------------
 
