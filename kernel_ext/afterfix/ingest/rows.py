@@ -229,40 +229,61 @@ class Rows:
         rows = self.spans
         if not rows:
             return schema.SPAN_SCHEMA.empty_table()
-        cols: list = list(zip(*rows))
         if self.redactor is not None:
-            for i in (3, 9):  # name, status_message
-                cols[i] = list(cols[i])
-                self._redact(cols[i])
-            cols[27] = list(cols[27])  # links
-            self._redact_json(cols[27])
-            cols[25] = list(cols[25])  # attributes
-            changed = self._redact_json(cols[25])
-            if changed:
-                for j in range(12, 25):
-                    cols[j] = list(cols[j])
-            for i, attrs in changed:
-                # hot columns come from attributes: recompute them from the redacted values
-                hot = mapping.hot_columns(attrs, orjson.loads(cols[26][i]), cols[0][i])
-                for j, v in enumerate(hot):
-                    cols[12 + j][i] = v
+            rows = self._redact_spans(rows)
         n = len(rows)
-        arrays = [pa.array(c, f.type) for c, f in zip(cols, schema.SPAN_SCHEMA)]
+        arrays = pa.array(rows, _SPAN_ROW).flatten()
         arrays.append(pa.repeat(pa.scalar(self.source, pa.string()), n))
         arrays.append(pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us")), n))
         return pa.Table.from_arrays(arrays, schema=schema.SPAN_SCHEMA)
+
+    def _redact_spans(self, rows: list[tuple]) -> list[tuple]:
+        """The span rows with name, status_message, links and attributes redacted; the hot
+        columns of a span whose attributes changed are recomputed from the redacted values."""
+        names, msgs = [r[3] for r in rows], [r[9] for r in rows]
+        links, attrs = [r[27] for r in rows], [r[25] for r in rows]
+        touched = set(self._redact(names))
+        touched.update(self._redact(msgs))
+        touched.update(i for i, _ in self._redact_json(links))
+        changed = self._redact_json(attrs)
+        touched.update(i for i, _ in changed)
+        if not touched:
+            return rows
+        rows = list(rows)
+        for i in touched:
+            r = list(rows[i])
+            r[3], r[9], r[25], r[27] = names[i], msgs[i], attrs[i], links[i]
+            rows[i] = r
+        for i, parsed in changed:
+            r = rows[i]
+            # hot columns come from attributes: recompute them from the redacted values
+            r[12:25] = mapping.hot_columns(parsed, orjson.loads(r[26]), r[0])
+        for i in touched:
+            rows[i] = tuple(rows[i])
+        return rows
 
     def _event_table(self) -> pa.Table:
         rows = self.events
         if not rows:
             return schema.EVENT_SCHEMA.empty_table()
-        cols: list = list(zip(*rows))
         if self.redactor is not None:
-            cols[3], cols[5] = list(cols[3]), list(cols[5])
-            self._redact(cols[3])
-            self._redact_json(cols[5])
-        arrays = [pa.array(c, f.type) for c, f in zip(cols, schema.EVENT_SCHEMA)]
+            names, attrs = [r[3] for r in rows], [r[5] for r in rows]
+            touched = set(self._redact(names))
+            touched.update(i for i, _ in self._redact_json(attrs))
+            if touched:
+                rows = list(rows)
+                for i in touched:
+                    r = rows[i]
+                    rows[i] = (*r[:3], names[i], r[4], attrs[i], *r[6:])
+        arrays = pa.array(rows, _EVENT_ROW).flatten()
         return pa.Table.from_arrays(arrays, schema=schema.EVENT_SCHEMA)
+
+
+# The row tuples as one struct type: one conversion of all rows beats one per column (and the
+# transposition it needs). Every field nullable, as per-column conversion was: the table's
+# schema then carries the declared nullability.
+_SPAN_ROW = pa.struct([pa.field(f.name, f.type) for f in list(schema.SPAN_SCHEMA)[:-2]])  # without source, ingested_at
+_EVENT_ROW = pa.struct([pa.field(f.name, f.type) for f in schema.EVENT_SCHEMA])
 
 
 def _reparse(col, i, original: str, redactor: Redactor):
