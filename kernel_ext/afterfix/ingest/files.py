@@ -1,8 +1,8 @@
 """Synchronous ingest of trace files and folders into the store (what `afterfix ingest` runs).
 
 `ingest_paths()` decodes OTLP/JSON lines and OTLP protobuf files, commits them in batches of
-about `batch_spans` spans so memory stays bounded, keeps every refused record in the store's
-quarantine table, and records each file's final offset in the same transaction as its last
+about `batch_spans` spans (or BATCH_BYTES of Arrow data, whichever comes first) so memory stays
+bounded, keeps every refused record in the store's quarantine table, and records each file's final offset in the same transaction as its last
 batch. The offsets use the inbox tailer's fingerprint, so a file the tailer (or an earlier
 ingest) has already read is skipped, and a file that has grown is read from where it ended.
 Large inputs are decoded in worker processes while the main process commits.
@@ -36,6 +36,9 @@ SUFFIXES = JSON_SUFFIXES + PROTOBUF_SUFFIXES
 PROGRESS_BYTES = 20 * 1024 * 1024  # inputs larger than this show a progress bar on a terminal
 CHUNK_BYTES = 4 * 1024 * 1024  # one decode task: big enough to amortise the pipe, small enough to overlap
 PARALLEL_BYTES = 32 * 1024 * 1024  # below this, starting worker processes costs more than it saves
+# A batch's Arrow size that also commits it: DuckDB copies the batch while inserting, and the
+# store caps a writer's memory (256 MB), which 200k spans of ~1 KB each already overran.
+BATCH_BYTES = 64 * 1024 * 1024
 WORKERS = 2
 
 
@@ -288,6 +291,7 @@ def ingest_paths(
     pending: list[Decoded] = []
     pending_offsets: list[tuple[str, str, int]] = []
     pending_spans = 0
+    pending_bytes = 0
 
     def read(n: int) -> None:
         summary.bytes_read += n
@@ -313,7 +317,7 @@ def ingest_paths(
         summary.events_stored += result.events
 
     def commit() -> None:
-        nonlocal pending, pending_offsets, pending_spans, committing
+        nonlocal pending, pending_offsets, pending_spans, pending_bytes, committing
         if committing is not None:
             committing.result()  # raises what the previous commit raised
             committing = None
@@ -321,12 +325,13 @@ def ingest_paths(
             store_batch(pending, pending_offsets)
         elif pending or pending_offsets:
             committing = committer.submit(store_batch, pending, pending_offsets)
-        pending, pending_offsets, pending_spans = [], [], 0
+        pending, pending_offsets, pending_spans, pending_bytes = [], [], 0, 0
 
     def take(task: _Task, decoded: Decoded, position: int) -> None:
-        nonlocal pending_spans
+        nonlocal pending_spans, pending_bytes
         pending.append(decoded)
         pending_spans += decoded.spans.num_rows
+        pending_bytes += decoded.spans.nbytes + decoded.events.nbytes
         summary.refused.extend(decoded.refused)
         summary.redactions += decoded.redactions
         if bar is not None:
@@ -334,7 +339,7 @@ def ingest_paths(
         if task.last:
             source, fp = ids[task.file_index]
             pending_offsets.append((source, fp, position))
-        if pending_spans >= batch_spans:
+        if pending_spans >= batch_spans or pending_bytes >= BATCH_BYTES:
             commit()
 
     try:
