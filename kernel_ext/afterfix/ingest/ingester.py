@@ -28,6 +28,13 @@ from ..store import Store
 log = logging.getLogger(__name__)
 
 _MAX_SPANS_PER_COMMIT = 100_000
+# The store's writer connection caps DuckDB's memory (Store.memory_limit): one commit's Arrow
+# data must stay well under it, whatever the spans' size.
+_MAX_BYTES_PER_COMMIT = 64 * 1024 * 1024
+
+
+def _nbytes(batch: "Batch") -> int:
+    return sum(t.nbytes for t in (batch.spans, batch.events, batch.quarantine) if t is not None)
 _MAX_BACKOFF_S = 5.0
 
 
@@ -248,11 +255,13 @@ class Ingester:
     def _take(self) -> list[_Item]:
         with self._cond:
             items: list[_Item] = []
-            spans = 0
-            while self._queue and (not items or spans + self._queue[0].batch.weight <= _MAX_SPANS_PER_COMMIT):
+            spans = size = 0
+            while self._queue and (not items or (spans + self._queue[0].batch.weight <= _MAX_SPANS_PER_COMMIT
+                                                 and size + _nbytes(self._queue[0].batch) <= _MAX_BYTES_PER_COMMIT)):
                 item = self._queue.popleft()
                 items.append(item)
                 spans += item.batch.weight
+                size += _nbytes(item.batch)
             if items:
                 self._inflight_since = items[0].submitted
             return items
