@@ -158,3 +158,9 @@ def test_compact_moves_inlined_rows_to_one_parquet_file(store):
     store.compact()
     assert count(store) == 15
     assert store.query(files)["n"][0] == 1  # flushed to Parquet, as one file
+
+
+def test_new_stores_use_small_row_groups_and_files(store):
+    options = dict(store.query("SELECT option_name, value FROM ducklake_options('lake')").itertuples(index=False))
+    assert options["parquet_row_group_size"] == "16384"
+    assert options["target_file_size"].lower().replace(" ", "").startswith("64")

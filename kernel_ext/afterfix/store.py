@@ -39,6 +39,7 @@ ENV_STORE = "AFTERFIX_STORE"
 
 # Statement types a read-only query may run.
 _READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "EXTENSION"}
+_LAKE_OPTIONS = {"parquet_row_group_size": "16384", "target_file_size": "64MB"}
 _RETRY_MARKERS = ("database is locked", "database is busy", "conflict", "SQLITE_BUSY")
 
 
@@ -164,6 +165,10 @@ class Store:
                     for table in schema.TABLES:
                         if table not in existing:
                             self._retry(lambda t=table: con.execute(schema.create_table_sql(t, "lake.")), "create")
+                    # Smaller row groups and files keep a long-running writer's compaction
+                    # (merging a day of small files) within a few hundred MB.
+                    for option, value in _LAKE_OPTIONS.items():
+                        self._retry(lambda o=option, v=value: con.execute(f"CALL lake.set_option('{o}', '{v}')"), "create")
                 finally:
                     con.close()
             self._created = True

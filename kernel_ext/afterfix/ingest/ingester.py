@@ -247,7 +247,8 @@ class Ingester:
                 backoff = 0.0 if ok else min(max(backoff * 2, self.interval, 0.05), _MAX_BACKOFF_S)
                 if stopping and not ok:
                     time.sleep(min(backoff, max(0.0, self._stop_deadline - time.monotonic())))
-                self._maybe_compact()
+                if not stopping:  # housekeeping never delays a shutdown
+                    self._maybe_compact()
         finally:
             with contextlib.suppress(Exception):
                 self.store.close()  # this thread's connections
