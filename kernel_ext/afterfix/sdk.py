@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import convention as c
-from .otlp_json import OTLPJsonFileExporter
+from .otlp_encode import OTLPJsonFileExporter
 
 __all__ = [
     "setup",

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from afterfix import sdk
-from afterfix.otlp_json import traces_data
+from afterfix.otlp_encode import traces_data
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SEED = 20261127
