@@ -14,11 +14,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Real services the tests talk to (Prometheus for metric checks), from Debian's packages.
+# Real programs the tests talk to, from Debian's packages: Prometheus (scrapes the simulator's
+# /metrics) and kubectl (acts on the Kubernetes API simulator).
+SYSTEM_PACKAGES := prometheus:prometheus kubectl:kubernetes-client
+
 system-packages:
-	@command -v prometheus >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
-	  else echo "prometheus missing: run 'sudo apt-get install -y prometheus' (its tests are skipped until then)"; fi; }
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing: run 'sudo apt-get install -y$$missing' (their tests fail until then)"; exit 1; fi; fi
 
 demo: $(STAMP)
 	$(VENV)/bin/afterfix demo

@@ -532,8 +532,7 @@ def test_kubectl_can_act_on_the_simulator(api, tmp_path):
     import subprocess
 
     kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed (apt-get install kubernetes-client)")
+    assert kubectl is not None, "kubectl is not on PATH: `make test` installs it (apt-get install kubernetes-client)"
     kubeconfig = api.server.write_kubeconfig(tmp_path / "kubeconfig")
     api.apps.create_namespaced_deployment("default", deployment())
 

@@ -53,8 +53,8 @@ def _get(url: str) -> bytes:
 
 
 def test_metrics_parse_as_prometheus_text(served):
-    parser = pytest.importorskip("prometheus_client.parser",
-                                 reason="prometheus_client not installed (pip install prometheus-client)")
+    from prometheus_client import parser  # a test dependency (pyproject.toml [test])
+
     cluster, server = served
     with urllib.request.urlopen(server.url + "/metrics", timeout=5) as r:
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -96,8 +96,7 @@ def _wait_for(prom: str, expr: str, want: str, deadline_s: float = 90.0) -> list
 
 def test_real_prometheus_scrapes_the_simulator(served, tmp_path, free_port):
     binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus not installed (make test installs it with apt-get)")
+    assert binary is not None, "prometheus is not on PATH: `make test` installs it (apt-get install prometheus)"
     cluster, server = served
     config = tmp_path / "prometheus.yml"
     config.write_text(
