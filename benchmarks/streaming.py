@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import http.client
 import multiprocessing as mp
-import os
 import queue
 import shutil
 import statistics
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+import kernels  # noqa: E402  (the tests' real-kernel driver)
 import otlp_http  # noqa: E402
 
 TARGET_P95_S = 1.0
@@ -96,33 +97,14 @@ def poll(store_path: str, ready, expect, results, give_up_s: float = 30) -> None
     results.put({"seen": seen, "polls": polls})
 
 
-class Kernel:
-    """A real ipykernel through jupyter_client."""
+class Kernel(kernels.Kernel):
+    """The tests' real-kernel driver, timing trivial cells."""
 
     def __init__(self, env: dict, cwd: Path):
-        from jupyter_client.manager import KernelManager
-
-        self.km = KernelManager(kernel_name="python3")
-        self.km.start_kernel(env={**os.environ, **env}, cwd=str(cwd))
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=120)
+        super().__init__(env, cwd, ready_timeout=120)
 
     def run(self, code: str, timeout: float = 120) -> str:
-        out: list[str] = []
-        errors: list[str] = []
-
-        def hook(msg):
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind == "error":
-                errors.append(f"{content['ename']}: {content['evalue']}")
-
-        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook, store_history=False)
-        if errors or reply["content"]["status"] != "ok":
-            raise RuntimeError(f"kernel cell failed: {code!r}: {errors or reply['content']}")
-        return "".join(out)
+        return super().run(code, timeout, store_history=False)
 
     def round_trips(self, until, pause: float = 0.05) -> list[float]:
         """Execute `1+1` until `until()` is true; each cell's seconds from execute to idle."""
@@ -133,12 +115,6 @@ class Kernel:
             times.append(time.perf_counter() - t)
             time.sleep(pause)
         return times
-
-    def shutdown(self) -> None:
-        try:
-            self.kc.stop_channels()
-        finally:
-            self.km.shutdown_kernel(now=True)
 
 
 def pct(values: list[float], q: float) -> float:

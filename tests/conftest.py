@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import socket
+import sys
+from pathlib import Path
 
 import pytest
+
+# Helpers shared by test files (kernels.py) import as plain modules from this folder.
+sys.path.insert(0, str(Path(__file__).parent))
 
 from afterfix.store import Store
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client.manager import KernelManager
 
 from afterfix.store import Store
+from kernels import Kernel
 
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -32,37 +32,6 @@ LOCK = re.compile(r"\block\b|\blocked\b", re.IGNORECASE)
 # Writers go on while the papermill run lasts, between these bounds.
 MIN_KERNEL_BATCHES, MAX_KERNEL_BATCHES, KERNEL_BATCH_SPANS = 5, 300, 20
 MIN_CLI_FILES, MAX_CLI_FILES, CLI_LINES, CLI_LINE_SPANS = 2, 20, 4, 20
-
-
-class Kernel:
-    """A real ipykernel started with jupyter_client; `run` raises on any error in the cell."""
-
-    def __init__(self, env: dict, cwd: Path):
-        self.km = KernelManager(kernel_name="python3")
-        self.km.start_kernel(env={**os.environ, **env}, cwd=str(cwd))
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=90)
-
-    def run(self, code: str, timeout: float = 60) -> str:
-        out, errors = [], []
-
-        def hook(msg):
-            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
-                out.append(msg["content"]["text"])
-            elif msg["msg_type"] == "error":
-                errors.append(f"{msg['content']['ename']}: {msg['content']['evalue']}")
-
-        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
-        if errors or reply["content"]["status"] != "ok":
-            raise AssertionError(f"kernel cell failed: {code!r}: {errors or reply['content']}")
-        return "".join(out)
-
-    def shutdown(self) -> None:
-        try:
-            self.kc.stop_channels()
-        finally:
-            self.km.shutdown_kernel(now=True)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import warnings
@@ -20,12 +19,12 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from jupyter_client.manager import KernelManager
 from traitlets import TraitError
 from traitlets.config import Config
 
 from afterfix.config import Afterfix
 from afterfix.extension import Session, session_for
+from kernels import Kernel
 
 
 class TestingShell(InteractiveShell):
@@ -299,43 +298,6 @@ def test_cells_never_wait_for_ingest(tmp_path, free_port):
 
 
 # -- a real kernel --------------------------------------------------------------------------
-
-
-class Kernel:
-    """A real ipykernel started with jupyter_client; `run` raises on any error in the cell."""
-
-    def __init__(self, env: dict, cwd: Path):
-        self.km = KernelManager(kernel_name="python3")
-        self.km.start_kernel(env={**os.environ, **env}, cwd=str(cwd))
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=90)
-
-    def run(self, code: str, timeout: float = 60) -> str:
-        out: list[str] = []
-        errors: list[str] = []
-
-        def hook(msg):
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream" and content["name"] == "stdout":
-                out.append(content["text"])
-            elif kind == "error":
-                errors.append(f"{content['ename']}: {content['evalue']}")
-
-        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
-        if errors or reply["content"]["status"] != "ok":
-            raise AssertionError(f"kernel cell failed: {code!r}: {errors or reply['content']}")
-        return "".join(out)
-
-    @property
-    def pid(self) -> int:
-        return self.km.provisioner.process.pid
-
-    def shutdown(self) -> None:
-        try:
-            self.kc.stop_channels()
-        finally:
-            self.km.shutdown_kernel(now=True)
 
 
 @pytest.fixture

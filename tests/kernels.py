@@ -1,0 +1,46 @@
+"""A real ipykernel driven through jupyter_client, shared by the kernel tests and the streaming
+benchmark: start it with an environment, run cells that must succeed, shut it down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jupyter_client.manager import KernelManager
+
+
+class Kernel:
+    """A real ipykernel; `run` returns the cell's stdout and raises on any error in the cell."""
+
+    def __init__(self, env: dict, cwd: Path, *, ready_timeout: float = 90):
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(env={**os.environ, **env}, cwd=str(cwd))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=ready_timeout)
+
+    def run(self, code: str, timeout: float = 60, *, store_history: bool = True) -> str:
+        out: list[str] = []
+        errors: list[str] = []
+
+        def hook(msg):
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream" and content["name"] == "stdout":
+                out.append(content["text"])
+            elif kind == "error":
+                errors.append(f"{content['ename']}: {content['evalue']}")
+
+        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook, store_history=store_history)
+        if errors or reply["content"]["status"] != "ok":
+            raise AssertionError(f"kernel cell failed: {code!r}: {errors or reply['content']}")
+        return "".join(out)
+
+    @property
+    def pid(self) -> int:
+        return self.km.provisioner.process.pid
+
+    def shutdown(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            self.km.shutdown_kernel(now=True)
