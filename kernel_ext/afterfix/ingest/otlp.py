@@ -106,6 +106,12 @@ def _request_at(request: int | None) -> tuple[str, str]:
     return ("request", "") if request is None else (f"request {request}", f"request {request}, ")
 
 
+def _check_body_size(body: bytes, name: str, limits: Limits) -> None:
+    if len(body) > limits.max_body_bytes:
+        raise DecodeError(f"{name}: body is {len(body)} bytes, over the limit of {limits.max_body_bytes}; "
+                          "send smaller batches", status=413)  # fmt: skip
+
+
 @_gc_paused
 def decode_json_body(
     body: bytes,
@@ -119,9 +125,7 @@ def decode_json_body(
     """One ExportTraceServiceRequest as OTLP/JSON (an HTTP body). A body that is not OTLP/JSON at
     all raises `DecodeError` (HTTP 400, or 413 when over `max_body_bytes`); bad spans are refused."""
     name, at = _request_at(request)
-    if len(body) > limits.max_body_bytes:
-        raise DecodeError(f"{name}: body is {len(body)} bytes, over the limit of {limits.max_body_bytes}; "
-                          "send smaller batches", status=413)  # fmt: skip
+    _check_body_size(body, name, limits)
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as e:
@@ -153,9 +157,7 @@ def decode_protobuf(
     """One ExportTraceServiceRequest in binary protobuf (an HTTP body). Garbage or a truncated body
     raises `DecodeError` (HTTP 400, or 413 when over `max_body_bytes`); bad spans are refused."""
     name, at = _request_at(request)
-    if len(body) > limits.max_body_bytes:
-        raise DecodeError(f"{name}: body is {len(body)} bytes, over the limit of {limits.max_body_bytes}; "
-                          "send smaller batches", status=413)  # fmt: skip
+    _check_body_size(body, name, limits)
     try:
         req = _parse_request(body)
     except _PbDecodeError as e:
