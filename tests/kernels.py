@@ -1,11 +1,12 @@
-"""A real ipykernel driven through jupyter_client, shared by the kernel tests and the streaming
-benchmark: start it with an environment, run cells that must succeed, shut it down."""
+"""What the tests run notebook code in: a real ipykernel driven through jupyter_client (also used
+by the streaming benchmark), and an in-process shell whose cells raise their errors."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from IPython.core.interactiveshell import InteractiveShell
 from jupyter_client.manager import KernelManager
 
 
@@ -44,3 +45,14 @@ class Kernel:
             self.kc.stop_channels()
         finally:
             self.km.shutdown_kernel(now=True)
+
+
+class TestingShell(InteractiveShell):
+    """An InteractiveShell whose cells raise their error instead of printing it."""
+
+    __test__ = False
+
+    def run_cell(self, raw_cell, *args, **kwargs):
+        result = super().run_cell(raw_cell, *args, **kwargs)
+        result.raise_error()
+        return result

@@ -18,24 +18,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from traitlets import TraitError
 from traitlets.config import Config
 
 from afterfix.config import Afterfix
 from afterfix.extension import Session, session_for
-from kernels import Kernel
-
-
-class TestingShell(InteractiveShell):
-    """An InteractiveShell whose cells raise their error instead of printing it."""
-
-    __test__ = False
-
-    def run_cell(self, raw_cell, *args, **kwargs):
-        result = super().run_cell(raw_cell, *args, **kwargs)
-        result.raise_error()
-        return result
+from kernels import Kernel, TestingShell
 
 
 def new_shell(tmp_path, **afterfix) -> TestingShell:

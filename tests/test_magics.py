@@ -14,25 +14,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from afterfix import schema
 from afterfix.magics import StatusReport, parse_sql, with_limit
+from kernels import TestingShell
 
 T0 = dt.datetime(2026, 11, 27, 2, 47)
 HOSTILE = "<script>alert('x')</script> & {x} $x"
-
-
-class TestingShell(InteractiveShell):
-    """An InteractiveShell whose cells raise their error instead of printing it."""
-
-    __test__ = False
-
-    def run_cell(self, raw_cell, *args, **kwargs):
-        result = super().run_cell(raw_cell, *args, **kwargs)
-        result.raise_error()
-        return result
 
 
 def make_spans(n: int, *, name: str = "execute_tool kubectl_get") -> pa.Table:
