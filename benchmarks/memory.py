@@ -79,6 +79,8 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.proc, self.every = proc, every
         self.peak = self.current = rss(proc)
+        self.started = time.monotonic()
+        self.peak_at = 0.0  # seconds after the start when the peak was sampled
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -89,7 +91,8 @@ class Sampler(threading.Thread):
                 self.current = rss(self.proc)
             except psutil.NoSuchProcess:
                 return
-            self.peak = max(self.peak, self.current)
+            if self.current > self.peak:
+                self.peak, self.peak_at = self.current, time.monotonic() - self.started
 
     def stop(self) -> None:
         self._done.set()
@@ -170,7 +173,9 @@ def main() -> int:
 
         print(f"spans sent       : {sent.value:>12,} ({retried.value:,} retries after 503/429)")
         print(f"spans stored     : {n_final:>12,} in {took:.1f} s ({n_final / took:,.0f} spans/s)")
-        print(f"peak RSS         : {peak / 1e6:>12,.0f} MB   (target <= {TARGET_MB} MB; at start {base / 1e6:.0f} MB)")
+        when = "while stopping" if sampler.peak_at > took else "while streaming"
+        print(f"peak RSS         : {peak / 1e6:>12,.0f} MB   (target <= {TARGET_MB} MB; at start {base / 1e6:.0f} MB; "
+              f"{when}, {sampler.peak_at:.0f} s after the first span)")
         if n_final != expected or sent.value != expected:
             print(f"LOST: {expected - n_final:,} of {expected:,} spans are not in the store", file=sys.stderr)
             print(serve.log.read_text(errors="replace")[-3000:], file=sys.stderr)

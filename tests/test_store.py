@@ -164,3 +164,23 @@ def test_new_stores_use_small_row_groups_and_files(store):
     options = dict(store.query("SELECT option_name, value FROM ducklake_options('lake')").itertuples(index=False))
     assert options["parquet_row_group_size"] == "16384"
     assert options["target_file_size"].lower().replace(" ", "").startswith("64")
+
+
+def test_compaction_beyond_its_memory_cap_retries_with_the_writers_cap(tmp_path, caplog):
+    # Row groups of large spans do not fit a tiny compaction cap: the merge must still happen.
+    store = Store(tmp_path / "store", compact_memory_limit="4MB")
+    big = "x" * 20_000
+    for i in range(6):
+        spans = make_spans(300, start=300 * i)
+        spans = spans.set_column(spans.schema.get_field_index("attributes"), "attributes",
+                                 pa.array([f'{{"blob": "{big}{j}"}}' for j in range(300)], pa.string()))
+        store.append(spans)
+    files = "SELECT count(*) AS n FROM ducklake_list_files('lake', 'spans')"
+    assert store.query(files)["n"][0] == 6
+    with caplog.at_level("INFO", logger="afterfix.store"):
+        store.compact()
+    assert "retrying with 256MB" in caplog.text
+    assert store.query(files)["n"][0] == 1
+    assert count(store) == 1800
+    # the writer's own cap is back for the commits that follow
+    assert store.query("SELECT current_setting('memory_limit') AS m", write=True)["m"][0] == "244.1 MiB"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import random
 import shutil
@@ -33,6 +34,8 @@ import pyarrow as pa
 
 from ._exceptions import ReadOnlyQuery, StoreBusy, StoreError
 from . import schema
+
+log = logging.getLogger(__name__)
 
 DUCKDB_VERSION = "1.5.5"
 ENV_STORE = "AFTERFIX_STORE"
@@ -110,7 +113,7 @@ class Store:
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, busy_timeout_ms: int = 5000, retries: int = 60,
-                 memory_limit: str = "256MB"):
+                 memory_limit: str = "256MB", compact_memory_limit: str = "64MB"):
         self.root = Path(path).expanduser() if path else default_store_path()
         self.root = self.root.resolve()
         self.catalog = self.root / "catalog.sqlite"
@@ -119,6 +122,9 @@ class Store:
         # Writers live inside long-running processes (a kernel, `afterfix serve`): DuckDB's
         # default (80 % of RAM) lets one file merge take a gigabyte, so cap it and spill to disk.
         self.memory_limit = memory_limit
+        # Merging files is the writer's largest allocation: DuckDB holds about the cap in
+        # buffers while it merges (measured: +153 MB at 256 MB, +80 MB at 64 MB), and spills the rest.
+        self.compact_memory_limit = compact_memory_limit
         self.retries = retries
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -358,6 +364,7 @@ class Store:
         con = self.connection(read_only=False)
         with self.write_lock():
             con.execute("SET threads = 1")  # one merge stream at a time: peak memory over speed
+            con.execute(f"SET memory_limit = '{self.compact_memory_limit}'")
             try:
                 for call in (
                     "CALL ducklake_flush_inlined_data('lake')",
@@ -365,9 +372,19 @@ class Store:
                     "CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL 1 HOUR)",
                     "CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL 1 HOUR)",
                 ):
-                    self._retry(lambda c=call: con.execute(c), "compact")
+                    try:
+                        self._retry(lambda c=call: con.execute(c), "compact")
+                    except duckdb.OutOfMemoryException:
+                        # Row groups of very large spans need more than the compaction cap:
+                        # merge them with the writer's cap rather than never compacting.
+                        log.info("afterfix store: %s needed more than %s; retrying with %s", call,
+                                 self.compact_memory_limit, self.memory_limit)
+                        con.execute(f"SET memory_limit = '{self.memory_limit}'")
+                        self._retry(lambda c=call: con.execute(c), "compact")
+                        con.execute(f"SET memory_limit = '{self.compact_memory_limit}'")
             finally:
                 con.execute("RESET threads")
+                con.execute(f"SET memory_limit = '{self.memory_limit}'")
 
     # -- retries ----------------------------------------------------------------
 

@@ -197,3 +197,22 @@ def test_compaction_runs_between_commits_without_disturbing_them(store):
         ing.stop()
     assert st.last_error is None and st.batches == 4
     assert count(store) == 20 and store.offsets() == {"f": ("fp", 3)}
+
+
+def test_a_heavy_stream_compacts_before_the_time_is_up(store):
+    ing = Ingester(store, interval=0.05, compact_every_s=3600, compact_every_spans=10)
+    ing.start()
+    try:
+        for i in range(3):
+            ing.submit(make_batch(5, start=5 * i))
+            assert ing.flush()
+        deadline = time.monotonic() + 30
+        while ing.stats().compactions == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = ing.stats()
+    finally:
+        ing.stop()
+    assert st.compactions >= 1 and st.last_error is None
+    assert count(store) == 15
+    # small commits are inlined in the catalog until a compaction writes them to Parquet
+    assert store.query("SELECT count(*) AS n FROM ducklake_list_files('lake', 'spans')")["n"][0] >= 1

@@ -27,10 +27,10 @@ from ..store import Store
 
 log = logging.getLogger(__name__)
 
-_MAX_SPANS_PER_COMMIT = 100_000
+_MAX_SPANS_PER_COMMIT = 50_000
 # The store's writer connection caps DuckDB's memory (Store.memory_limit): one commit's Arrow
 # data must stay well under it, whatever the spans' size.
-_MAX_BYTES_PER_COMMIT = 64 * 1024 * 1024
+_MAX_BYTES_PER_COMMIT = 32 * 1024 * 1024
 
 
 def _nbytes(batch: "Batch") -> int:
@@ -115,6 +115,7 @@ class IngestStats:
     last_commit_at: dt.datetime | None = None
     last_error: str | None = None
     errors: int = 0
+    compactions: int = 0
 
 
 @dataclass
@@ -129,11 +130,17 @@ class _Item:
 class Ingester:
     """One per process: a thread that commits submitted batches to the store every `interval` s."""
 
-    def __init__(self, store: Store, *, interval: float = 0.5, max_pending_spans: int = 200_000, compact_every_s: float = 300):
+    def __init__(self, store: Store, *, interval: float = 0.5, max_pending_spans: int = 50_000, compact_every_s: float = 300,
+                 compact_every_spans: int = 1_000_000):
         self.store = store
         self.interval = interval
+        # Pending rows are the ingester's memory (~1 KB of Arrow per agent span): 50k keep it near
+        # 50 MB and still fill commits large enough that their fixed cost stays small.
         self.max_pending_spans = max_pending_spans
+        # Compact every few minutes, and sooner under a heavy stream: each merge then covers at
+        # most about this many spans, which bounds its memory and its pause.
         self.compact_every_s = compact_every_s
+        self.compact_every_spans = compact_every_spans
         self._cond = threading.Condition()
         self._queue: collections.deque[_Item] = collections.deque()
         self._pending_spans = 0  # rows (spans and refused records) queued or being committed
@@ -341,12 +348,16 @@ class Ingester:
         )
 
     def _maybe_compact(self) -> None:
-        if self._stored_since_compact == 0 or time.monotonic() - self._last_compact < self.compact_every_s:
+        due = (time.monotonic() - self._last_compact >= self.compact_every_s
+               or self._stored_since_compact >= self.compact_every_spans)
+        if self._stored_since_compact == 0 or not due:
             return
         self._last_compact = time.monotonic()
         self._stored_since_compact = 0
         try:
             self.store.compact()
+            with self._cond:
+                self._stats.compactions += 1
         except Exception as e:  # compaction is housekeeping: report it, keep ingesting
             log.warning("afterfix ingester: compaction failed: %s", e)
             with self._cond:
