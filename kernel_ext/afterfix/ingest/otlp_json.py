@@ -1,16 +1,20 @@
-"""OTLP/JSON (one TracesData or ExportTraceServiceRequest object, already parsed by orjson)
-onto rows, following the OTLP/JSON rules: hex ids, 64-bit integers as decimal strings or numbers,
-enums as integers, AnyValue as one of stringValue, boolValue, intValue, doubleValue, arrayValue,
-kvlistValue, bytesValue (kept as its base64 text), unknown fields ignored.
+"""OTLP/JSON (one TracesData or ExportTraceServiceRequest object) onto rows, following the
+OTLP/JSON rules: hex ids, 64-bit integers as decimal strings or numbers, enums as integers,
+AnyValue as one of stringValue, boolValue, intValue, doubleValue, arrayValue, kvlistValue,
+bytesValue (kept as its base64 text), unknown fields ignored.
 
-The common shapes (string and small integer attributes, well-formed ids and times) are handled
-inline without a function call; anything else goes through the careful path, which names the
-field and the fix when it refuses.
+Two paths give the same rows. `walk_fast` reads a line that msgspec decoded into the typed
+structs below, which accept only well-formed shapes; it stores nothing of a line that has
+anything unusual (it raises `Unusual`, and the caller rolls the line back). `walk` then reads
+the line as orjson parsed it, carefully: it names the field and the fix when it refuses, and
+refuses a span, a scope or a resource alone. Only the careful path decides what is refused.
 """
 
 from __future__ import annotations
 
+import msgspec
 import orjson
+from msgspec import UNSET, UnsetType
 
 from . import mapping
 from .rows import (
@@ -295,3 +299,267 @@ def walk(obj, rows: Rows, at: str) -> None:
                     rows.refuse(f"{at}{where}.spans[{pi}]", e.args[0], sp)
                 except (TypeError, ValueError, OverflowError) as e:  # e.g. a string orjson cannot write
                     rows.refuse(f"{at}{where}.spans[{pi}]", f"cannot be stored: {e}", sp)
+
+
+# -- the fast path ----------------------------------------------------------------------------
+# Structs for msgspec: a field is either absent (UNSET) or of the one type the OTLP/JSON mapping
+# writes; `None` is allowed only where the careful path also reads null as absent. Anything else
+# fails decoding, and the line goes the careful way. Unknown fields are skipped, as OTLP wants.
+
+
+class Unusual(Exception):
+    """The fast path met something it leaves to the careful path (which may well accept it)."""
+
+
+class _Struct(msgspec.Struct, rename="camel", gc=False):
+    pass
+
+
+class AnyValue(_Struct):
+    string_value: str | UnsetType = UNSET
+    bool_value: bool | UnsetType = UNSET
+    int_value: str | int | UnsetType = UNSET
+    double_value: float | int | str | UnsetType = UNSET
+    bytes_value: str | UnsetType = UNSET
+    array_value: ArrayValue | UnsetType = UNSET
+    kvlist_value: KeyValueList | UnsetType = UNSET
+
+
+class KeyValue(_Struct):
+    key: str
+    value: AnyValue | None | UnsetType = UNSET
+
+
+class ArrayValue(_Struct):
+    values: list[AnyValue] | None | UnsetType = UNSET
+
+
+class KeyValueList(_Struct):
+    values: list[KeyValue] | None | UnsetType = UNSET
+
+
+class Status(_Struct):
+    code: int | str = 0
+    message: str | None | UnsetType = UNSET
+
+
+class Event(_Struct):
+    time_unix_nano: str | int
+    name: str = ""
+    attributes: list[KeyValue] | None | UnsetType = UNSET
+
+
+class Link(_Struct):
+    trace_id: str
+    span_id: str
+    attributes: list[KeyValue] | None | UnsetType = UNSET
+
+
+class Span(_Struct):
+    trace_id: str
+    span_id: str
+    name: str
+    start_time_unix_nano: str | int
+    end_time_unix_nano: str | int
+    parent_span_id: str | None | UnsetType = UNSET
+    kind: int | str = 0
+    attributes: list[KeyValue] | None | UnsetType = UNSET
+    events: list[Event] | None | UnsetType = UNSET
+    links: list[Link] | None | UnsetType = UNSET
+    status: Status | None | UnsetType = UNSET
+
+
+class Scope(_Struct):
+    name: str | None | UnsetType = UNSET
+
+
+class ScopeSpans(_Struct):
+    scope: Scope | UnsetType = UNSET
+    spans: list[Span] | None | UnsetType = UNSET
+    instrumentation_library: msgspec.Raw | UnsetType = UNSET  # the name before OTLP 0.15: careful path
+
+
+class Resource(_Struct):
+    attributes: list[KeyValue] | None | UnsetType = UNSET
+
+
+class ResourceSpans(_Struct):
+    resource: Resource | None | UnsetType = UNSET
+    scope_spans: list[ScopeSpans] | UnsetType = UNSET
+    instrumentation_library_spans: msgspec.Raw | UnsetType = UNSET  # the name before OTLP 0.15: careful path
+
+
+class TracesData(_Struct):
+    """One OTLP/JSON line (TracesData), or an ExportTraceServiceRequest: the same fields."""
+
+    resource_spans: list[ResourceSpans]
+
+
+DECODER = msgspec.json.Decoder(TracesData)
+
+
+def _fast_value(v: AnyValue, lim: Limits, depth: int):
+    """One AnyValue as `_json_value` reads it, for values of every kind; raises Unusual instead of Bad."""
+    x = v.string_value
+    if x is not UNSET:
+        if len(x) > lim.max_attribute_bytes >> 2:
+            raise Unusual
+        return x
+    x = v.bool_value
+    if x is not UNSET:
+        return x
+    x = v.int_value
+    if x is not UNSET:
+        if x.__class__ is str:
+            if not (x.isascii() and (x.isdigit() or (x[:1] == "-" and x[1:].isdigit()))):
+                raise Unusual
+            x = int(x)
+        if not -_I64 <= x < _I64:
+            raise Unusual
+        return x
+    x = v.double_value
+    if x is not UNSET:
+        if x.__class__ is float:
+            return x
+        if x.__class__ is int:
+            return float(x)
+        if x in _FLOAT_WORDS:
+            return _FLOAT_WORDS[x]
+        raise Unusual
+    x = v.bytes_value
+    if x is not UNSET:
+        if len(x) > lim.max_attribute_bytes >> 2:
+            raise Unusual
+        return x
+    a = v.array_value
+    if a is not UNSET:
+        if depth >= lim.max_depth:
+            raise Unusual
+        out = [_fast_value(y, lim, depth + 1) for y in a.values or ()]
+    else:
+        a = v.kvlist_value
+        if a is UNSET:
+            return None  # an empty AnyValue
+        if depth >= lim.max_depth:
+            raise Unusual
+        vals = a.values or ()
+        if len(vals) > lim.max_attributes:
+            raise Unusual
+        out = {kv.key: None if not kv.value else _fast_value(kv.value, lim, depth + 1) for kv in vals}
+    if depth == 0 and len(orjson.dumps(out)) > lim.max_attribute_bytes:
+        raise Unusual
+    return out
+
+
+def _fast_attrs(kvs, lim: Limits) -> dict:
+    """A list of KeyValue structs as a dict of Python values (see `_json_attrs`)."""
+    if not kvs:
+        return {}
+    if len(kvs) > lim.max_attributes:
+        raise Unusual
+    out = {}
+    small = lim.max_attribute_bytes >> 2
+    for kv in kvs:
+        v = kv.value
+        if v:  # a struct (neither None nor UNSET)
+            x = v.string_value
+            if x is not UNSET:
+                if len(x) > small:
+                    raise Unusual
+                out[kv.key] = x
+                continue
+            x = v.int_value
+            if x.__class__ is str and len(x) < 19 and x.isdigit() and x.isascii():
+                out[kv.key] = int(x)
+                continue
+            out[kv.key] = _fast_value(v, lim, 0)
+        else:
+            out[kv.key] = None
+    return out
+
+
+def _fast_nanos(v) -> int:
+    if v.__class__ is str:
+        if len(v) < 20 and v.isdigit() and v.isascii():
+            return int(v)
+        raise Unusual
+    if 0 <= v < _U64:
+        return v
+    raise Unusual
+
+
+def _fast_id(v: str, size: int) -> str:
+    if len(v) != size or v.strip(_HEX) or not v.strip("0"):
+        raise Unusual
+    return v
+
+
+def walk_fast(obj: TracesData, rows: Rows) -> None:
+    """Every span of one decoded TracesData, when all of it is well formed; raises Unusual
+    (having appended rows the caller must roll back) at the first thing that is not."""
+    lim = rows.limits
+    append, dumps, hot = rows.spans.append, orjson.dumps, mapping.hot_columns
+    kinds, statuses, hexdigits = _JSON_KINDS, _JSON_STATUS, _HEX
+    for rs in obj.resource_spans:
+        r = rs.resource
+        res_json, res, service = rows.resource(_fast_attrs(r.attributes, lim) if r else {})
+        sss = rs.scope_spans
+        if sss is UNSET:
+            if rs.instrumentation_library_spans is not UNSET:
+                raise Unusual
+            continue
+        for ss in sss:
+            sc = ss.scope
+            if sc is UNSET and ss.instrumentation_library is not UNSET:
+                raise Unusual
+            scope = rows.scope(sc.name if sc else None)
+            for sp in ss.spans or ():
+                tid = sp.trace_id
+                if len(tid) != 32 or tid.strip(hexdigits) or tid == _Z32:
+                    raise Unusual
+                sid = sp.span_id
+                if len(sid) != 16 or sid.strip(hexdigits) or sid == _Z16:
+                    raise Unusual
+                psid = sp.parent_span_id
+                if not psid:
+                    psid = None
+                elif len(psid) != 16 or psid.strip(hexdigits) or psid == _Z16:
+                    raise Unusual
+                name = sp.name
+                kind = kinds.get(sp.kind)
+                if not name or kind is None:
+                    raise Unusual
+                s, e = sp.start_time_unix_nano, sp.end_time_unix_nano
+                start = int(s) if s.__class__ is str and len(s) < 20 and s.isdigit() and s.isascii() else _fast_nanos(s)
+                end = int(e) if e.__class__ is str and len(e) < 20 and e.isdigit() and e.isascii() else _fast_nanos(e)
+                if not 0 < start <= end:
+                    raise Unusual
+                st = sp.status
+                if st:
+                    code = statuses.get(st.code)
+                    if code is None:
+                        raise Unusual
+                    msg = st.message or None
+                else:
+                    code, msg = "UNSET", None
+                attrs = _fast_attrs(sp.attributes, lim)
+                events = sp.events
+                if events:
+                    ev_rows = []
+                    for seq, ev in enumerate(events):
+                        t = _fast_nanos(ev.time_unix_nano)
+                        if not t:
+                            raise Unusual
+                        ev_rows.append((tid, sid, seq, ev.name, t // 1000, dumps(_fast_attrs(ev.attributes, lim)).decode()))
+                links = sp.links
+                links_json = None
+                if links:
+                    links_json = dumps([{"trace_id": _fast_id(ln.trace_id, 32), "span_id": _fast_id(ln.span_id, 16),
+                                         "attributes": _fast_attrs(ln.attributes, lim)} for ln in links]).decode()  # fmt: skip
+                append(
+                    (tid, sid, psid, name, kind, start // 1000, end // 1000, (end - start) / 1e6, code, msg, service, scope)
+                    + hot(attrs, res, tid)
+                    + (dumps(attrs).decode(), res_json, links_json)
+                )
+                if events:
+                    rows.events.extend(ev_rows)

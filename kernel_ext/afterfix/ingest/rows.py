@@ -155,6 +155,15 @@ class Rows:
         self._resources: dict[str, tuple[str, dict, str | None, int]] = {}  # by JSON text
         self._scopes: dict[str, tuple[str, int]] = {}
 
+    def mark(self) -> tuple[int, int, int, int]:
+        """Where the rows stand now, for `rollback`."""
+        return len(self.spans), len(self.events), len(self.refused), self.redactions
+
+    def rollback(self, mark: tuple[int, int, int, int]) -> None:
+        """Forgets every row, refusal and redaction noted since `mark`."""
+        del self.spans[mark[0] :], self.events[mark[1] :], self.refused[mark[2] :]
+        self.redactions = mark[3]
+
     def refuse(self, location: str, reason: str, record) -> None:
         """Notes a refused record; its text is kept redacted and cut to RECORD_MAX bytes."""
         size = None
