@@ -68,6 +68,21 @@ def test_offsets_commit_with_the_data(store):
     assert store.offsets() == {"f.jsonl": ("fp", 250)}
 
 
+def test_compaction_keeps_only_the_newest_offset_of_each_source(store):
+    for i in range(5):
+        offsets = pa.Table.from_pydict(
+            {"source": ["a.jsonl", "b.jsonl"], "fingerprint": ["fa", "fb"], "position": [10 * i, 100 + i],
+             "committed_at": [T0 + dt.timedelta(seconds=i)] * 2},
+            schema=schema.OFFSET_SCHEMA,
+        )
+        store.append(make_spans(1, start=i), offsets=offsets)
+    assert count(store, "ingest_offsets") == 10
+    store.compact()
+    assert count(store, "ingest_offsets") == 2
+    assert store.offsets() == {"a.jsonl": ("fa", 40), "b.jsonl": ("fb", 104)}
+    assert count(store) == 5
+
+
 @pytest.mark.parametrize("sql", [
     "DELETE FROM spans",
     "INSERT INTO spans SELECT * FROM spans",
