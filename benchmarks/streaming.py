@@ -3,12 +3,14 @@
     .venv/bin/python benchmarks/streaming.py [--rate 5000] [--seconds 30]
 
 A real kernel (jupyter_client) runs `%load_ext afterfix` on a temporary store with its receiver
-on a free port. A sender process posts pre-encoded OTLP protobuf requests of 100 spans on a fixed
-schedule (`--rate` spans/s) and records when it sent each; a poller process with its own store
-connection looks every 20 ms for which requests are queryable. Meanwhile a trivial cell (`1+1`)
-is executed in the kernel again and again, and its round trip is compared with the same cell
-before streaming started. Targets: write-to-queryable p95 <= 1 s; extra latency of a trivial
-cell <= 20 ms. Exits non-zero if a request that was acknowledged never becomes queryable.
+on a free port (receiver, decoding and commits run in the kernel's capture process, `afterfix
+serve --stdio`, a child of the kernel). A sender process posts pre-encoded OTLP protobuf
+requests of 100 spans on a fixed schedule (`--rate` spans/s) and records when it sent each; a
+poller process with its own store connection looks every 20 ms for which requests are
+queryable. Meanwhile a trivial cell (`1+1`) is executed in the kernel again and again, and its
+round trip is compared with the same cell before streaming started. Targets: write-to-queryable
+p95 <= 1 s; extra latency of a trivial cell <= 20 ms. Exits non-zero if a request that was
+acknowledged never becomes queryable.
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=100, help="spans per request (a multiple of 50)")
     ap.add_argument("--baseline", type=float, default=None, help="seconds of trivial cells before streaming "
                     "(default: a third of --seconds, at least 3)")
+    ap.add_argument("--interval", type=float, default=None,
+                    help="Afterfix.interval, seconds between commits (default: the option's default)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
     batch = max(50, args.batch // 50 * 50)
@@ -145,9 +149,13 @@ def main() -> int:
         store.parent.mkdir(parents=True)
         kernel = Kernel({"AFTERFIX_STORE": str(store), "AFTERFIX_PORT": "0",
                          "AFTERFIX_INBOX": str(work / "traces" / "inbox")}, work)
+        if args.interval is not None:
+            kernel.run(f"get_ipython().config.Afterfix.interval = {float(args.interval)!r}")
         kernel.run("%load_ext afterfix")
-        port = int(kernel.run("from afterfix.extension import session_for\n"
-                              "print(session_for(get_ipython()).capture.status()['port'])").strip())
+        port, interval = kernel.run("from afterfix.extension import session_for\n"
+                                    "s = session_for(get_ipython())\n"
+                                    "print(s.capture.status()['port'], s.config.interval)").split()
+        port = int(port)
 
         sends, expect, seen_q = ctx.Queue(), ctx.Queue(), ctx.Queue()
         s_ready, p_ready, go, finished = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
@@ -160,8 +168,9 @@ def main() -> int:
             raise RuntimeError("the sender or the poller did not start")
 
         print(otlp_http.machine(), flush=True)
-        print(f"kernel with %load_ext afterfix (receiver on port {port}); streaming {n_requests * batch:,} spans at "
-              f"{args.rate:,.0f} spans/s for {args.seconds:g} s in requests of {batch}; poller every {POLL_S * 1000:.0f} ms",
+        print(f"kernel with %load_ext afterfix (receiver on port {port}, commits every {interval} s); "
+              f"streaming {n_requests * batch:,} spans at {args.rate:,.0f} spans/s for {args.seconds:g} s "
+              f"in requests of {batch}; poller every {POLL_S * 1000:.0f} ms",
               flush=True)
         end = time.monotonic() + baseline_s
         before = kernel.round_trips(lambda: time.monotonic() > end)

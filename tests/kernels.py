@@ -1,9 +1,11 @@
 """What the tests run notebook code in: a real ipykernel driven through jupyter_client (also used
-by the streaming benchmark), and an in-process shell whose cells raise their errors."""
+by the streaming benchmark), an in-process shell whose cells raise their errors, and a look at
+the capture processes (`afterfix serve --stdio`) a kernel starts beside itself."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from IPython.core.interactiveshell import InteractiveShell
@@ -45,6 +47,43 @@ class Kernel:
             self.kc.stop_channels()
         finally:
             self.km.shutdown_kernel(now=True)
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie nobody has reaped yet counts as ended (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def capture_processes(parent: int) -> set[int]:
+    """Pids of the running capture processes (`afterfix serve --stdio`) whose parent is `parent`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # ended while we looked
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent and fields[0] not in ("Z", "X") and b"serve" in cmdline and b"--stdio" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def wait_until(predicate, timeout: float = 30, every: float = 0.1):
+    """`predicate()`'s first true value, or its last value once `timeout` s have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
 
 
 class TestingShell(InteractiveShell):

@@ -101,6 +101,9 @@ EXIT_CASES = [
     ("status fine", ["status"], 0, ""),
     ("no store there", ["status", "--store", "{missing_store}"], 2, "no store at"),
     ("serve with nothing to do", ["serve", "--no-listen", "--no-inbox"], 2, "would receive nothing"),
+    ("serve bad interval", ["serve", "--interval", "0"], 2, "must be more than 0"),
+    ("serve bad body limit", ["serve", "--max-body-bytes", "0"], 2, "must be at least 1"),
+    ("serve bad redaction pattern", ["serve", "--port", "0", "--redact", "("], 2, "not a valid regular expression"),
     ("bad redaction pattern", ["ingest", "--redact", "(", "{good}"], 2, "not a valid regular expression"),
     ("redact and no-redact", ["ingest", "--redact", "x", "--no-redact", "{good}"], 2, "contradict"),
 ]
@@ -329,3 +332,82 @@ def test_serve_receives_from_the_otel_sdk_and_stops_on_sigterm(tmp_path):
                                "SELECT name, service_name, run_id FROM spans WHERE run_id = 'run-serve'", store=store).stdout)
     assert rows == [{"name": "decide: scale checkout", "service_name": "cli-test-agent", "run_id": "run-serve"}]
     assert count(store) == 4
+
+
+def _stdio_serve(store: Path, *args: str, token: str | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERFIX_")}
+    if token:
+        env["AFTERFIX_TOKEN"] = token
+    return subprocess.Popen([sys.executable, "-m", "afterfix", "serve", "--stdio", "--store", str(store), *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _ask(proc: subprocess.Popen, request: dict) -> dict:
+    proc.stdin.write(json.dumps(request).encode() + b"\n")
+    proc.stdin.flush()
+    while True:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read().decode()
+        message = json.loads(line)
+        if message.get("id") == request["id"]:
+            return message
+
+
+def test_serve_stdio_says_ready_answers_status_and_flush_and_stops_on_eof(tmp_path):
+    import requests
+
+    store = tmp_path / "store"
+    proc = _stdio_serve(store, "--port", "0", "--no-inbox", "--interval", "60", "--max-body-bytes", "4096",
+                        "--redact", r"cust-\d{6}", token="s3cret")
+    try:
+        ready = json.loads(proc.stdout.readline() or b"{}")
+        assert ready.get("event") == "ready", proc.stderr.read().decode() if proc.poll() is not None else ready
+        port = ready["status"]["port"]
+        assert port > 0 and ready["pid"] == proc.pid and ready["status"]["inbox"] is None
+        url, auth = f"http://127.0.0.1:{port}/v1/traces", {"Authorization": "Bearer s3cret"}
+        headers = {"Content-Type": "application/json", **auth}
+
+        body = otlp_line(1, 3, run="run-stdio", note="refund for cust-123456")
+        assert requests.post(url, data=body, headers=headers, timeout=10).status_code == 200
+        assert requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=10).status_code == 401
+        big = otlp_line(2, 3, note="x" * 5000)
+        assert requests.post(url, data=big, headers=headers, timeout=10).status_code == 413  # --max-body-bytes
+
+        status = _ask(proc, {"id": 1, "command": "status"})["status"]
+        assert (status["pending"], status["spans_stored"]) == (3, 0)  # --interval 60: not committed yet
+        flushed = _ask(proc, {"id": 2, "command": "flush", "timeout": 30})
+        assert flushed["flushed"] is True and flushed["status"]["spans_stored"] == 3
+        assert "unknown command" in _ask(proc, {"id": 3, "command": "explode"})["error"]
+
+        # acknowledged after the last flush: closing stdin must still commit it
+        assert requests.post(url, data=otlp_line(3, 2, run="run-stdio"), headers=headers, timeout=10).status_code == 200
+        proc.stdin.close()
+        proc.wait(60)
+        out, err = proc.stdout.read(), proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    last = json.loads(out.splitlines()[-1])
+    assert last["event"] == "stopped" and last["status"]["spans_stored"] == 5
+    assert count(store, "SELECT count(*) AS n FROM spans WHERE run_id = 'run-stdio'") == 5
+    attributes = afterfix("query", "--format", "csv", "SELECT attributes FROM spans", store=store).stdout
+    assert "cust-123456" not in attributes and "[REDACTED:custom-1]" in attributes
+    assert not any((store / "spool").iterdir())  # everything committed: no spool left to replay
+
+
+def test_serve_stdio_reports_a_port_in_use_as_one_json_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _stdio_serve(tmp_path / "store", "--port", str(port), "--no-inbox")
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    error = json.loads(out.splitlines()[0])
+    assert error["event"] == "error" and error["kind"] == "ConfigError"
+    assert f"127.0.0.1:{port}" in error["error"] and "Address already in use" in error["error"]
+    assert "port 0" in error["error"] and "Traceback" not in err.decode()

@@ -2,7 +2,8 @@
 
 In-process tests use a real InteractiveShell that raises on cell errors; end-to-end tests start
 a real ipykernel with jupyter_client and send spans to it with the OpenTelemetry SDK's own
-OTLP/HTTP exporter.
+OTLP/HTTP exporter. Either way the capture runs in a child process (`afterfix serve --stdio`),
+which the tests find, kill and wait for by its pid.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from traitlets.config import Config
 
 from afterfix.config import Afterfix
 from afterfix.extension import Session, session_for
-from kernels import Kernel, TestingShell
+from kernels import Kernel, TestingShell, capture_processes, process_alive
 
 
 def new_shell(tmp_path, **afterfix) -> TestingShell:
@@ -60,16 +61,23 @@ def wait_for(predicate, timeout: float = 30, every: float = 0.2):
 # -- lifecycle in one shell -------------------------------------------------------------------
 
 
-def test_load_creates_the_store_and_unload_stops_every_thread(shell, tmp_path):
-    before = set(threading.enumerate())
+def test_load_starts_one_capture_process_and_unload_stops_it(shell, tmp_path):
+    before_threads, before_children = set(threading.enumerate()), capture_processes(os.getpid())
     shell.run_cell("%load_ext afterfix")
     assert (tmp_path / "store" / "catalog.sqlite").exists()
-    assert set(threading.enumerate()) - before, "loading started no capture thread"
+    child = session_for(shell).capture.pid
+    assert capture_processes(os.getpid()) - before_children == {child}
     assert "sql" in shell.magics_manager.magics["cell"] and "afterfix" in shell.magics_manager.magics["line"]
-    assert shell.run_cell("%afterfix status").result.info["state"] == "running"
+    info = shell.run_cell("%afterfix status").result.info
+    assert info["state"] == "running" and info["pid"] == str(child)
+    assert STATUS_KEYS <= set(info), STATUS_KEYS - set(info)
+    assert info["sources"] == [f"http://{info['receiver']}/v1/traces", f"inbox {tmp_path / 'inbox'}"]
+    assert info["last_error"] is None and info["refused"] == 0
 
     shell.run_cell("%unload_ext afterfix")
-    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not process_alive(child), "the capture process outlived %unload_ext"
+    assert capture_processes(os.getpid()) == before_children
+    left = [t for t in set(threading.enumerate()) - before_threads if t.is_alive()]
     assert left == [], f"threads still running after unload: {[t.name for t in left]}"
     assert afterfix_callbacks(shell) == []
     assert "sql" not in shell.magics_manager.magics["cell"] and "afterfix" not in shell.magics_manager.magics["line"]
@@ -79,16 +87,88 @@ def test_load_creates_the_store_and_unload_stops_every_thread(shell, tmp_path):
         shell.run_cell("%sql SELECT 1")
 
 
-def test_reload_does_not_double_callbacks(shell):
+# What `%afterfix status` shows: sources, rate, lag, counts, the last error, the capture process.
+STATUS_KEYS = {"state", "store", "receiver", "inbox", "sources", "spans_stored", "rate_per_s", "lag_s", "pending",
+               "refused", "redacted", "duplicates", "started_at", "last_commit_at", "last_error", "pid"}
+
+
+def test_reload_doubles_nothing_and_leaves_no_process_behind(shell):
+    before = capture_processes(os.getpid())
     shell.run_cell("%load_ext afterfix")
     assert len(afterfix_callbacks(shell)) == 1
+    pids = [session_for(shell).capture.pid]
     for _ in range(2):
         shell.run_cell("%reload_ext afterfix")
         assert len(afterfix_callbacks(shell)) == 1
         assert sum(isinstance(c, Afterfix) for c in shell.configurables) == 1
+        pids.append(session_for(shell).capture.pid)
+        assert capture_processes(os.getpid()) - before == {pids[-1]}  # one capture process, the newest
+        assert not any(process_alive(p) for p in pids[:-1])
     assert shell.run_cell("%sql SELECT 42 AS answer").result["answer"][0] == 42
     shell.run_cell("%unload_ext afterfix")
     assert afterfix_callbacks(shell) == []
+    assert not process_alive(pids[-1]) and capture_processes(os.getpid()) == before
+
+
+def test_restart_right_after_stop_gets_the_same_port(shell, free_port):
+    shell.run_cell("%load_ext afterfix")
+    for command in ("%afterfix stop\n%afterfix start", "%afterfix restart"):
+        shell.run_cell(command)
+        info = shell.run_cell("%afterfix status").result.info
+        assert (info["state"], info["receiver"], info["last_error"]) == ("running", f"127.0.0.1:{free_port}", None)
+    send(free_port, otel_spans(3, "run-restarted"))
+    assert wait_for(lambda: shell.run_cell(COUNT_SQL.format(run="run-restarted")).result["n"][0] == 3)
+
+
+def test_the_token_reaches_the_capture_process_by_its_environment(tmp_path, free_port):
+    import requests
+
+    ip = new_shell(tmp_path, port=free_port, token="s3cret-token")
+    try:
+        ip.run_cell("%load_ext afterfix")
+        pid = session_for(ip).capture.pid
+        assert b"s3cret-token" not in Path(f"/proc/{pid}/cmdline").read_bytes()  # argv is visible to everyone
+        assert b"AFTERFIX_TOKEN=s3cret-token\0" in Path(f"/proc/{pid}/environ").read_bytes()
+        url = f"http://127.0.0.1:{free_port}"
+        assert requests.get(f"{url}/afterfix/status", timeout=10).status_code == 401
+        assert requests.post(f"{url}/afterfix/flush", headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
+        ok = requests.get(f"{url}/afterfix/status", headers={"Authorization": "Bearer s3cret-token"}, timeout=10)
+        assert ok.status_code == 200 and ok.json()["port"] == free_port
+    finally:
+        if session_for(ip) is not None:
+            ip.run_cell("%unload_ext afterfix")
+
+
+def test_a_capture_process_killed_with_sigkill_loses_nothing_acknowledged(tmp_path, free_port, capsys):
+    ip = new_shell(tmp_path, port=free_port, interval=60.0)  # commits a minute apart: only spooled at the kill
+    try:
+        ip.run_cell("%load_ext afterfix")
+        spans = otel_spans(30, "run-child-kill")
+        for i in range(0, 30, 10):
+            send(free_port, spans[i:i + 10])  # each returns after HTTP 200
+        child = session_for(ip).capture.pid
+        os.kill(child, signal.SIGKILL)
+        assert wait_for(lambda: not session_for(ip).running)
+        assert not process_alive(child)
+        capsys.readouterr()
+        ip.run_cell("x = 1")  # the next cell says, once, that capture ended
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("afterfix:")]
+        assert len(err) == 1 and f"pid {child}" in err[0] and "ended unexpectedly" in err[0], err
+        info = ip.run_cell("%afterfix status").result.info
+        assert info["state"] == "ended" and "ended unexpectedly" in info["last_error"]
+
+        ip.config.Afterfix.interval = 0.2
+        ip.run_cell("%reload_ext afterfix")  # a new capture process replays the dead one's spool
+        count = COUNT_SQL.format(run="run-child-kill")
+        assert wait_for(lambda: ip.run_cell(count).result["n"][0] >= 30)
+        ip.run_cell("%afterfix stop")  # commits and waits: nothing still on its way
+        assert ip.run_cell(count).result[["n", "distinct_spans"]].values.tolist() == [[30, 30]]
+    finally:
+        if session_for(ip) is not None:
+            ip.run_cell("%unload_ext afterfix")
+
+
+COUNT_SQL = "%sql SELECT count(*) AS n, count(DISTINCT span_id) AS distinct_spans FROM spans WHERE run_id = '{run}'"
 
 
 def test_other_dataframe_formatters_are_kept(shell):
@@ -112,6 +192,9 @@ def test_busy_port_leaves_inbox_capture_and_says_why(tmp_path, capsys):
             info = ip.run_cell("%afterfix status").result.info
             assert info["state"] == "running" and info["receiver"] == "off"
             assert str(port) in info["last_error"] and "%afterfix restart" in info["last_error"]
+            assert "Address already in use" in info["last_error"] and "port 0" in info["last_error"]
+            # the capture process that could not bind is gone; the one tailing the inbox runs
+            assert capture_processes(os.getpid()) >= {session_for(ip).capture.pid}
             assert ip.run_cell("%sql SELECT count(*) AS n FROM spans").result["n"][0] == 0
             # The post_run_cell callback warned once, in one line, and not again.
             err = capsys.readouterr().err
@@ -368,6 +451,18 @@ def test_kernel_receives_sdk_spans_and_sql_returns_them(kernels, tmp_path, free_
     names = kernel.run("%sql -o tools SELECT DISTINCT tool_name FROM spans WHERE tool_name IS NOT NULL\nprint(list(tools.tool_name))")
     assert "kubectl_get" in names
 
+    # %reload_ext replaces the capture process; shutting the kernel down ends the last one.
+    child = "from afterfix.extension import session_for\nprint(session_for(get_ipython()).capture.pid)"
+    first = int(kernel.run(child))
+    assert capture_processes(kernel.pid) == {first}
+    kernel.run("%reload_ext afterfix")
+    second = int(kernel.run(child))
+    assert second != first and not process_alive(first) and capture_processes(kernel.pid) == {second}
+    send(free_port, otel_spans(4, "run-e2e-reloaded"))
+    assert wait_for(lambda: stored(kernel, "run-e2e-reloaded") == (4, 4)), stored(kernel, "run-e2e-reloaded")
+    kernel.shutdown()
+    assert wait_for(lambda: not process_alive(second), timeout=60), "the capture process outlived its kernel"
+
 
 @pytest.mark.slow
 def test_acknowledged_spans_survive_kill_9_exactly_once(kernels, tmp_path, free_port):
@@ -379,8 +474,12 @@ def test_acknowledged_spans_survive_kill_9_exactly_once(kernels, tmp_path, free_
     for i in range(0, 40, 10):
         send(free_port, spans[i:i + 10])  # each call returns after HTTP 200
     assert first.run("s = %afterfix status\nprint(s.info['spans_stored'])").strip() == "0"
+    child = int(first.run("from afterfix.extension import session_for\nprint(session_for(get_ipython()).capture.pid)"))
+    assert capture_processes(first.pid) == {child}
     os.kill(first.pid, signal.SIGKILL)
     first.km.provisioner.process.wait(timeout=30)
+    # Its stdin closed with the kernel: the capture process commits what it holds and exits.
+    assert wait_for(lambda: not process_alive(child), timeout=60), "the capture process outlived its kernel"
 
     second = kernels(env, tmp_path)
     second.run("%load_ext afterfix")

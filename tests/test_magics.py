@@ -7,8 +7,8 @@ test instead of printing a traceback nobody reads.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
-import threading
 
 import pandas as pd
 import pyarrow as pa
@@ -18,7 +18,8 @@ from traitlets.config import Config
 
 from afterfix import schema
 from afterfix.magics import StatusReport, parse_sql, with_limit
-from kernels import TestingShell
+from afterfix.extension import session_for
+from kernels import TestingShell, capture_processes, process_alive
 
 T0 = dt.datetime(2026, 11, 27, 2, 47)
 HOSTILE = "<script>alert('x')</script> & {x} $x"
@@ -53,8 +54,6 @@ def new_shell(tmp_path, **afterfix) -> TestingShell:
 def loaded(tmp_path):
     shell = new_shell(tmp_path)
     shell.run_cell("%load_ext afterfix")
-    from afterfix.extension import session_for
-
     session_for(shell).store.append(make_spans(50, name=HOSTILE))
     return shell
 
@@ -237,13 +236,18 @@ def test_status_html_escapes_every_value(value):
 
 def test_stop_start_restart(fresh_ip, tmp_path):
     ip = fresh_ip
-    before = set(threading.enumerate())
+    session = session_for(ip)
+    first = session.capture.pid
     ip.run_cell("%afterfix stop")
     assert ip.run_cell("%afterfix status").result.info["state"] == "stopped"
+    assert not process_alive(first) and session.capture is None
     assert count(ip) == 50  # queries keep working while capture is stopped
     ip.run_cell("%afterfix start")
     assert ip.run_cell("%afterfix status").result.info["state"] == "running"
-    assert set(threading.enumerate()) - before, "start started no capture thread"
+    second = session.capture.pid
+    assert process_alive(second) and capture_processes(os.getpid()) >= {second}
+    ip.run_cell("%afterfix start")  # already running: nothing doubled
+    assert session.capture.pid == second
     # A changed option takes effect on restart.
     other = tmp_path / "other-store"
     ip.run_cell(f"%config Afterfix.store = {str(other)!r}")
@@ -251,4 +255,5 @@ def test_stop_start_restart(fresh_ip, tmp_path):
     ip.run_cell("%afterfix restart")
     assert ip.run_cell("%afterfix status").result.info["store"] == str(other)
     assert count(ip) == 0
+    assert not process_alive(second) and process_alive(session.capture.pid)
 

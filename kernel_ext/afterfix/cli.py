@@ -1,8 +1,8 @@
 """The `afterfix` command line: a thin layer that parses, calls one library function, prints.
 
 Subcommands: `ingest` (files and folders into the store), `query` (SQL, read-only unless
-`--write`), `serve` (OTLP/HTTP receiver and inbox tailer without a kernel), `status` (what the
-store holds), and `demo` when the nightshift demo is installed. Exit codes: 0 success, 1 some
+`--write`), `serve` (OTLP/HTTP receiver and inbox tailer without a kernel; with `--stdio`, the
+capture process the notebook extension runs beside its kernel), `status` (what the store holds), and `demo` when the nightshift demo is installed. Exit codes: 0 success, 1 some
 records were refused (each reported on stderr), 2 usage error (bad option, missing path,
 unreadable store, SQL error), 130 interrupted.
 """
@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve", help="receive OTLP/HTTP and tail the inbox folder, without a kernel",
         description="Run the OTLP/HTTP receiver (POST /v1/traces) and the inbox tailer until SIGINT or "
-        "SIGTERM, then flush everything received to the store and stop.",
+        "SIGTERM, then flush everything received to the store and stop. The receiver also answers "
+        "GET /afterfix/status and POST /afterfix/flush (JSON; same token rule as /v1/traces).",
     )
     _store_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -110,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"folder of trace files to tail (default: ${ENV_INBOX}, else inbox/ beside the store)")
     p.add_argument("--no-inbox", action="store_true", help="do not tail any inbox folder")
     p.add_argument("--no-listen", action="store_true", help="only tail the inbox, do not listen for OTLP/HTTP")
+    p.add_argument("--interval", type=_interval, default=0.5, metavar="SECONDS",
+                   help="seconds between commits of received spans (default: 0.5)")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=None, metavar="N",
+                   help="largest request body (or inbox line) accepted; larger ones get HTTP 413 (default: 16 MiB)")
+    p.add_argument("--redact", action="append", default=[], metavar="REGEX",
+                   help="also redact text matching REGEX (repeatable)")
+    p.add_argument("--stdio", action="store_true",
+                   help="run under a parent process (the notebook extension does): print JSON lines on stdout "
+                   "(ready with the bound port, or the start error), answer status/flush requests read from "
+                   "stdin, and stop, flushing, when stdin closes")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("status", help="what the store holds: spans, runs, incidents, quarantined, last ingest",
@@ -151,6 +162,16 @@ def _port(text: str) -> int:
     value = _non_negative_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return value
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most 60 seconds")
     return value
 
 
@@ -270,7 +291,8 @@ def cmd_serve(args) -> int:
         except argparse.ArgumentTypeError as e:
             raise UsageError(f"${ENV_PORT}: {e}") from None
     store = _store(args)
-    kwargs = dict(listen=not args.no_listen, host=args.host, port=port, token=token)
+    kwargs = dict(listen=not args.no_listen, host=args.host, port=port, token=token, interval=args.interval,
+                  limits=_limits(args), redactor=_serve_redactor(args))
     inbox = args.inbox or (None if args.no_inbox else os.environ.get(ENV_INBOX) or None)
     if args.no_inbox:
         kwargs["inbox"] = False
@@ -286,18 +308,52 @@ def cmd_serve(args) -> int:
 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    channel = None
     try:
-        capture.start()
-        print(describe_capture(capture.status(), store), flush=True)
-        while not stop.wait(1.0):
-            pass
+        if args.stdio:
+            from .ingest.sidecar import StdioChannel
+
+            channel = StdioChannel(capture, stop)
+            try:
+                capture.start()
+            except Exception as e:
+                channel.send({"event": "error", "kind": type(e).__name__, "error": str(e)})
+                raise
+            channel.start()
+        else:
+            capture.start()
+            print(describe_capture(capture.status(), store), flush=True)
+        while not stop.wait(0.5):
+            if channel is not None:
+                channel.report_new_error()
         print("afterfix serve: stopping, flushing to the store", file=sys.stderr, flush=True)
     finally:
         capture.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if channel is not None:
+        channel.stopped()
     print("afterfix serve: stopped; " + _describe_counts(capture.status()), file=sys.stderr, flush=True)
     return EXIT_OK
+
+
+def _limits(args):
+    from .ingest.otlp import Limits
+
+    return Limits(max_body_bytes=args.max_body_bytes) if args.max_body_bytes else Limits()
+
+
+def _serve_redactor(args):
+    """The default patterns plus --redact ones, named custom-1, custom-2, ... in the order given."""
+    if not args.redact:
+        return None  # the decoder's default patterns
+    from ._exceptions import ConfigError
+    from .ingest.redact import Redactor
+
+    try:
+        return Redactor(extra=[(f"custom-{i + 1}", p) for i, p in enumerate(args.redact)])
+    except ConfigError as e:  # a pattern that does not compile
+        raise UsageError(f"--redact: {e}") from None
 
 
 def describe_capture(status: dict, store) -> str:

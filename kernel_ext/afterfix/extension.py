@@ -1,14 +1,15 @@
 """`%load_ext afterfix`: one capture per kernel, started on load and stopped on unload.
 
-Loading creates the store if it is missing, starts `Capture` (OTLP/HTTP receiver plus inbox
-tailer, on its own threads so cells never wait for ingest), registers the magics, the `Afterfix`
-options and one `post_run_cell` callback. Unloading stops every thread it started and takes back
-everything it registered, so `%reload_ext afterfix` never doubles anything.
+Loading creates the store if it is missing, starts the capture (OTLP/HTTP receiver plus inbox
+tailer) in a child process of the kernel (`Sidecar`: `afterfix serve --stdio`), registers the
+magics, the `Afterfix` options and one `post_run_cell` callback. The capture runs beside the
+kernel, not in it, so that its decoding and commits never hold the GIL a cell needs. Unloading
+stops the child (waiting until it has committed what it holds) and takes back everything it
+registered, so `%reload_ext afterfix` never doubles anything or leaves a process behind.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -48,29 +49,20 @@ class Session:
 
     @property
     def running(self) -> bool:
-        return self.capture is not None
+        return self.capture is not None and self.capture.running
 
     def _new_capture(self, settings: dict, listen: bool):
-        from .ingest.capture import Capture
-        from .ingest.otlp import Limits
-        from .ingest.redact import Redactor
+        from .ingest.sidecar import Sidecar
 
-        defaults = Limits()
-        limits = (
-            dataclasses.replace(defaults, max_body_bytes=settings["max_body_bytes"])
-            if dataclasses.is_dataclass(defaults)
-            else Limits(max_body_bytes=settings["max_body_bytes"])
-        )
-        extra = tuple((f"custom-{i + 1}", p) for i, p in enumerate(settings["redact_patterns"]))
-        return Capture(
-            self.store,
+        return Sidecar(
+            self.store.root,
             inbox=Path(settings["inbox"]),
             listen=listen,
             host=settings["host"],
             port=settings["port"],
             token=settings["token"],
-            limits=limits,
-            redactor=Redactor(extra=extra),
+            max_body_bytes=settings["max_body_bytes"],
+            redact_patterns=settings["redact_patterns"],
             interval=settings["interval"],
         )
 
@@ -78,6 +70,8 @@ class Session:
         """Open (or create) the store and start capturing with the options as they are now."""
         if self.running:
             return
+        if self.capture is not None:  # its process ended on its own: clear it away first
+            self.stop()
         try:
             settings = self.config.settings()
         except TraitError as e:
@@ -88,12 +82,11 @@ class Session:
         self.store, self.settings, self.receiver_error = store, settings, None
         capture = self._new_capture(settings, listen=settings["listen"])
         try:
-            capture.start()
+            capture.start()  # leaves no process behind when it fails
         except (ConfigError, OSError) as e:
             if not settings["listen"]:
                 raise
             # The port is taken (often by another kernel): keep reviewing with the inbox alone.
-            capture.stop()
             self.receiver_error = (
                 f"receiver off: {e}. Reading the inbox {settings['inbox']} only; "
                 "free the port or run `%config Afterfix.port = N` then `%afterfix restart`"
@@ -103,7 +96,7 @@ class Session:
         self.capture = capture
 
     def stop(self) -> None:
-        """Stop capturing: joins capture's threads after it has committed what it holds."""
+        """Stop capturing: waits until the capture process has committed what it holds and exited."""
         capture, self.capture = self.capture, None
         if capture is not None:
             capture.stop()
@@ -118,7 +111,7 @@ class Session:
         """Capture's status plus what this kernel set up; values come from trace input and are untrusted."""
         s = self.settings
         info: dict = {
-            "state": "running" if self.running else "stopped",
+            "state": "running" if self.running else "ended" if self.capture is not None else "stopped",
             "store": s.get("store", self.config.store),
             "receiver": "off",
             "inbox": s.get("inbox", self.config.inbox),
@@ -129,6 +122,8 @@ class Session:
                 info["receiver"] = f"{status.get('host') or s['host']}:{status['port']}"
             for key in ("running", "url", "host", "port", "inbox"):
                 status.pop(key, None)
+            if status.get("pid") is not None:
+                status["pid"] = str(status["pid"])  # an id, not a count: no thousands separator
             info.update(status)
         if self.receiver_error:
             last = info.get("last_error")
@@ -140,7 +135,7 @@ class Session:
             return self.receiver_error
         if self.capture is None:
             return None
-        return self.capture.status().get("last_error")
+        return self.capture.last_error  # what the capture process last reported: no round trip per cell
 
     # -- IPython callbacks ----------------------------------------------------------
 

@@ -143,6 +143,7 @@ class StatusReport:
         "started_at": "started at",
         "last_commit_at": "last commit",
         "recovering": "replaying spool",
+        "pid": "capture process",
         "inbox_active": "tailing inbox",
         "last_error": "last error",
     }

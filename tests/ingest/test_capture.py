@@ -105,6 +105,25 @@ def test_http_is_acknowledged_while_the_store_is_locked_and_lands_later(tmp_path
     assert count(Store(tmp_path / "store")) == 3
 
 
+def test_status_and_flush_over_http_with_the_token(store):
+    with Capture(store, port=0, inbox=False, token="s3cret", interval=3600) as cap:  # commits only when asked
+        base = cap.receiver.url.replace("/v1/traces", "")
+        auth = {"Authorization": "Bearer s3cret"}
+        r = requests.post(cap.receiver.url, data=request_pb(5).SerializeToString(), headers={**PB, **auth}, timeout=10)
+        assert r.status_code == 200
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            assert requests.get(f"{base}/afterfix/status", headers=headers, timeout=10).status_code == 401
+            assert requests.post(f"{base}/afterfix/flush", headers=headers, timeout=10).status_code == 401
+        assert count(store) == 0  # a refused flush committed nothing
+        status = requests.get(f"{base}/afterfix/status", headers=auth, timeout=10).json()
+        assert STATUS_KEYS <= set(status) and status["pending"] == 5 and status["spans_stored"] == 0
+        assert status["port"] == cap.receiver.port
+        flushed = requests.post(f"{base}/afterfix/flush", headers=auth, timeout=30).json()
+        assert flushed["flushed"] is True and flushed["status"]["spans_stored"] == 5
+        assert flushed["status"]["last_commit_at"] is not None
+        assert count(store) == 5
+
+
 def test_a_stopped_capture_starts_again(store):
     cap = Capture(store, port=0, inbox=False, interval=0.05)
     for k in range(2):

@@ -375,3 +375,60 @@ def test_listens_on_ipv6_loopback_when_asked(accepting, receiver):
     assert rec.url == f"http://[::1]:{rec.port}/v1/traces"
     assert requests.post(rec.url, data=request_pb(2, trace=104).SerializeToString(), headers=PB, timeout=10).status_code == 200
     assert rec.ingester.flush() and count_trace(accepting[0], 104) == 2
+
+
+# -- the control routes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "/afterfix/status", 404),  # no capture behind this receiver
+    ("POST", "/afterfix/flush", 404),
+    ("POST", "/afterfix/status", 405),
+    ("GET", "/afterfix/flush", 405),
+    ("DELETE", "/afterfix/status", 405),
+])
+def test_control_routes_without_a_capture_or_with_the_wrong_method(receiver, method, path, status):
+    rec = receiver()
+    r = requests.request(method, rec.url.replace("/v1/traces", path), timeout=10)
+    assert r.status_code == status, r.content
+    body = r.json()
+    assert body["code"] > 0 and (path in body["message"] or "no capture" in body["message"])
+    assert rec.stats.requests == 0  # control calls are not OTLP requests
+
+
+class _Control:
+    """Stands in for the capture the receiver belongs to (tests/ingest/test_capture.py uses a real one)."""
+
+    def __init__(self):
+        self.flushes = []
+
+    def status(self):
+        import datetime as dt
+
+        return {"spans_stored": 7, "last_commit_at": dt.datetime(2026, 11, 27, 3, 4, 5), "last_error": None}
+
+    def flush(self, timeout=10):
+        self.flushes.append(timeout)
+        return True
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({}, 401),
+    ({"Authorization": "Bearer nope"}, 401),
+    ({"Authorization": "Basic s3cret"}, 401),
+    ({"Authorization": "Bearer s3cret"}, 200),
+])
+def test_control_routes_follow_the_token_rule(receiver, headers, status):
+    rec = receiver(token="s3cret")
+    control = rec.control = _Control()
+    base = rec.url.replace("/v1/traces", "")
+    got = requests.get(base + "/afterfix/status", headers=headers, timeout=10)
+    flushed = requests.post(base + "/afterfix/flush", headers=headers, timeout=10)
+    assert (got.status_code, flushed.status_code) == (status, status)
+    if status == 401:
+        assert "Bearer" in got.json()["message"] and got.headers["WWW-Authenticate"].startswith("Bearer")
+        assert control.flushes == []  # refused before anything was done
+    else:
+        assert got.json() == {"spans_stored": 7, "last_commit_at": "2026-11-27T03:04:05", "last_error": None}
+        assert flushed.json()["flushed"] is True and flushed.json()["status"]["spans_stored"] == 7
+        assert len(control.flushes) == 1

@@ -1,8 +1,10 @@
 """Capture: everything one process needs to take traces into the store.
 
-The notebook extension and `afterfix serve` both run one: an ingester thread, the write-ahead
-spool (replaying spools left by processes that died), an OTLP/HTTP receiver and an inbox tailer.
-Nothing here blocks the caller: decoding and commits happen on background threads.
+`afterfix serve` runs one (and so does the notebook extension, through `afterfix serve` in a
+child process of the kernel: see ingest/sidecar.py): an ingester thread, the write-ahead spool
+(replaying spools left by processes that died), an OTLP/HTTP receiver and an inbox tailer.
+Nothing here blocks the caller: decoding and commits happen on background threads of the
+process that runs it, which is why a kernel does not run one itself.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Capture:
         self.spool = Spool(store)
         self.receiver = Receiver(self.ingester, self.spool, host=host, port=port, token=token, limits=limits,
                                  redactor=redactor) if listen else None
+        if self.receiver is not None:
+            self.receiver.control = self  # GET /afterfix/status, POST /afterfix/flush
         self.tailer = InboxTailer(self.inbox, self.ingester, store, limits=limits, redactor=redactor) \
             if self.inbox is not None else None
         self.started_at: dt.datetime | None = None

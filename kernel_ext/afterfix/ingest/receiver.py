@@ -6,18 +6,25 @@ reported in `partial_success`. Everything else gets the status OTLP/HTTP clients
 400 undecodable (the reason in a google.rpc.Status, or its JSON), 401 bad token, 404 other
 paths, 413 too large (gzip bombs included), 415 other content types, 503 with Retry-After
 while the ingester is behind, so that memory stays bounded and clients retry later.
+
+Two control routes serve whoever runs the capture (the notebook extension's capture process,
+monitoring): `GET /afterfix/status` answers the capture's status as JSON, `POST /afterfix/flush`
+commits what was received and answers `{"flushed": true|false, "status": {...}}`. They follow the
+same bearer token rule as `/v1/traces`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
+import json
 import logging
 import socket
 import threading
 import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from google.protobuf import json_format
@@ -34,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATH = "/v1/traces"
+STATUS_PATH = "/afterfix/status"
+FLUSH_PATH = "/afterfix/flush"
+FLUSH_TIMEOUT_S = 10.0
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 RETRY_AFTER_S = 1
@@ -76,8 +86,25 @@ class ReceiverStats:
     last_error: str | None = None
 
 
+class Control(Protocol):
+    """What the control routes report on and flush: the capture the receiver belongs to."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def flush(self, timeout: float = 10) -> bool: ...
+
+
+def status_json(status: dict[str, Any]) -> dict[str, Any]:
+    """`status` with its times as ISO 8601 strings (naive UTC, as the store keeps them): JSON-ready."""
+    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in status.items()}
+
+
 class Receiver:
-    """OTLP/HTTP trace receiver on a background thread (ThreadingHTTPServer)."""
+    """OTLP/HTTP trace receiver on a background thread (ThreadingHTTPServer).
+
+    `control` (set by the capture that owns the receiver) answers the status and flush routes;
+    without it they answer 404.
+    """
 
     def __init__(self, ingester: "Ingester", spool: "Spool", *, host: str = "127.0.0.1", port: int = 4318,
                  token: str | None = None, limits: otlp.Limits | None = None, redactor: Any = None):
@@ -94,6 +121,7 @@ class Receiver:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._request_no = 0
+        self.control: Control | None = None
 
     @property
     def port(self) -> int:
@@ -203,18 +231,43 @@ class Receiver:
     def _check(self, h: "_Handler", kind: str | None) -> None:
         if urlsplit(h.path).path != PATH:
             raise _Refuse(404, f"no such path {urlsplit(h.path).path!r}: traces are received at POST {PATH}")
-        if self.token is not None:
-            auth = h.headers.get("Authorization", "")
-            scheme, _, given = auth.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-                raise _Refuse(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
-                                   "(OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token>)")
+        self._check_token(h)
         if kind is None:
             raise _Refuse(415, f"Content-Type {h.headers.get('Content-Type')!r} is not supported: "
                                f"send {PROTOBUF} or {JSON}")
         encoding = (h.headers.get("Content-Encoding") or "identity").strip().lower()
         if encoding not in ("identity", "gzip"):
             raise _Refuse(415, f"Content-Encoding {encoding!r} is not supported: send gzip or none")
+
+    def _check_token(self, h: "_Handler") -> None:
+        if self.token is not None:
+            auth = h.headers.get("Authorization", "")
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+                raise _Refuse(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
+                                   "(OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token>)")
+
+    def handle_control(self, h: "_Handler", route: str) -> None:
+        """Answer `GET /afterfix/status` or `POST /afterfix/flush` with JSON; never an exception."""
+        try:
+            self._check_token(h)
+            if self.control is None:
+                raise _Refuse(404, f"no capture answers {route} here")
+            if route == FLUSH_PATH:
+                flushed = self.control.flush(FLUSH_TIMEOUT_S)
+                body: dict[str, Any] = {"flushed": flushed, "status": status_json(self.control.status())}
+            else:
+                body = status_json(self.control.status())
+        except _Refuse as r:
+            close = not _discard_body(h, self.limits.max_body_bytes)
+            h.answer(r.status, *_status_body("json", r.status, str(r)), close=close)
+            return
+        except Exception as e:  # a broken status must not kill the server thread
+            log.exception("afterfix receiver: %s failed", route)
+            h.answer(500, *_status_body("json", 500, f"internal error: {type(e).__name__}: {e}"))
+            return
+        close = not _discard_body(h, self.limits.max_body_bytes)
+        h.answer(200, JSON, json.dumps(body, default=str).encode(), close=close)
 
     def _decode(self, kind: str, body: bytes, number: int):
         kwargs: dict[str, Any] = {"source": "otlp-http", "request": number, "limits": self.limits}
@@ -249,10 +302,31 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30
 
     def do_POST(self) -> None:  # noqa: N802 - the http.server naming
-        self.receiver.handle(self)
+        path = urlsplit(self.path).path
+        if path == FLUSH_PATH:
+            self.receiver.handle_control(self, FLUSH_PATH)
+        elif path == STATUS_PATH:
+            self._wrong_method("GET")
+        else:
+            self.receiver.handle(self)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if urlsplit(self.path).path == STATUS_PATH:
+            self.receiver.handle_control(self, STATUS_PATH)
+        else:
+            self._not_post()
+
+    def _wrong_method(self, method: str) -> None:
+        path = urlsplit(self.path).path
+        close = not _discard_body(self, self.receiver.limits.max_body_bytes)
+        self.answer(405, *_status_body("json", 405, f"{self.command} is not supported here: use {method} {path}"), close=close)
 
     def _not_post(self) -> None:
         path = urlsplit(self.path).path
+        if path == FLUSH_PATH:
+            return self._wrong_method("POST")
+        if path == STATUS_PATH:
+            return self._wrong_method("GET")
         status, msg = (405, f"{self.command} is not supported: POST to {PATH}") if path == PATH else \
             (404, f"no such path {path!r}: traces are received at POST {PATH}")
         self.receiver._next_request_no()
@@ -260,7 +334,7 @@ class _Handler(BaseHTTPRequestHandler):
         close = not _discard_body(self, self.receiver.limits.max_body_bytes)
         self.answer(status, *_status_body(_kind(self.headers.get("Content-Type")), status, msg), close=close)
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_post  # noqa: N815
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_post  # noqa: N815
 
     def answer(self, status: int, content_type: str, body: bytes, *, retry_after: int | None = None, close: bool = False) -> None:
         self.send_response(status)
