@@ -11,8 +11,8 @@ Large inputs are decoded in worker processes while the main process commits.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import datetime as dt
+import mmap
 import multiprocessing
 import os
 import sys
@@ -103,20 +103,21 @@ def _is_protobuf(path: Path) -> bool:
 
 @dataclass
 class _Task:
-    """One piece of one file to decode; `last` marks the piece that ends the file."""
+    """One piece of one file to decode, by place: the process that decodes it reads the bytes,
+    so input never travels between processes. `last` marks the piece that ends the file."""
 
     file_index: int
     source: str
-    data: bytes
+    start: int  # byte offset in the file where this piece begins
+    end: int  # and where it ends
     first_line: int
     protobuf: bool
-    end: int  # byte offset in the file where this piece ends
     last: bool
-    size: int = 0  # len(data), kept when data has been handed to a worker
     refusal: str | None = None  # set for a line too long to decode: refused without reading it
 
-    def __post_init__(self) -> None:
-        self.size = self.size or len(self.data)
+    @property
+    def size(self) -> int:
+        return self.end - self.start
 
 
 def _decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> tuple[Decoded, int]:
@@ -127,74 +128,66 @@ def _decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> 
         return Decoded(schema.empty("spans"), schema.empty("events"), [refusal], 0), task.end
     if redactor is not None:  # else the decoder's default redactor
         kw["redactor"] = redactor
+    data = b""
+    if task.size:
+        with open(task.source, "rb") as f:
+            f.seek(task.start)
+            data = f.read(task.size)
+        if len(data) != task.size:
+            raise OSError(f"{task.source}: the file shrank while it was being ingested; ingest it again once it is complete")
     if task.protobuf:
-        start = task.end - task.size
-        decoded, consumed = decode_protobuf_file(task.data, first_byte=start, **kw)
+        decoded, consumed = decode_protobuf_file(data, first_byte=task.start, **kw)
         if consumed < task.size:  # the offset stays before it, so a grown file is read from there
-            decoded.refused.append(Refusal(task.source, f"byte {start + consumed}",
+            decoded.refused.append(Refusal(task.source, f"byte {task.start + consumed}",
                                            f"the file ends inside a frame ({task.size - consumed} bytes after the last "
                                            "complete one); was the writer cut off?", None))
-        return decoded, start + consumed
-    return decode_json_lines(task.data, first_line=task.first_line, **kw), task.end
+        return decoded, task.start + consumed
+    return decode_json_lines(data, first_line=task.first_line, **kw), task.end
 
 
 def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: int, on_read) -> Iterator[_Task]:
-    """Split files into decode tasks on line boundaries, reading each byte once.
+    """Split files into decode tasks on line boundaries, as they are when this runs.
 
     `files` holds (index, path, start offset, first line number at that offset). JSON lines
-    are cut at the last newline of each chunk; a last line without a newline is taken as is
-    (the file is complete when it is ingested). A line over `max_line` bytes is skipped without
-    holding it in memory and becomes a refusal, as the inbox tailer does.
+    are cut at the last newline of each chunk (found through a memory map, so this process
+    copies only what it counts lines in); a last line without a newline is taken as is (the
+    file is complete when it is ingested). A line over `max_line` bytes becomes a refusal
+    without being decoded, as the inbox tailer does.
     """
     for index, path, start, first_line in files:
         source = str(path)
-        if _is_protobuf(path):
-            with open(path, "rb") as f:
-                f.seek(start)
-                data = f.read()
-            on_read(len(data))
-            yield _Task(index, source, data, 1, True, start + len(data), True)
-            continue
         with open(path, "rb") as f:
-            f.seek(start)
-            offset, line, carry = start, first_line, b""
-            while True:
-                block = f.read(chunk_bytes)
-                on_read(len(block))
-                if not block:
-                    yield _Task(index, source, carry, line, False, offset + len(carry), True)
-                    break
-                data = carry + block if carry else block
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    if len(data) <= max_line:
-                        carry = data  # one line longer than a chunk: keep reading until it ends
-                        continue
-                    skipped = len(data) + _skip_to_newline(f, on_read)
-                    reason = (f"line is {skipped} bytes, over the limit of {max_line}: "
-                              "split the batch into smaller lines")
-                    yield _Task(index, source, b"", line, False, offset + skipped, False, size=skipped, refusal=reason)
-                    offset, line, carry = offset + skipped, line + 1, b""
-                    continue
-                piece, carry = data[:cut], data[cut:]
-                yield _Task(index, source, piece, line, False, offset + cut, False)
-                offset += cut
-                line += piece.count(b"\n")
-
-
-def _skip_to_newline(f, on_read) -> int:
-    """Read past the next newline; returns how many bytes that took."""
-    n = 0
-    while True:
-        block = f.read(1 << 20)
-        i = block.find(b"\n")
-        on_read(len(block) if i < 0 else i + 1)
-        if not block:
-            return n
-        if i >= 0:
-            f.seek(i + 1 - len(block), os.SEEK_CUR)
-            return n + i + 1
-        n += len(block)
+            size = os.fstat(f.fileno()).st_size
+            if _is_protobuf(path) or size <= start:
+                on_read(max(size - start, 0))
+                yield _Task(index, source, start, max(size, start), 1, _is_protobuf(path), True)
+                continue
+            with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as mm:
+                offset, line = start, first_line
+                while True:
+                    stop = offset + chunk_bytes
+                    if stop >= size:  # the rest of the file: its last line may lack a newline
+                        cut = size
+                    else:
+                        cut = mm.rfind(b"\n", offset, stop) + 1
+                    if cut == 0:  # no newline in a whole chunk: one long line
+                        nl = mm.find(b"\n", stop)
+                        cut = size if nl < 0 else nl + 1
+                        if cut - offset - (nl >= 0) > max_line:
+                            on_read(cut - offset)
+                            reason = (f"line is {cut - offset} bytes, over the limit of {max_line}: "
+                                      "split the batch into smaller lines")  # fmt: skip
+                            yield _Task(index, source, offset, cut, line, False, cut == size, refusal=reason)
+                            offset, line = cut, line + 1
+                            if cut == size:
+                                break
+                            continue
+                    on_read(cut - offset)
+                    yield _Task(index, source, offset, cut, line, False, cut == size)
+                    if cut == size:
+                        break
+                    line += mm[offset:cut].count(b"\n")
+                    offset = cut
 
 
 # -- the ingest loop --------------------------------------------------------------------
@@ -303,6 +296,13 @@ def ingest_paths(
         if total > 2 * CHUNK_BYTES else None
     committing: cf.Future | None = None
 
+    def warm_up() -> None:
+        """Opens the commit thread's connection (extensions, attach, views: a fixed cost of
+        about a second on a busy machine) while the first chunks decode."""
+        nonlocal committing
+        if committer is not None:
+            committing = committer.submit(store.connection, read_only=False)
+
     def store_batch(parts: list[Decoded], offsets: list[tuple[str, str, int]]) -> None:
         batch = Decoded.concat(parts) if parts else None
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -345,8 +345,9 @@ def ingest_paths(
     try:
         tasks = _tasks(plan, CHUNK_BYTES, limits.max_body_bytes, read)
         if workers:
-            _run_parallel(tasks, workers, limits, redactor, ingested_at, take)
+            _run_parallel(tasks, workers, limits, redactor, ingested_at, take, warm_up)
         else:
+            warm_up()
             for task in tasks:
                 take(task, *_decode(task, limits, redactor, ingested_at))
         commit()
@@ -364,8 +365,9 @@ def ingest_paths(
     return summary
 
 
-def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingested_at, take) -> None:
-    """Decode in worker processes, handing results to `take` in file order.
+def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingested_at, take, forked) -> None:
+    """Decode in worker processes, handing results to `take` in file order; `forked()` is called
+    once every worker exists (so that threads started then are not forked mid-work).
 
     At most 4 tasks per worker are in flight, which bounds memory and keeps the workers busy
     while a batch is being concatenated and handed to the commit thread.
@@ -379,9 +381,10 @@ def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingest
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         try:
             for task in tasks:
-                fut = pool.submit(_decode, task, limits, redactor, ingested_at)
-                # the executor holds the bytes until they are sent; keep only the header here
-                inflight.append((dataclasses.replace(task, data=b"", size=task.size), fut))
+                inflight.append((task, pool.submit(_decode, task, limits, redactor, ingested_at)))
+                if forked is not None:  # the first submit forks every worker
+                    forked()
+                    forked = None
                 while len(inflight) >= 4 * workers:
                     done, fut = inflight.popleft()
                     take(done, *fut.result())
