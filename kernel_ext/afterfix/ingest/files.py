@@ -271,8 +271,13 @@ def ingest_paths(
     summary = IngestSummary()
     files = find_files(paths)
     summary.files = len(files)
-    store.create()  # a store that cannot be written fails here, before any input is read
-    plan, ids, total = _plan(store, files, summary)
+    plan, ids, total = _plan(store, files, summary)  # a store not made yet has no offsets
+    # Large inputs make (or open) the store on the commit thread while the first chunks decode:
+    # making a store costs seconds on a busy disk. Otherwise a store that cannot be written
+    # fails here, before any input is read.
+    big = total > 2 * CHUNK_BYTES
+    if not big:
+        store.create()
     if not plan:
         summary.seconds = time.perf_counter() - t0
         return summary
@@ -292,13 +297,13 @@ def ingest_paths(
     # For large inputs commits run on one thread of their own, so decoding the next batch
     # (here or in the workers) overlaps DuckDB writing this one; at most one commit waits,
     # which bounds memory. Small inputs commit here, on this thread's open connection.
-    committer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="afterfix-ingest-commit") \
-        if total > 2 * CHUNK_BYTES else None
+    committer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="afterfix-ingest-commit") if big else None
     committing: cf.Future | None = None
 
     def warm_up() -> None:
-        """Opens the commit thread's connection (extensions, attach, views: a fixed cost of
-        about a second on a busy machine) while the first chunks decode."""
+        """Makes the store if need be and opens the commit thread's connection (extensions,
+        attach, views: a fixed cost of about a second on a busy machine) while the first chunks
+        decode; a store that cannot be written fails at the first commit."""
         nonlocal committing
         if committer is not None:
             committing = committer.submit(store.connection, read_only=False)
