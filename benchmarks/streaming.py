@@ -168,9 +168,9 @@ def main() -> int:
             raise RuntimeError("the sender or the poller did not start")
 
         print(otlp_http.machine(), flush=True)
-        print(f"kernel with %load_ext afterfix (receiver on port {port}, commits every {interval} s); "
+        print(f"kernel with %load_ext afterfix (receiver on port {port}); "
               f"streaming {n_requests * batch:,} spans at {args.rate:,.0f} spans/s for {args.seconds:g} s "
-              f"in requests of {batch}; poller every {POLL_S * 1000:.0f} ms",
+              f"in requests of {batch}; commits every {interval} s; poller every {POLL_S * 1000:.0f} ms",
               flush=True)
         end = time.monotonic() + baseline_s
         before = kernel.round_trips(lambda: time.monotonic() > end)
