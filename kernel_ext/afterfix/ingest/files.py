@@ -382,6 +382,9 @@ def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingest
     # decode (orjson, protobuf, pyarrow, which re-creates its thread pool after a fork) and
     # never touch the DuckDB threads they inherit; they leave with os._exit.
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    # pyarrow imports pandas on its first conversion to timestamps (~0.2 s of CPU, measured):
+    # once here, before forking, rather than once in every worker (this process needs it too)
+    pa.array([0], pa.timestamp("us"))
     inflight: deque[tuple[_Task, cf.Future]] = deque()
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         try:
