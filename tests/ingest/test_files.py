@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import orjson
@@ -210,3 +211,17 @@ def test_over_long_line_is_refused_and_the_rest_stored(store, tmp_path, monkeypa
     assert "over the limit of 4096" in s.refused[0].reason
     assert s.spans_stored == 9 and stored(store) == 9
     assert store.offsets()[str(f.resolve())][1] == f.stat().st_size
+
+
+def test_a_file_replaced_while_being_ingested_is_not_read_at_its_old_offsets(tmp_path):
+    """Decode tasks name a file and offsets; a file rotated away in between must not be read there."""
+    from afterfix.ingest.otlp import Limits
+
+    f = write_lines(tmp_path / "t.jsonl", [otlp_line(1), otlp_line(2)])
+    task = next(files._tasks([(0, f, 0, 1)], 1 << 20, 1 << 20, lambda n: None))
+    decoded, end = files._decode(task, Limits(), None, datetime.datetime(2026, 11, 27))
+    assert decoded.spans.num_rows == 6 and end == f.stat().st_size
+    f.rename(tmp_path / "t-rotated.jsonl")
+    write_lines(f, [otlp_line(3), otlp_line(4)])
+    with pytest.raises(OSError, match="replaced while it was being ingested"):
+        files._decode(task, Limits(), None, datetime.datetime(2026, 11, 27))

@@ -114,6 +114,7 @@ class _Task:
     protobuf: bool
     last: bool
     refusal: str | None = None  # set for a line too long to decode: refused without reading it
+    ident: tuple[int, int] = (0, 0)  # (device, inode) of the file that was cut into tasks
 
     @property
     def size(self) -> int:
@@ -131,6 +132,9 @@ def _decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> 
     data = b""
     if task.size:
         with open(task.source, "rb") as f:
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) != task.ident:  # e.g. an exporter rotated it: these offsets are not its
+                raise OSError(f"{task.source}: the file was replaced while it was being ingested; ingest it again")
             f.seek(task.start)
             data = f.read(task.size)
         if len(data) != task.size:
@@ -157,10 +161,11 @@ def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: 
     for index, path, start, first_line in files:
         source = str(path)
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            size, ident = st.st_size, (st.st_dev, st.st_ino)
             if _is_protobuf(path) or size <= start:
                 on_read(max(size - start, 0))
-                yield _Task(index, source, start, max(size, start), 1, _is_protobuf(path), True)
+                yield _Task(index, source, start, max(size, start), 1, _is_protobuf(path), True, ident=ident)
                 continue
             with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as mm:
                 offset, line = start, first_line
@@ -177,13 +182,13 @@ def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: 
                             on_read(cut - offset)
                             reason = (f"line is {cut - offset} bytes, over the limit of {max_line}: "
                                       "split the batch into smaller lines")  # fmt: skip
-                            yield _Task(index, source, offset, cut, line, False, cut == size, refusal=reason)
+                            yield _Task(index, source, offset, cut, line, False, cut == size, reason, ident)
                             offset, line = cut, line + 1
                             if cut == size:
                                 break
                             continue
                     on_read(cut - offset)
-                    yield _Task(index, source, offset, cut, line, False, cut == size)
+                    yield _Task(index, source, offset, cut, line, False, cut == size, ident=ident)
                     if cut == size:
                         break
                     line += mm[offset:cut].count(b"\n")
