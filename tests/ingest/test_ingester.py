@@ -216,3 +216,30 @@ def test_a_heavy_stream_compacts_before_the_time_is_up(store):
     assert count(store) == 15
     # small commits are inlined in the catalog until a compaction writes them to Parquet
     assert store.query("SELECT count(*) AS n FROM ducklake_list_files('lake', 'spans')")["n"][0] >= 1
+
+
+def test_what_arrives_during_a_commit_waits_for_the_next_round(store):
+    # Under a steady stream, committing new arrivals straight after each commit would make every
+    # commit a few hundred spans; they wait for the next interval and go in together.
+    ing = Ingester(store, interval=3600)
+    real_append = store.append
+    arrivals = iter([make_batch(3, start=100), make_batch(4, start=200)])
+
+    def append_while_more_arrives(**kw):
+        nxt = next(arrivals, None)
+        if nxt is not None:
+            ing.submit(nxt)
+        return real_append(**kw)
+
+    store.append = append_while_more_arrives
+    ing.start()
+    try:
+        ing.submit(make_batch(5))
+        assert ing.flush()
+        assert count(store) == 5 and ing.stats().pending == 3
+        assert ing.flush()  # the next round takes what arrived, and only that
+        assert count(store) == 8 and ing.stats().pending == 4
+        assert ing.flush()
+        assert count(store) == 12 and ing.stats().pending == 0
+    finally:
+        ing.stop()
