@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from traitlets.config import Config
 
 from afterfix.config import Afterfix
 from afterfix.extension import Session, session_for
-from kernels import Kernel, TestingShell, capture_processes, process_alive
+from kernels import Kernel, TestingShell, capture_processes, process_alive, wait_until
 
 
 def new_shell(tmp_path, **afterfix) -> TestingShell:
@@ -47,15 +46,6 @@ def shell(tmp_path, free_port):
 
 def afterfix_callbacks(ip) -> list:
     return [cb for cb in ip.events.callbacks["post_run_cell"] if isinstance(getattr(cb, "__self__", None), Session)]
-
-
-def wait_for(predicate, timeout: float = 30, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
 
 
 # -- lifecycle in one shell -------------------------------------------------------------------
@@ -117,7 +107,7 @@ def test_restart_right_after_stop_gets_the_same_port(shell, free_port):
         info = shell.run_cell("%afterfix status").result.info
         assert (info["state"], info["receiver"], info["last_error"]) == ("running", f"127.0.0.1:{free_port}", None)
     send(free_port, otel_spans(3, "run-restarted"))
-    assert wait_for(lambda: shell.run_cell(COUNT_SQL.format(run="run-restarted")).result["n"][0] == 3)
+    assert wait_until(lambda: shell.run_cell(COUNT_SQL.format(run="run-restarted")).result["n"][0] == 3)
 
 
 def test_the_token_reaches_the_capture_process_by_its_environment(tmp_path, free_port):
@@ -148,7 +138,7 @@ def test_a_capture_process_killed_with_sigkill_loses_nothing_acknowledged(tmp_pa
             send(free_port, spans[i:i + 10])  # each returns after HTTP 200
         child = session_for(ip).capture.pid
         os.kill(child, signal.SIGKILL)
-        assert wait_for(lambda: not session_for(ip).running)
+        assert wait_until(lambda: not session_for(ip).running)
         assert not process_alive(child)
         capsys.readouterr()
         ip.run_cell("x = 1")  # the next cell says, once, that capture ended
@@ -160,7 +150,7 @@ def test_a_capture_process_killed_with_sigkill_loses_nothing_acknowledged(tmp_pa
         ip.config.Afterfix.interval = 0.2
         ip.run_cell("%reload_ext afterfix")  # a new capture process replays the dead one's spool
         count = COUNT_SQL.format(run="run-child-kill")
-        assert wait_for(lambda: ip.run_cell(count).result["n"][0] >= 30)
+        assert wait_until(lambda: ip.run_cell(count).result["n"][0] >= 30)
         ip.run_cell("%afterfix stop")  # commits and waits: nothing still on its way
         assert ip.run_cell(count).result[["n", "distinct_spans"]].values.tolist() == [[30, 30]]
     finally:
@@ -332,7 +322,7 @@ def test_options_reach_capture(tmp_path, free_port):
         finally:
             exporter.shutdown()
         sql = "%sql SELECT attributes FROM spans WHERE run_id = 'run-redact'"
-        rows = wait_for(lambda: list(ip.run_cell(sql).result["attributes"]))
+        rows = wait_until(lambda: list(ip.run_cell(sql).result["attributes"]))
         assert len(rows) == 2
         assert all("cust-123456" not in r and "[REDACTED:" in r for r in rows if "refund" in r)
         assert any("refund" in r for r in rows)
@@ -357,12 +347,12 @@ def test_cells_never_wait_for_ingest(tmp_path, free_port):
         try:
             with Store(tmp_path / "store").write_lock():  # another writer holds the store
                 assert exporter.export(otel_spans(5, "run-busy")) == SpanExportResult.SUCCESS
-                assert wait_for(lambda: ip.run_cell("%afterfix status").result.info["pending"] == 5)
+                assert wait_until(lambda: ip.run_cell("%afterfix status").result.info["pending"] == 5)
                 ip.run_cell("x = sum(range(10))")
                 assert ip.run_cell(count).result["n"][0] == 0
         finally:
             exporter.shutdown()
-        assert wait_for(lambda: ip.run_cell(count).result["n"][0] == 5)
+        assert wait_until(lambda: ip.run_cell(count).result["n"][0] == 5)
     finally:
         if session_for(ip) is not None:
             ip.run_cell("%unload_ext afterfix")
@@ -447,7 +437,7 @@ def test_kernel_receives_sdk_spans_and_sql_returns_them(kernels, tmp_path, free_
     kernel.run("%load_ext afterfix")
     assert f"127.0.0.1:{free_port}" in kernel.run("s = %afterfix status\nprint(repr(s))")
     send(free_port, otel_spans(12, "run-e2e"))
-    assert wait_for(lambda: stored(kernel, "run-e2e") == (12, 12)), stored(kernel, "run-e2e")
+    assert wait_until(lambda: stored(kernel, "run-e2e") == (12, 12)), stored(kernel, "run-e2e")
     names = kernel.run("%sql -o tools SELECT DISTINCT tool_name FROM spans WHERE tool_name IS NOT NULL\nprint(list(tools.tool_name))")
     assert "kubectl_get" in names
 
@@ -459,9 +449,9 @@ def test_kernel_receives_sdk_spans_and_sql_returns_them(kernels, tmp_path, free_
     second = int(kernel.run(child))
     assert second != first and not process_alive(first) and capture_processes(kernel.pid) == {second}
     send(free_port, otel_spans(4, "run-e2e-reloaded"))
-    assert wait_for(lambda: stored(kernel, "run-e2e-reloaded") == (4, 4)), stored(kernel, "run-e2e-reloaded")
+    assert wait_until(lambda: stored(kernel, "run-e2e-reloaded") == (4, 4)), stored(kernel, "run-e2e-reloaded")
     kernel.shutdown()
-    assert wait_for(lambda: not process_alive(second), timeout=60), "the capture process outlived its kernel"
+    assert wait_until(lambda: not process_alive(second), timeout=60), "the capture process outlived its kernel"
 
 
 @pytest.mark.slow
@@ -479,11 +469,11 @@ def test_acknowledged_spans_survive_kill_9_exactly_once(kernels, tmp_path, free_
     os.kill(first.pid, signal.SIGKILL)
     first.km.provisioner.process.wait(timeout=30)
     # Its stdin closed with the kernel: the capture process commits what it holds and exits.
-    assert wait_for(lambda: not process_alive(child), timeout=60), "the capture process outlived its kernel"
+    assert wait_until(lambda: not process_alive(child), timeout=60), "the capture process outlived its kernel"
 
     second = kernels(env, tmp_path)
     second.run("%load_ext afterfix")
-    assert wait_for(lambda: stored(second, "run-kill") == (40, 40)), stored(second, "run-kill")
+    assert wait_until(lambda: stored(second, "run-kill") == (40, 40)), stored(second, "run-kill")
     second.run("%afterfix stop")  # flushes and joins: nothing still on its way
     assert stored(second, "run-kill") == (40, 40)
 
