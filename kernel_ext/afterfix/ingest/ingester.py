@@ -27,10 +27,10 @@ from ..store import Store
 
 log = logging.getLogger(__name__)
 
-_MAX_SPANS_PER_COMMIT = 50_000
+_MAX_SPANS_PER_COMMIT = 20_000
 # The store's writer connection caps DuckDB's memory (Store.memory_limit): one commit's Arrow
 # data must stay well under it, whatever the spans' size.
-_MAX_BYTES_PER_COMMIT = 32 * 1024 * 1024
+_MAX_BYTES_PER_COMMIT = 16 * 1024 * 1024
 
 
 def _nbytes(batch: "Batch") -> int:
@@ -130,12 +130,13 @@ class _Item:
 class Ingester:
     """One per process: a thread that commits submitted batches to the store every `interval` s."""
 
-    def __init__(self, store: Store, *, interval: float = 0.5, max_pending_spans: int = 50_000, compact_every_s: float = 300,
+    def __init__(self, store: Store, *, interval: float = 0.5, max_pending_spans: int = 20_000, compact_every_s: float = 300,
                  compact_every_spans: int = 1_000_000):
         self.store = store
         self.interval = interval
-        # Pending rows are the ingester's memory (~1 KB of Arrow per agent span): 50k keep it near
-        # 50 MB and still fill commits large enough that their fixed cost stays small.
+        # Pending rows, including the commit in progress, are most of the process's memory
+        # (~1-2 KB each as Arrow): 20k keep a streaming `afterfix serve` under 400 MB, and a
+        # commit of 20k spans already pays its fixed cost (~35 ms) over ~70 ms of inserting.
         self.max_pending_spans = max_pending_spans
         # Compact every few minutes, and sooner under a heavy stream: each merge then covers at
         # most about this many spans, which bounds its memory and its pause.
