@@ -239,12 +239,17 @@ class Ingester:
     def _run(self) -> None:
         self._started_at = time.monotonic()
         backoff = 0.0
+        next_round = time.monotonic() + self.interval
         try:
             while True:
                 with self._cond:
-                    if not self._wake and not self._stopping:
-                        self._cond.wait(max(self.interval, backoff))
+                    # Rounds start every `interval` s, counted from the last round's start: the
+                    # time a commit took is not added to the wait of what arrived meanwhile.
+                    delay = backoff if backoff else next_round - time.monotonic()
+                    if not self._wake and not self._stopping and delay > 0:
+                        self._cond.wait(delay)
                     self._wake = False
+                    next_round = time.monotonic() + self.interval
                     stopping = self._stopping
                     empty = not self._queue
                     due = self._submitted_seq  # what was submitted when this round began
