@@ -31,10 +31,6 @@ _MAX_SPANS_PER_COMMIT = 20_000
 # The store's writer connection caps DuckDB's memory (Store.memory_limit): one commit's Arrow
 # data must stay well under it, whatever the spans' size.
 _MAX_BYTES_PER_COMMIT = 16 * 1024 * 1024
-
-
-def _nbytes(batch: "Batch") -> int:
-    return sum(t.nbytes for t in (batch.spans, batch.events, batch.quarantine) if t is not None)
 _MAX_BACKOFF_S = 5.0
 
 
@@ -76,6 +72,11 @@ class Batch:
     def weight(self) -> int:
         """Rows held in memory until committed: what `max_pending_spans` bounds."""
         return self.spans.num_rows + self.quarantine.num_rows
+
+    @property
+    def nbytes(self) -> int:
+        """Arrow bytes held until committed: what `_MAX_BYTES_PER_COMMIT` bounds."""
+        return self.spans.nbytes + self.events.nbytes + self.quarantine.nbytes
 
     @staticmethod
     def concat(parts: list["Batch"]) -> "Batch":
@@ -275,12 +276,13 @@ class Ingester:
         with self._cond:
             items: list[_Item] = []
             spans = size = 0
-            while self._queue and (not items or (spans + self._queue[0].batch.weight <= _MAX_SPANS_PER_COMMIT
-                                                 and size + _nbytes(self._queue[0].batch) <= _MAX_BYTES_PER_COMMIT)):
-                item = self._queue.popleft()
-                items.append(item)
-                spans += item.batch.weight
-                size += _nbytes(item.batch)
+            while self._queue:
+                batch = self._queue[0].batch
+                if items and (spans + batch.weight > _MAX_SPANS_PER_COMMIT or size + batch.nbytes > _MAX_BYTES_PER_COMMIT):
+                    break
+                items.append(self._queue.popleft())
+                spans += batch.weight
+                size += batch.nbytes
             if items:
                 self._inflight_since = items[0].submitted
             return items
