@@ -359,7 +359,7 @@ class Store:
         """Move inlined rows to Parquet, merge small files, drop files no snapshot needs.
 
         DuckLake keeps small commits inside the catalog (data inlining); flushing them keeps the
-        SQLite catalog small and reads fast. Each step is sub-second on a day of spans here.
+        SQLite catalog small and reads fast. Merging 1.5M spans from 300 files took 3-7 s here.
         """
         con = self.connection(read_only=False)
         with self.write_lock():
