@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -14,18 +12,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from afterfix import ConfigError, Store
 from afterfix.ingest.capture import Capture
+from siblings import load_sibling
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"ingest_{name}", Path(__file__).with_name(f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_tail = _load("test_tail")
-_receiver = _load("test_receiver")
-_ingester = _load("test_ingester")
+_tail = load_sibling(__file__, "test_tail")
+_receiver = load_sibling(__file__, "test_receiver")
+_ingester = load_sibling(__file__, "test_ingester")
 lines, request_pb, count, hold_catalog = _tail.lines, _receiver.request_pb, _tail.count, _ingester.hold_catalog
 PB = {"Content-Type": "application/x-protobuf"}
 

@@ -6,7 +6,6 @@ them with SIGKILL at a point the test chooses, and then checks the store span by
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -19,19 +18,13 @@ import pytest
 import requests
 
 from afterfix import Store
+from siblings import load_sibling
 
 pytestmark = pytest.mark.slow
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"ingest_{name}", Path(__file__).with_name(f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-request_pb = _load("test_receiver").request_pb
-_tail = _load("test_tail")
+request_pb = load_sibling(__file__, "test_receiver").request_pb
+_tail = load_sibling(__file__, "test_tail")
 lines, line = _tail.lines, _tail.line
 PB = {"Content-Type": "application/x-protobuf"}
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import requests
@@ -17,17 +15,11 @@ import requests
 from afterfix import ConfigError, Store
 from afterfix.ingest.sidecar import Sidecar
 from kernels import capture_processes, process_alive, wait_until
+from siblings import load_sibling
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"ingest_{name}", Path(__file__).with_name(f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_tail = _load("test_tail")
-request_pb, count, lines = _load("test_receiver").request_pb, _tail.count, _tail.lines
+_tail = load_sibling(__file__, "test_tail")
+request_pb, count, lines = load_sibling(__file__, "test_receiver").request_pb, _tail.count, _tail.lines
 PB = {"Content-Type": "application/x-protobuf"}
 
 
