@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -163,6 +164,55 @@ def test_a_moved_store_still_opens_with_its_data(tmp_path):
     assert count(moved) == 4
     moved.append(make_spans(2, start=4))
     assert count(moved) == 6
+
+
+def _data_files(store: Store, table: str = "spans") -> list:
+    return sorted((store.data / "main" / table).glob("*.parquet"))
+
+
+def test_batches_become_parquet_files_the_lake_lists(store):
+    batch = make_spans(50)
+    res = store.append(batch, make_events(batch))
+    assert (res.spans_new, res.events) == (50, 50)
+    assert len(_data_files(store)) == 1 and len(_data_files(store, "events")) == 1
+    listed = store.query("SELECT data_file FROM ducklake_list_files('lake', 'spans')")["data_file"].tolist()
+    assert [Path(f).name for f in listed] == [f.name for f in _data_files(store)]
+    got = store.query("SELECT min(start_time) AS lo, max(span_id) AS hi, count(DISTINCT span_id) AS n FROM spans").iloc[0]
+    assert (got["lo"], got["hi"], got["n"]) == (T0, f"{50:016x}", 50)
+    # stored once still holds against spans that arrived as a file
+    again = store.append(make_spans(60))
+    assert (again.spans_new, again.spans_duplicate) == (10, 50)
+    assert count(store) == 60
+
+
+def test_a_moved_store_still_reads_its_parquet_files(tmp_path):
+    import shutil
+
+    first = Store(tmp_path / "here")
+    first.append(make_spans(40))
+    first.close()
+    shutil.move(tmp_path / "here", tmp_path / "there")
+    assert count(Store(tmp_path / "there")) == 40
+
+
+def test_an_append_that_does_not_commit_leaves_no_file(store):
+    batch = make_spans(50)
+    bad_offsets = pa.table({"source": ["x"]})  # not the offsets schema: the insert fails after the files are added
+    with pytest.raises(Exception):
+        store.append(batch, make_events(batch), offsets=bad_offsets)
+    assert count(store) == 0 and count(store, "events") == 0
+    assert _data_files(store) == [] and _data_files(store, "events") == []
+
+
+def test_compaction_merges_files_and_keeps_every_row(store):
+    for i in range(4):
+        store.append(make_spans(50, start=50 * i))
+    files = "SELECT count(*) AS n FROM ducklake_list_files('lake', 'spans')"
+    assert store.query(files)["n"][0] == 4
+    store.compact()
+    assert store.query(files)["n"][0] == 1
+    assert count(store) == 200
+    assert store.query("SELECT count(DISTINCT span_id) AS n FROM spans")["n"][0] == 200
 
 
 def test_compact_moves_inlined_rows_to_one_parquet_file(store):
