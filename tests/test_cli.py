@@ -237,7 +237,7 @@ NOTE = "token=ghp_0123456789abcdefghijABCDEFGHIJ012345 for cust-12345678"
 REDACT_CASES = [
     # (flags, text expected in the stored note, text that must not be there)
     ([], "[REDACTED:", "ghp_0123"),
-    (["--redact", r"cust-[0-9]{8}"], "[REDACTED:custom]", "cust-1234"),
+    (["--redact", r"cust-[0-9]{8}"], "[REDACTED:custom-1]", "cust-1234"),  # named as serve and the extension name it
     (["--no-redact"], NOTE, "[REDACTED"),
 ]
 

@@ -186,19 +186,10 @@ def _store(args):
 
 def cmd_ingest(args) -> int:
     from .ingest.files import ingest_paths
-    from .ingest.redact import Redactor
 
-    if args.no_redact and args.redact:
-        raise UsageError("--redact and --no-redact contradict each other: pass one")
-    if args.no_redact:
-        redactor = Redactor(patterns=[])
-    elif args.redact:
-        redactor = Redactor(extra=[("custom", pattern) for pattern in args.redact])
-    else:
-        redactor = None  # the decoder's default patterns
     try:
         summary = ingest_paths(
-            _store(args), args.paths, redactor=redactor, progress=args.progress,
+            _store(args), args.paths, redactor=_redactor(args), progress=args.progress,
             batch_spans=args.batch_spans, workers=args.workers,
         )
     except FileNotFoundError as e:
@@ -292,7 +283,7 @@ def cmd_serve(args) -> int:
             raise UsageError(f"${ENV_PORT}: {e}") from None
     store = _store(args)
     kwargs = dict(listen=not args.no_listen, host=args.host, port=port, token=token, interval=args.interval,
-                  limits=_limits(args), redactor=_serve_redactor(args))
+                  limits=_limits(args), redactor=_redactor(args))
     inbox = args.inbox or (None if args.no_inbox else os.environ.get(ENV_INBOX) or None)
     if args.no_inbox:
         kwargs["inbox"] = False
@@ -343,13 +334,19 @@ def _limits(args):
     return Limits(max_body_bytes=args.max_body_bytes) if args.max_body_bytes else Limits()
 
 
-def _serve_redactor(args):
-    """The default patterns plus --redact ones, named custom-1, custom-2, ... in the order given."""
-    if not args.redact:
-        return None  # the decoder's default patterns
+def _redactor(args):
+    """The default patterns plus --redact ones, named custom-1, custom-2, ... in the order given
+    (as the notebook extension names them); none at all with `ingest --no-redact`."""
     from ._exceptions import ConfigError
     from .ingest.redact import Redactor
 
+    no_redact = getattr(args, "no_redact", False)  # only `ingest` has it
+    if no_redact and args.redact:
+        raise UsageError("--redact and --no-redact contradict each other: pass one")
+    if no_redact:
+        return Redactor(patterns=[])
+    if not args.redact:
+        return None  # the decoder's default patterns
     try:
         return Redactor(extra=[(f"custom-{i + 1}", p) for i, p in enumerate(args.redact)])
     except ConfigError as e:  # a pattern that does not compile
