@@ -54,6 +54,18 @@ def test_a_sidecar_takes_spans_flushes_reports_and_stops(tmp_path):
         car.stop()
 
 
+def test_an_answer_that_comes_after_its_wait_is_not_kept(tmp_path):
+    car = Sidecar(tmp_path / "store", inbox=None, port=0, interval=60, request_timeout=0)
+    car.start()
+    try:
+        assert car.flush(0) is False  # nobody waits for the answer, which still comes
+        car.request_timeout = 15
+        assert car.status()["port"] > 0  # the next request gets its own answer
+        assert car._replies == {}  # and the late one was dropped, not kept for ever
+    finally:
+        car.stop()
+
+
 def test_a_port_in_use_is_a_config_error_and_leaves_no_process(tmp_path):
     before = capture_processes(os.getpid())
     with socket.socket() as taken:

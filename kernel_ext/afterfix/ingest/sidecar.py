@@ -154,6 +154,7 @@ class Sidecar:
         self._cond = threading.Condition()
         self._requests = threading.Lock()  # one request on the pipe at a time
         self._replies: dict[int, dict] = {}
+        self._awaiting: int | None = None  # the id of the request being waited for
         self._next_id = 0
         self._reset()
 
@@ -293,7 +294,7 @@ class Sidecar:
 
     def _take(self, message: dict) -> None:
         with self._cond:
-            if "id" in message:
+            if "id" in message and message["id"] == self._awaiting:  # a reply after its wait timed out is dropped
                 self._replies[message["id"]] = message
             event = message.get("event")
             if event == "ready":
@@ -321,13 +322,17 @@ class Sidecar:
                 return None
             self._next_id += 1
             rid = self._next_id
+            with self._cond:
+                self._awaiting = rid
             try:
                 proc.stdin.write((json.dumps({"id": rid, "command": command, **fields}) + "\n").encode())
                 proc.stdin.flush()
             except (OSError, ValueError):
+                self._awaiting = None
                 return None
             with self._cond:
                 self._cond.wait_for(lambda: rid in self._replies or self._exit_code is not None, wait)
+                self._awaiting = None
                 return self._replies.pop(rid, None)
 
     def flush(self, timeout: float = 10) -> bool:
