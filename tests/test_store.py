@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from afterfix import ReadOnlyQuery, Store, schema
+from afterfix.catalog_hold import CatalogHold
 
 T0 = dt.datetime(2026, 11, 27, 2, 47)
 
@@ -249,3 +252,54 @@ def test_compaction_beyond_its_memory_cap_retries_with_the_writers_cap(tmp_path,
     assert count(store) == 1800
     # the writer's own cap is back for the commits that follow
     assert store.query("SELECT current_setting('memory_limit') AS m", write=True)["m"][0] == "244.1 MiB"
+
+
+def test_a_held_catalog_keeps_its_wal_between_commits(store):
+    from kernels import process_alive  # here: the writer processes above load this file without tests/ on their path
+
+    # Each commit's SQLite connection closes at its end; were it the last one open, SQLite would
+    # checkpoint and delete the WAL under an exclusive lock, which is what makes others wait.
+    wal = store.catalog.with_name("catalog.sqlite-wal")
+    store.append(make_spans(5))
+    assert not wal.exists()  # nobody held it: the last connection checkpointed and deleted it
+    with store.hold_catalog() as hold:
+        assert hold.pid is not None and process_alive(hold.pid)
+        store.append(make_spans(5, start=5))
+        store.append(make_spans(5, start=10))
+        assert wal.exists()
+        assert count(store) == 15
+    assert not process_alive(hold.pid)
+    assert not wal.exists()  # released: the holder was the last connection and checkpointed
+
+
+def test_a_held_catalog_never_holds_back_a_checkpoint(store):
+    # The holder must sit outside any transaction, or the WAL could never be checkpointed
+    # and would grow for as long as an ingester runs.
+    with store.hold_catalog():
+        store.append(make_spans(50))
+        # From another process: two copies of SQLite in one process interfere with each other's locks.
+        code = "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone()[0])"
+        busy = subprocess.run([sys.executable, "-c", code, str(store.catalog)], capture_output=True, text=True, timeout=60).stdout
+        assert busy.strip() == "0"
+        assert store.catalog.with_name("catalog.sqlite-wal").stat().st_size == 0
+
+
+def test_the_holder_ends_when_its_process_dies(store):
+    from kernels import process_alive, wait_until
+
+    code = ("import os, sys\nfrom afterfix import Store\n"
+            "hold = Store(sys.argv[1]).hold_catalog()\nprint(hold.pid, flush=True)\nos._exit(0)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(store.root)], capture_output=True, text=True, timeout=60)
+    pid = int(out.stdout.split()[0])
+    assert wait_until(lambda: not process_alive(pid))
+
+
+def test_a_catalog_that_cannot_be_opened_is_not_held(tmp_path, caplog):
+    not_sqlite = tmp_path / "catalog.sqlite"
+    not_sqlite.write_bytes(b"not a database" * 100)
+    with caplog.at_level("WARNING", logger="afterfix.catalog_hold"):
+        hold = CatalogHold(not_sqlite)
+        assert hold.start() is False
+    assert hold.pid is None
+    assert "could not keep" in caplog.text and "not a database" in caplog.text
+    hold.release()  # nothing to release: no error

@@ -13,6 +13,9 @@ Layout of a store folder::
     STORE/data/              Parquet files
     STORE/write.lock         advisory lock taken by writers on this machine
     STORE/spool/             receivers' write-ahead spool (see ingest/spool.py)
+
+A process that commits continually (an ingester) holds the catalog open from a small child
+process (`Store.hold_catalog`, see `CatalogHold` for why).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import pyarrow.parquet as pq
 
 from ._exceptions import ReadOnlyQuery, StoreBusy, StoreError
 from . import schema
+from .catalog_hold import CatalogHold
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +209,17 @@ class Store:
             con.close()
             raise
         return con
+
+    def hold_catalog(self) -> CatalogHold:
+        """Create the store if missing and keep its catalog open until the hold is released.
+
+        For processes that commit continually (see CatalogHold): without it, readers and the
+        writer itself now and then wait a whole second on the catalog.
+        """
+        self.create()
+        hold = CatalogHold(self.catalog)
+        hold.start()
+        return hold
 
     def connection(self, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         """This thread's connection (one read-only and one read-write per thread, reused)."""

@@ -243,3 +243,35 @@ def test_what_arrives_during_a_commit_waits_for_the_next_round(store):
         assert count(store) == 12 and ing.stats().pending == 0
     finally:
         ing.stop()
+
+
+def test_a_running_ingester_holds_the_catalog_open(store):
+    # See CatalogHold: while commits come and go the catalog's WAL stays, so no connection
+    # waits on another's final checkpoint; the hold ends with the ingester.
+    wal = store.catalog.with_name("catalog.sqlite-wal")
+    ing = Ingester(store, interval=0.05)
+    ing.start()
+    try:
+        for k in range(3):
+            ing.submit(make_batch(5, start=5 * k))
+            assert ing.flush()
+        assert wal.exists()
+        assert count(store) == 15
+    finally:
+        ing.stop()
+    assert not wal.exists()
+
+
+def test_the_ingester_makes_the_store_before_anything_arrives(tmp_path):
+    # The writer's connection (extensions, attach, views) is opened before the first round,
+    # so the first commit does not add it to the wait of what it acknowledges.
+    store = Store(tmp_path / "store")
+    ing = Ingester(store, interval=0.05)
+    ing.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not store.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert store.exists()
+    finally:
+        ing.stop()

@@ -432,3 +432,21 @@ def test_control_routes_follow_the_token_rule(receiver, headers, status):
         assert got.json() == {"spans_stored": 7, "last_commit_at": "2026-11-27T03:04:05", "last_error": None}
         assert flushed.json()["flushed"] is True and flushed.json()["status"]["spans_stored"] == 7
         assert len(control.flushes) == 1
+
+
+def test_the_decoder_is_warmed_at_start_and_nothing_is_counted_or_stored(store, parts, monkeypatch):
+    # The decoder's first use imports pandas and more (0.5-1.9 s measured): done at start,
+    # not while the first client waits, and the made-up span goes nowhere.
+    from afterfix.ingest import otlp
+
+    decoded = []
+    real = otlp.decode_protobuf
+    monkeypatch.setattr(otlp, "decode_protobuf", lambda body, **kw: decoded.append(real(body, **kw)) or decoded[-1])
+    rec = parts()
+    warm = [t for t in threading.enumerate() if t.name == "afterfix-receiver-warm-up"]
+    for t in warm:
+        t.join(30)
+    assert len(decoded) == 1 and decoded[0].spans.num_rows == 1
+    assert rec.stats.requests == 0 and rec.stats.spans == 0
+    assert rec.spool.appended == 0
+    assert rec.ingester.flush() and count(store) == 0

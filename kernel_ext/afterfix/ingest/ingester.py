@@ -241,7 +241,17 @@ class Ingester:
         self._started_at = time.monotonic()
         backoff = 0.0
         next_round = time.monotonic() + self.interval
+        hold = None
         try:
+            # Committing every `interval` s makes the catalog's SQLite connections come and go;
+            # holding one open keeps them from waiting on each other (see CatalogHold).
+            try:
+                hold = self.store.hold_catalog()
+                # Attaching the lake and binding the views takes 0.3-2.5 s here: done before the
+                # first round, not inside the first commit that acknowledged data waits for.
+                self.store.connection(read_only=False)
+            except Exception as e:  # e.g. the store busy while being created: commits retry on their own
+                log.warning("afterfix ingester: cannot prepare the store: %s", e)
             while True:
                 with self._cond:
                     # Rounds start every `interval` s, counted from the last round's start: the
@@ -271,6 +281,8 @@ class Ingester:
         finally:
             with contextlib.suppress(Exception):
                 self.store.close()  # this thread's connections
+            if hold is not None:
+                hold.release()
 
     def _take(self) -> list[_Item]:
         with self._cond:

@@ -154,6 +154,19 @@ class Receiver:
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=f"afterfix-receiver-{self.port}", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._warm_up, name="afterfix-receiver-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        """Decode one made-up span and drop it: the decoder's first use imports pandas (through
+        pyarrow) and more, 0.5-1.9 s measured here, which the first client would otherwise wait for."""
+        req = trace_service_pb2.ExportTraceServiceRequest()
+        span = req.resource_spans.add().scope_spans.add().spans.add()
+        span.trace_id, span.span_id, span.name = b"\x01" * 16, b"\x01" * 8, "afterfix warm-up"
+        span.start_time_unix_nano = span.end_time_unix_nano = 1
+        try:
+            self._decode("protobuf", req.SerializeToString(), 0)
+        except Exception:  # only a head start: a real request meets the same error and reports it
+            log.debug("afterfix receiver: warm-up decode failed", exc_info=True)
 
     def stop(self) -> None:
         server, self._server = self._server, None
