@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Real programs the tests talk to, from Debian's packages: Prometheus (scrapes the simulator's
-# /metrics) and kubectl (acts on the Kubernetes API simulator).
-SYSTEM_PACKAGES := prometheus:prometheus kubectl:kubernetes-client
+# /metrics), kubectl (acts on the Kubernetes API simulator) and Chromium (Playwright drives
+# JupyterLab in it headless; Playwright's own browser download is not used).
+SYSTEM_PACKAGES := prometheus:prometheus kubectl:kubernetes-client chromium:chromium
 
 system-packages:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
