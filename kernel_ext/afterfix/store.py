@@ -294,9 +294,10 @@ class Store:
         which is what lets a tailer resume exactly where the committed data ends.
 
         A batch with no duplicate (the usual case) is written as Parquet by pyarrow and handed
-        to the lake with `ducklake_add_data_files`: measured here, 1.6 µs a span against 8.2
-        µs for DuckDB's INSERT into the lake. Files of a transaction that does not commit are
-        deleted; the lake only ever lists files of committed snapshots.
+        to the lake with `ducklake_add_data_files`: measured here on 50k-span batches, 2.1 µs of
+        CPU a span against 4.6-6.6 µs for INSERT INTO the lake (a commit's fixed catalog work,
+        tens of milliseconds, is the same either way). Files of a transaction that does not
+        commit are deleted; the lake only ever lists files of committed snapshots.
         """
         con = self.connection(read_only=False)
         result = AppendResult()
