@@ -10,6 +10,7 @@ import pytest
 
 from afterfix.ingest import files
 from afterfix.ingest.files import find_files, fingerprint, ingest_paths
+from kernels import process_alive, wait_until
 
 
 def otlp_line(trace: int, spans: int = 3, *, bad_span_id: bool = False, secret: bool = False) -> bytes:
@@ -225,3 +226,31 @@ def test_a_file_replaced_while_being_ingested_is_not_read_at_its_old_offsets(tmp
     write_lines(f, [otlp_line(3), otlp_line(4)])
     with pytest.raises(OSError, match="replaced while it was being ingested"):
         files._decode(task, Limits(), None, datetime.datetime(2026, 11, 27))
+
+
+def test_a_large_ingest_keeps_the_catalog_open_while_it_commits(store, tmp_path, monkeypatch):
+    """Readers never wait a second on the catalog during a long ingest (see CatalogHold): its
+    WAL is still there after each commit, and the process holding it ends with the ingest."""
+    monkeypatch.setattr(files, "CHUNK_BYTES", 4096)  # a "large" input: commits on their own thread
+    wal = Path(f"{store.catalog}-wal")
+    holds, wal_after_commit = [], []
+    hold_catalog, append = type(store).hold_catalog, type(store).append
+
+    def recording_hold(self):
+        h = hold_catalog(self)
+        holds.append((h, h.pid))
+        return h
+
+    def recording_append(self, *a, **kw):
+        result = append(self, *a, **kw)
+        wal_after_commit.append(wal.exists())
+        return result
+
+    monkeypatch.setattr(type(store), "hold_catalog", recording_hold)
+    monkeypatch.setattr(type(store), "append", recording_append)
+    f = write_lines(tmp_path / "big.jsonl", [otlp_line(t, 4) for t in range(1, 40)])
+    s = ingest_paths(store, [f], workers=0, batch_spans=40)
+    assert s.spans_stored == 39 * 4 and stored(store) == 39 * 4
+    assert len(wal_after_commit) >= 3 and all(wal_after_commit)
+    [(hold, pid)] = holds
+    assert pid is not None and hold.pid is None and wait_until(lambda: not process_alive(pid))

@@ -304,6 +304,14 @@ def ingest_paths(
     # which bounds memory. Small inputs commit here, on this thread's open connection.
     committer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="afterfix-ingest-commit") if big else None
     committing: cf.Future | None = None
+    hold = None
+
+    def open_writer() -> None:
+        nonlocal hold
+        store.connection(read_only=False)
+        # Large inputs commit about every second for a while: keep the catalog open meanwhile,
+        # so that readers never wait a second on it (see CatalogHold).
+        hold = store.hold_catalog()
 
     def warm_up() -> None:
         """Makes the store if need be and opens the commit thread's connection (extensions,
@@ -311,7 +319,7 @@ def ingest_paths(
         decode; a store that cannot be written fails at the first commit."""
         nonlocal committing
         if committer is not None:
-            committing = committer.submit(store.connection, read_only=False)
+            committing = committer.submit(open_writer)
 
     def store_batch(parts: list[Decoded], offsets: list[tuple[str, str, int]]) -> None:
         batch = Decoded.concat(parts) if parts else None
@@ -369,6 +377,8 @@ def ingest_paths(
                 cf.wait([committing])
             committer.submit(store.close).result()  # the commit thread's connection ends with it
             committer.shutdown()
+            if hold is not None:
+                hold.release()
         if bar is not None:
             bar.close()
     summary.seconds = time.perf_counter() - t0
