@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import platform
 import sys
 from pathlib import Path
 
@@ -303,3 +304,26 @@ def test_a_catalog_that_cannot_be_opened_is_not_held(tmp_path, caplog):
     assert hold.pid is None
     assert "could not keep" in caplog.text and "not a database" in caplog.text
     hold.release()  # nothing to release: no error
+
+
+def test_compaction_ends_with_a_new_writer_connection_that_keeps_working(store):
+    # Compaction closes the writer connection it used (what DuckDB cached for it goes with it):
+    # the next write opens a new one, with the writer's settings, and nothing is lost.
+    store.append(make_spans(4))
+    before = store.connection(read_only=False)
+    store.compact()
+    after = store.connection(read_only=False)
+    assert after is not before
+    store.append(make_spans(4, start=4))
+    assert count(store) == 8
+    settings = store.query("SELECT current_setting('memory_limit') AS m, "
+                           "current_setting('allocator_bulk_deallocation_flush_threshold') AS f", write=True)
+    assert settings["m"][0] == "244.1 MiB"
+    assert settings["f"][0] == "3.8 MiB"
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_free_heap_pages_are_released_where_the_c_library_is_glibc():
+    from afterfix.store import release_free_heap
+
+    assert release_free_heap() is True
