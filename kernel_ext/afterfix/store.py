@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import fcntl
 import logging
 import os
@@ -487,18 +486,6 @@ class _DataFiles:
         self._written.clear()
 
 
-def _load_libc():
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:  # pragma: no cover - no C library to load
-        return None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") else None  # glibc only
-
-
-_LIBC = _load_libc()
-
-
 def release_free_heap() -> bool:
     """Give the C heap's free pages back to the system (glibc's malloc_trim); False elsewhere.
 
@@ -506,9 +493,12 @@ def release_free_heap() -> bool:
     writer whose allocations interleave (DuckDB's catalog, SQLite, request bodies) keeps pages it
     no longer uses.
     """
-    if _LIBC is None:
+    # The C library this process already runs on: no search for it (ctypes.util.find_library
+    # starts ldconfig, ~30 ms), and nothing at import.
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
+    if trim is None:
         return False
-    _LIBC.malloc_trim(0)
+    trim(0)
     return True
 
 
