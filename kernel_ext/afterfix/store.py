@@ -336,14 +336,12 @@ class Store:
             res.commit_ms = (time.perf_counter() - t0) * 1000
             result.__dict__.update(res.__dict__)
 
-        committed = False
         try:
             with self.write_lock():
                 self._retry(attempt, "append")
-            committed = True
-        finally:
-            if not committed:
-                files.discard()
+        except BaseException:
+            files.discard()
+            raise
         return result
 
     @staticmethod
@@ -453,13 +451,14 @@ class _DataFiles:
     """Parquet files one append writes into the lake's data folder and adds to its tables.
 
     They sit where DuckLake writes its own (DATA/main/TABLE/), so the catalog records them
-    relative to the data path and a moved store still finds them. A file is written once and
-    reused if the transaction is retried; `discard()` deletes them all when it never commits.
+    relative to the data path and a moved store still finds them. An append adds at most one
+    file to each table: it is written once and reused if the transaction is retried;
+    `discard()` deletes them all when it never commits.
     """
 
     def __init__(self, data: Path):
         self.data = data
-        self._written: dict[tuple[str, int], Path] = {}
+        self._written: dict[str, Path] = {}  # by table
 
     def insert(self, con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, view: str) -> None:
         """All of `rows` into `table`: as a file, unless DuckLake would keep them in the
@@ -468,13 +467,12 @@ class _DataFiles:
             con.register(view, rows)
             con.execute(f"INSERT INTO lake.{table} SELECT * FROM {view}")
             return
-        key = (table, id(rows))
-        path = self._written.get(key)
+        path = self._written.get(table)
         if path is None:
             folder = self.data / "main" / table
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"ducklake-{uuid.uuid4()}.parquet"
-            self._written[key] = path  # before writing: a half-written file is discarded too
+            self._written[table] = path  # before writing: a half-written file is discarded too
             pq.write_table(rows, path, compression="zstd", row_group_size=_ROW_GROUP_ROWS)
         quoted = str(path).replace("'", "''")
         con.execute(f"CALL ducklake_add_data_files('lake', '{table}', '{quoted}')")
