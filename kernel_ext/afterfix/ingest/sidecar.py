@@ -153,8 +153,8 @@ class Sidecar:
         self._threads: list[threading.Thread] = []
         self._cond = threading.Condition()
         self._requests = threading.Lock()  # one request on the pipe at a time
-        self._replies: dict[int, dict] = {}
         self._awaiting: int | None = None  # the id of the request being waited for
+        self._reply: dict | None = None  # its answer, once it came
         self._next_id = 0
         self._reset()
 
@@ -295,7 +295,7 @@ class Sidecar:
     def _take(self, message: dict) -> None:
         with self._cond:
             if "id" in message and message["id"] == self._awaiting:  # a reply after its wait timed out is dropped
-                self._replies[message["id"]] = message
+                self._reply = message
             event = message.get("event")
             if event == "ready":
                 self._ready = True
@@ -323,7 +323,7 @@ class Sidecar:
             self._next_id += 1
             rid = self._next_id
             with self._cond:
-                self._awaiting = rid
+                self._awaiting, self._reply = rid, None
             try:
                 proc.stdin.write((json.dumps({"id": rid, "command": command, **fields}) + "\n").encode())
                 proc.stdin.flush()
@@ -331,9 +331,9 @@ class Sidecar:
                 self._awaiting = None
                 return None
             with self._cond:
-                self._cond.wait_for(lambda: rid in self._replies or self._exit_code is not None, wait)
-                self._awaiting = None
-                return self._replies.pop(rid, None)
+                self._cond.wait_for(lambda: self._reply is not None or self._exit_code is not None, wait)
+                reply, self._awaiting, self._reply = self._reply, None, None
+                return reply
 
     def flush(self, timeout: float = 10) -> bool:
         """Commit everything the child received so far; True when it is all in the store."""
