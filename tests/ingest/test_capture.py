@@ -18,7 +18,7 @@ from siblings import load_sibling
 _tail = load_sibling(__file__, "test_tail")
 _receiver = load_sibling(__file__, "test_receiver")
 _ingester = load_sibling(__file__, "test_ingester")
-lines, request_pb, count, hold_catalog = _tail.lines, _receiver.request_pb, _tail.count, _ingester.hold_catalog
+lines, request_pb, count, lock_catalog = _tail.lines, _receiver.request_pb, _tail.count, _ingester.lock_catalog
 PB = {"Content-Type": "application/x-protobuf"}
 
 STATUS_KEYS = {"store", "sources", "spans_stored", "rate_per_s", "lag_s", "refused", "redacted", "duplicates",
@@ -83,7 +83,7 @@ def test_stop_commits_what_was_received(store):
 def test_http_is_acknowledged_while_the_store_is_locked_and_lands_later(tmp_path):
     store = Store(tmp_path / "store", busy_timeout_ms=20, retries=2)
     store.create()
-    holder = hold_catalog(store)
+    holder = lock_catalog(store)
     with Capture(store, port=0, inbox=False, interval=0.05) as cap:
         try:
             r = requests.post(cap.receiver.url, data=request_pb(3).SerializeToString(), headers=PB, timeout=10)

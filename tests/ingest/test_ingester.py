@@ -99,7 +99,7 @@ def test_on_commit_runs_once_after_the_commit(store, ingester):
     assert seen == [2]
 
 
-def hold_catalog(store: Store):
+def lock_catalog(store: Store):
     """Another writer in the middle of a transaction on the store's SQLite catalog."""
     import duckdb
 
@@ -118,7 +118,7 @@ def test_a_busy_store_keeps_the_batch_and_retries(tmp_path):
     Store(tmp_path / "s").create()
     busy = Store(tmp_path / "s", busy_timeout_ms=20, retries=2)
     ing = Ingester(busy, interval=0.05)
-    holder = hold_catalog(busy)
+    holder = lock_catalog(busy)
     committed = threading.Event()
     try:
         ing.start()
