@@ -11,6 +11,7 @@ import pytest
 
 from afterfix import Store, StoreError, schema
 from afterfix.ingest.ingester import Batch, Ingester
+from kernels import wait_until
 
 T0 = dt.datetime(2026, 11, 27, 2, 47)
 
@@ -58,10 +59,7 @@ def test_submitted_batches_are_stored_with_events_and_quarantine(store, ingester
 
 def test_spans_become_queryable_without_a_flush(store, ingester):
     ingester.submit(make_batch(3))
-    deadline = time.monotonic() + 30
-    while count(store) < 3:  # the interval commit alone gets them there
-        assert time.monotonic() < deadline, "spans never committed"
-        time.sleep(0.02)
+    assert wait_until(lambda: count(store) >= 3, every=0.02), "spans never committed"  # the interval commit alone
 
 
 def test_the_same_spans_twice_are_stored_once_and_counted_as_duplicates(store, ingester):
@@ -123,10 +121,7 @@ def test_a_busy_store_keeps_the_batch_and_retries(tmp_path):
     try:
         ing.start()
         ing.submit(make_batch(7), offsets=[("f", "fp", 70)], on_commit=committed.set)
-        deadline = time.monotonic() + 30
-        while ing.stats().errors == 0:  # the first commit attempt fails
-            assert time.monotonic() < deadline, "the commit never failed"
-            time.sleep(0.02)
+        assert wait_until(lambda: ing.stats().errors, every=0.02), "the commit never failed"  # the first attempt fails
         st = ing.stats()
         assert st.errors >= 1 and "busy" in st.last_error.lower() and st.pending == 7 and not committed.is_set()
     finally:
@@ -206,9 +201,7 @@ def test_a_heavy_stream_compacts_before_the_time_is_up(store):
         for i in range(3):
             ing.submit(make_batch(5, start=5 * i))
             assert ing.flush()
-        deadline = time.monotonic() + 30
-        while ing.stats().compactions == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: ing.stats().compactions, every=0.05)
         st = ing.stats()
     finally:
         ing.stop()
@@ -269,9 +262,6 @@ def test_the_ingester_makes_the_store_before_anything_arrives(tmp_path):
     ing = Ingester(store, interval=0.05)
     ing.start()
     try:
-        deadline = time.monotonic() + 30
-        while not store.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert store.exists()
+        assert wait_until(store.exists, every=0.02)
     finally:
         ing.stop()
