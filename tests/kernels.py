@@ -59,8 +59,9 @@ def process_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def capture_processes(parent: int) -> set[int]:
-    """Pids of the running capture processes (`afterfix serve --stdio`) whose parent is `parent`."""
+def capture_processes(parent: int | None = None, *, store: Path | None = None) -> set[int]:
+    """Pids of the running capture processes (`afterfix serve --stdio`) whose parent is `parent`,
+    or (`store=`) that capture into `store`, whatever their parent."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -71,7 +72,9 @@ def capture_processes(parent: int) -> set[int]:
         except OSError:  # ended while we looked
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == parent and fields[0] not in ("Z", "X") and b"serve" in cmdline and b"--stdio" in cmdline:
+        if fields[0] in ("Z", "X") or b"serve" not in cmdline or b"--stdio" not in cmdline:
+            continue
+        if (parent is None or int(fields[1]) == parent) and (store is None or f"--store={store}".encode() in cmdline):
             found.add(int(entry.name))
     return found
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from afterfix.store import Store
-from kernels import wait_until
+from kernels import capture_processes, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = Path(__file__).parent / "notebooks" / "lab_review.ipynb"
@@ -104,22 +104,6 @@ def _wait_for_server(proc: subprocess.Popen, base: str, log: Path, timeout: floa
         except OSError:
             time.sleep(0.2)
     raise AssertionError(f"jupyter lab did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def _capture_processes_of(store: Path) -> list[int]:
-    """Pids of running `afterfix serve --stdio` processes on `store` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state not in ("Z", "X") and b"--stdio" in cmdline and str(store).encode() in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -215,7 +199,7 @@ def test_reviewer_sees_status_decisions_escaped_spans_and_streamed_spans_in_jupy
         finally:
             _stop(server)
     # Shutting the kernel down ended its capture process.
-    assert wait_until(lambda: not _capture_processes_of(store), timeout=30), _capture_processes_of(store)
+    assert wait_until(lambda: not capture_processes(store=store), timeout=30), capture_processes(store=store)
 
 
 def _review(page, expect, base: str, decisions, options, tmp_path: Path) -> None:
