@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -14,10 +13,9 @@ import pytest
 from afterfix import Store
 from afterfix.ingest.ingester import Ingester
 from afterfix.ingest.spool import Spool, SpoolPosition, read_records
+from siblings import load_sibling
 
-_spec = importlib.util.spec_from_file_location("ingest_test_ingester", Path(__file__).with_name("test_ingester.py"))
-_helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_helpers)
+_helpers = load_sibling(__file__, "test_ingester")
 make_batch, count = _helpers.make_batch, _helpers.count
 
 
@@ -92,7 +90,7 @@ sys.stdin.read()
 def crash_after_spooling(store: Store, records: int, segment_bytes: int = 64 << 20) -> str:
     """A process spools `records` batches, commits the first two, and is killed with SIGKILL."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CRASHER, str(Path(__file__).parent), str(Path(__file__).with_name("test_ingester.py")),
+        [sys.executable, "-c", _CRASHER, str(Path(__file__).parents[1]), str(Path(__file__).with_name("test_ingester.py")),
          str(store.root), str(records), str(segment_bytes)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     owner = proc.stdout.readline().strip()
