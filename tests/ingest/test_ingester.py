@@ -144,6 +144,41 @@ def test_overloaded_when_more_than_max_pending(store):
     assert not ing.overloaded and count(store) == 11
 
 
+def test_half_the_pending_limit_commits_at_once_instead_of_at_the_next_round(store):
+    ing = Ingester(store, interval=3600, max_pending_spans=10)
+    ing.start()
+    try:
+        ing.submit(make_batch(4))  # under half: waits for the round, an hour away
+        time.sleep(0.5)
+        assert count(store) == 0
+        ing.submit(make_batch(1, start=4))  # half the limit: committed now
+        assert wait_until(lambda: count(store) == 5, timeout=30)
+    finally:
+        ing.stop()
+
+
+def test_wait_for_room_waits_for_a_commit_and_gives_up_when_the_store_stays_busy(tmp_path):
+    Store(tmp_path / "s").create()
+    busy = Store(tmp_path / "s", busy_timeout_ms=20, retries=1)
+    idle = Ingester(busy, interval=3600, max_pending_spans=10)  # not started: nothing can make room
+    idle.submit(make_batch(11))
+    t = time.monotonic()
+    assert not idle.wait_for_room(30) and time.monotonic() - t < 5
+
+    ing = Ingester(busy, interval=3600, max_pending_spans=10)
+    holder = lock_catalog(busy)
+    ing.start()
+    try:
+        ing.submit(make_batch(11))
+        assert not ing.wait_for_room(0.5)  # every commit fails while the catalog is held
+        holder.execute("ROLLBACK")
+        assert ing.wait_for_room(30)  # the retried commit makes room
+        assert count(busy) == 11
+    finally:
+        holder.close()
+        ing.stop()
+
+
 def test_stop_commits_what_was_submitted(store):
     ing = Ingester(store, interval=60)
     ing.start()

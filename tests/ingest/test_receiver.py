@@ -262,6 +262,14 @@ def test_overloaded_answers_503_with_retry_after_and_memory_stays_bounded(store,
     assert rec.ingester.flush() and count(store) == 160
 
 
+def test_a_request_arriving_while_a_commit_makes_room_waits_for_it_instead_of_503(store, parts):
+    rec = parts(interval=3600, max_pending_spans=10)  # rounds an hour apart: only the limit commits
+    statuses = [requests.post(rec.url, data=request_pb(11, start=11 * i).SerializeToString(), headers=PB, timeout=30).status_code
+                for i in range(4)]
+    assert statuses == [200] * 4 and rec.stats.busy == 0
+    assert rec.ingester.flush() and count(store) == 44
+
+
 def test_the_sdk_exporter_honours_retry_after_and_delivers_once_the_store_caught_up(store, parts):
     from opentelemetry.sdk.trace.export import SpanExportResult
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

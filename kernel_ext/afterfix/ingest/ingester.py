@@ -193,6 +193,12 @@ class Ingester:
             self._submitted_seq += 1
             self._queue.append(_Item(batch, list(offsets), on_commit, self._submitted_seq))
             self._pending_spans += batch.weight
+            # Half the limit is a commit large enough to pay its fixed cost: commit it now rather
+            # than at the next round, so that a heavy stream fills the limit only when the store
+            # really is behind.
+            if self._pending_spans * 2 >= self.max_pending_spans and not self._wake:
+                self._wake = True
+                self._cond.notify_all()
 
     def flush(self, timeout: float = 10) -> bool:
         """Commit now; True when everything submitted so far is committed."""
@@ -220,6 +226,20 @@ class Ingester:
     def overloaded(self) -> bool:
         """True while more spans are pending than `max_pending_spans`: stop reading input."""
         return self._pending_spans > self.max_pending_spans
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """False if still `overloaded` after up to `timeout` s of waiting for commits.
+
+        Returns at once when the ingester thread is not running, as nothing would make room.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending_spans > self.max_pending_spans and self._thread is not None and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._pending_spans <= self.max_pending_spans
 
     def stats(self) -> IngestStats:
         with self._cond:

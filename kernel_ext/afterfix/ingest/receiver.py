@@ -47,6 +47,9 @@ FLUSH_TIMEOUT_S = 10.0
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 RETRY_AFTER_S = 1
+# How long a request whose body was read waits for the ingester to commit before it is told to
+# retry: a commit takes well under this, and waiting costs the client far less than a retry.
+ROOM_WAIT_S = 2.0
 MAX_CONCURRENT_BODIES = 4  # bodies held in memory at once; the rest wait, then get 503
 _DRAIN_FACTOR = 4  # read and discard bodies up to this many times the limit, so the client sees the answer
 
@@ -208,7 +211,7 @@ class Receiver:
             try:
                 body = _read_body(h, self.limits.max_body_bytes)
                 body_read = True
-                if self.ingester.overloaded:
+                if not self.ingester.wait_for_room(ROOM_WAIT_S):
                     self._count(busy=1)
                     raise _Refuse(503, "the store is behind: retry later", retry_after=RETRY_AFTER_S)
                 body = _decompress(h.headers.get("Content-Encoding"), body, self.limits.max_body_bytes)
