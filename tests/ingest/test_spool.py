@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -54,6 +55,43 @@ def test_committed_segments_are_deleted_and_a_clean_close_removes_the_folder(sto
         ing.stop()
         spool.close()
     assert not spool.dir.exists()
+
+
+def test_concurrent_submits_share_fsyncs_and_each_returns_only_once_its_record_is_synced(store, monkeypatch):
+    import threading
+
+    import afterfix.ingest.spool as spool_module
+
+    spool = Spool(store)
+    ing = Ingester(store, interval=3600)  # not started: the records stay pending
+    completed: list[int] = []  # for each finished fsync, how many records were written when it began
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        began = spool._written
+        time.sleep(0.2)
+        real_fsync(fd)
+        completed.append(began)
+
+    monkeypatch.setattr(spool_module.os, "fsync", slow_fsync)
+    returned: list[tuple[int, int]] = []  # (record end, records known synced when submit returned)
+
+    def send(i: int) -> None:
+        pos = spool.submit(make_batch(2, start=2 * i), ing)
+        returned.append((pos.end, max(completed, default=0)))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(returned) == 6
+    assert len(completed) < 6  # without sharing, one fsync per record
+    for ticket, (_, synced) in enumerate(sorted(returned), start=1):
+        assert synced >= ticket
+    monkeypatch.undo()
+    spool.close()
+    assert len(list(read_records(spool.dir / "seg-00000001.arrows"))) == 6
 
 
 def test_a_torn_record_at_the_end_is_ignored(store):

@@ -140,6 +140,9 @@ class Spool:
         self.dir = self.base / self.owner_id
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # one fsync at a time; taken before `_lock`, never inside it
+        self._written = 0  # records written so far ...
+        self._synced = 0  # ... and how many of them are known to be on disk
         self._lock_fd: int | None = None
         self._fd: int | None = None
         self._segment = 0
@@ -187,6 +190,7 @@ class Spool:
 
     def _new_segment(self) -> None:
         if self._fd is not None:
+            os.fsync(self._fd)  # records not yet synced by `_sync` are in this segment
             os.close(self._fd)
         self._segment += 1
         self._fd = os.open(self.dir / _segment_name(self._segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -200,21 +204,23 @@ class Spool:
 
     def append(self, decoded: Any) -> SpoolPosition:
         """Write one batch durably (fsynced before returning) and return where it ends."""
+        record = encode_record(Batch.of(decoded))
         with self._lock:
-            return self._append_locked(Batch.of(decoded))
+            pos, ticket = self._write_locked(record)
+        self._sync(ticket)
+        return pos
 
-    def _append_locked(self, batch: Batch) -> SpoolPosition:
+    def _write_locked(self, record: bytes) -> tuple[SpoolPosition, int]:
+        """Write one encoded record (not yet fsynced): where it ends, and its ticket for `_sync`."""
         self._open_locked()
         if self._size >= self.segment_bytes:
             finished = self._segment
             self._new_segment()
             self._drop_if_done(finished)
-        record = encode_record(batch)
         try:
             written = os.write(self._fd, record)
             if written != len(record):
                 raise OSError(f"short write to the spool ({written} of {len(record)} bytes): is {self.dir} full?")
-            os.fsync(self._fd)
         except OSError:
             os.ftruncate(self._fd, self._size)  # no torn record in front of the next one
             raise
@@ -222,19 +228,49 @@ class Spool:
         pos = SpoolPosition(self._segment, self._size)
         self._outstanding[self._segment].add(pos.end)
         self.appended += 1
-        return pos
+        self._written += 1
+        return pos, self._written
+
+    def _sync(self, ticket: int) -> None:
+        """Returns once every record up to write number `ticket` is on disk.
+
+        Group commit: one fsync covers every record written before it started, so requests
+        that arrive together share one fsync instead of queueing for one each. The current
+        segment's descriptor is duplicated under the lock, as a rotation may close it meanwhile
+        (a rotation fsyncs the segment it closes).
+        """
+        with self._sync_lock:
+            if self._synced >= ticket:  # read without `_lock`: it only grows
+                return
+            with self._lock:
+                if self._fd is None:  # closed meanwhile: `close()` fsynced what it could
+                    if self._synced >= ticket:
+                        return
+                    raise OSError("the spool is closed: this process is stopping capture")
+                fd, upto = os.dup(self._fd), self._written
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with self._lock:
+                self._synced = max(self._synced, upto)
 
     def submit(self, decoded: Any, ingester: "Ingester") -> SpoolPosition:
         """Append durably, then hand the batch to the ingester, in spool order.
 
-        Holding the spool lock across both keeps submission order equal to spool order, so the
-        newest committed offset of a segment always covers every record before it.
+        Writing and submitting under the spool lock keeps submission order equal to spool order,
+        so the newest committed offset of a segment always covers every record before it. The
+        record is encoded before and fsynced after, outside the lock. Should the fsync fail, the
+        batch may still be committed: the caller then refuses it, and a retried delivery is
+        stored once.
         """
         batch = Batch.of(decoded)
+        record = encode_record(batch)
         with self._lock:
-            pos = self._append_locked(batch)
+            pos, ticket = self._write_locked(record)
             ingester.submit(batch, offsets=[(self.source(pos.segment), self.owner_id, pos.end)],
                             on_commit=lambda: self.committed(pos))
+        self._sync(ticket)
         return pos
 
     def committed(self, position: SpoolPosition) -> None:
@@ -278,6 +314,9 @@ class Spool:
             if self._lock_fd is None:
                 return
             if self._fd is not None:
+                with contextlib.suppress(OSError):  # for requests still waiting in `_sync`
+                    os.fsync(self._fd)
+                    self._synced = self._written
                 os.close(self._fd)
                 self._fd = None
             if not any(self._outstanding.values()):
