@@ -149,41 +149,46 @@ def stored_fresh(path: Path) -> int:
         s.close()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--spans", type=int, default=200_000)
-    ap.add_argument("--senders", type=int, default=2, help="sender processes, each with its own SDK exporter")
-    ap.add_argument("--created-first", action="store_true",
-                    help="create the spans before the clock starts; only their export and storage are timed")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    args = ap.parse_args()
-    shares = [args.spans // args.senders + (i < args.spans % args.senders) for i in range(args.senders)]
+def null_sink(ports) -> None:
+    """A receiver that stores nothing: reads each body and answers 200 at once (for `--null-sink`)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    work = Path(tempfile.mkdtemp(prefix="afterfix-bench-b-"))
-    serve = None
-    ctx = mp.get_context("spawn")
-    procs = []
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    answer = ExportTraceServiceResponse().SerializeToString()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", otlp_http.PROTOBUF)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ports.put(server.server_address[1])
+    server.serve_forever()
+
+
+def run_senders(ctx, url: str, shares: list[int], created_first: bool, before_go) -> list[dict]:
+    """Start one sender per share, call `before_go()` once all are ready, start the clock, and
+    return their reports."""
+    results, go = ctx.Queue(), ctx.Event()
+    readies = [ctx.Event() for _ in shares]
+    procs = [ctx.Process(target=sender, args=(url, n, i, created_first, readies[i], go, results)) for i, n in enumerate(shares)]
     try:
-        serve = otlp_http.Serve(work / "store")
-        results, go = ctx.Queue(), ctx.Event()
-        readies = [ctx.Event() for _ in shares]
-        procs = [ctx.Process(target=sender, args=(serve.url, n, i, args.created_first, readies[i], go, results)) for i, n in enumerate(shares)]
         for p in procs:
             p.start()
         for r in readies:
             if not r.wait(300):
                 raise RuntimeError("a sender process did not start")
-        from afterfix import Store
-
-        reader = Store(work / "store")
-        stored(reader)  # attached before the clock starts
-        print(otlp_http.machine(), flush=True)
-        how = ("created before the clock, then exported by OTLPSpanExporter" if args.created_first
-               else "OpenTelemetry SDK BatchSpanProcessor + OTLPSpanExporter")
-        print(f"{args.spans:,} spans from {args.senders} sender process(es) ({how}, HTTP/protobuf, batches of 512) "
-              f"to afterfix serve", flush=True)
-        receiver = psutil.Process(serve.pid)
-        cpu0 = cpu_seconds(receiver)
+        before_go()
         go.set()
         reports = []
         while len(reports) < len(procs):
@@ -195,6 +200,77 @@ def main() -> int:
                     raise RuntimeError(f"sender process(es) {dead} failed: see their traceback above") from None
         for p in procs:
             p.join(60)
+        return sorted(reports, key=lambda r: r["index"])
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+
+
+def print_senders(reports: list[dict], created_first: bool) -> None:
+    for r in reports:
+        made = (f"{r['spans']:,} spans created before the clock" if created_first else
+                f"created {r['spans']:,} spans at {r['spans'] / max(r['created'] - r['t0'], 1e-9):,.0f} spans/s")
+        print(f"  sender {r['index']}: {made}, all exported after {r['exported'] - r['t0']:.1f} s"
+              f"{'' if r['flushed'] else ' (export failed or timed out)'}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spans", type=int, default=200_000)
+    ap.add_argument("--senders", type=int, default=2, help="sender processes, each with its own SDK exporter")
+    ap.add_argument("--created-first", action="store_true",
+                    help="create the spans before the clock starts; only their export and storage are timed")
+    ap.add_argument("--null-sink", action="store_true",
+                    help="send to a receiver that stores nothing: what the senders alone reach on this machine")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+    shares = [args.spans // args.senders + (i < args.spans % args.senders) for i in range(args.senders)]
+    how = ("created before the clock, then exported by OTLPSpanExporter" if args.created_first
+           else "OpenTelemetry SDK BatchSpanProcessor + OTLPSpanExporter")
+    ctx = mp.get_context("spawn")
+
+    if args.null_sink:
+        ports = ctx.Queue()
+        sink = ctx.Process(target=null_sink, args=(ports,), daemon=True)
+        sink.start()
+        try:
+            url = f"http://127.0.0.1:{ports.get(timeout=60)}/v1/traces"
+
+            def announce() -> None:
+                print(otlp_http.machine(), flush=True)
+                print(f"{args.spans:,} spans from {args.senders} sender process(es) ({how}, HTTP/protobuf, batches of 512) "
+                      f"to a null sink that stores nothing", flush=True)
+
+            reports = run_senders(ctx, url, shares, args.created_first, announce)
+        finally:
+            sink.terminate()
+            sink.join(5)
+        print_senders(reports, args.created_first)
+        took = max(r["exported"] for r in reports) - min(r["t0"] for r in reports)
+        print(f"acknowledged by the null sink: {args.spans / took:>10,.0f} spans/s ({took:.1f} s): the senders' ceiling here")
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="afterfix-bench-b-"))
+    serve = None
+    try:
+        serve = otlp_http.Serve(work / "store")
+        from afterfix import Store
+
+        reader = Store(work / "store")
+        receiver = psutil.Process(serve.pid)
+        cpu0 = 0.0
+
+        def announce() -> None:
+            nonlocal cpu0
+            stored(reader)  # attached before the clock starts
+            print(otlp_http.machine(), flush=True)
+            print(f"{args.spans:,} spans from {args.senders} sender process(es) ({how}, HTTP/protobuf, batches of 512) "
+                  f"to afterfix serve", flush=True)
+            cpu0 = cpu_seconds(receiver)
+
+        reports = run_senders(ctx, serve.url, shares, args.created_first, announce)
         t_first = min(r["t0"] for r in reports)
         t_acked = max(r["exported"] for r in reports)
         # Everything is acknowledged (spooled); now wait for the commit that makes it queryable.
@@ -211,11 +287,7 @@ def main() -> int:
         reader.close()
         n = stored_fresh(work / "store")
 
-        for r in sorted(reports, key=lambda r: r["index"]):
-            made = (f"{r['spans']:,} spans created before the clock" if args.created_first else
-                    f"created {r['spans']:,} spans at {r['spans'] / max(r['created'] - r['t0'], 1e-9):,.0f} spans/s")
-            print(f"  sender {r['index']}: {made}, all exported after {r['exported'] - r['t0']:.1f} s"
-                  f"{'' if r['flushed'] else ' (export failed or timed out)'}")
+        print_senders(reports, args.created_first)
         print(f"acknowledged by the receiver : {args.spans / (t_acked - t_first):>10,.0f} spans/s ({t_acked - t_first:.1f} s)")
         print(f"first span -> all queryable  : {n / took:>10,.0f} spans/s ({took:.1f} s, {n:,} spans)   "
               f"(target >= {TARGET:,} spans/s)")
@@ -227,10 +299,6 @@ def main() -> int:
             return 1
         return 0
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
         if serve is not None:
             serve.stop()
         if not args.keep:

@@ -36,6 +36,11 @@ NUM = r"[\d,.]+"
             rf"^first span -> all queryable  : +{NUM} spans/s \({NUM} s, 2,000 spans\) +\(target >= 20,000 spans/s\)",
             rf"^receiver CPU +: +{NUM} us/span, i.e. {NUM} spans/s per core",
         ]),
+        ("receiver_sdk.py", ["--spans", "2000", "--null-sink", "--created-first"], [
+            r"^2,000 spans from 2 sender process\(es\) \(created before the clock.* to a null sink that stores nothing",
+            rf"^  sender 1: 1,000 spans created before the clock, all exported after {NUM} s",
+            rf"^acknowledged by the null sink: +{NUM} spans/s \({NUM} s\): the senders' ceiling here",
+        ]),
         ("streaming.py", ["--rate", "1000", "--seconds", "1", "--baseline", "0.5"], [
             r"^kernel with %load_ext afterfix \(receiver on port \d+\); streaming 1,000 spans",
             rf"^sent +: 1,000 spans in {NUM} s",
