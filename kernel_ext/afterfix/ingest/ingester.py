@@ -5,7 +5,8 @@ seconds the ingester commits everything pending in one `Store.append` transactio
 input offsets that say how far each input is now stored. A batch leaves the ingester only when
 its commit succeeded: when the store stays busy the batch is kept and retried, so nothing that
 was acknowledged is dropped. Memory is bounded by callers checking `overloaded` before they read
-more input (the receiver answers 503, the tailer waits).
+more input (the receiver waits a moment for room, `wait_for_room`, then answers 503; the tailer
+waits). Under a heavy stream a commit starts as soon as half the limit is pending.
 """
 
 from __future__ import annotations
