@@ -231,6 +231,11 @@ def main() -> int:
            else "OpenTelemetry SDK BatchSpanProcessor + OTLPSpanExporter")
     ctx = mp.get_context("spawn")
 
+    def print_header(to: str) -> None:
+        print(otlp_http.machine(), flush=True)
+        print(f"{args.spans:,} spans from {args.senders} sender process(es) ({how}, HTTP/protobuf, batches of 512) "
+              f"to {to}", flush=True)
+
     if args.null_sink:
         ports = ctx.Queue()
         sink = ctx.Process(target=null_sink, args=(ports,), daemon=True)
@@ -238,12 +243,7 @@ def main() -> int:
         try:
             url = f"http://127.0.0.1:{ports.get(timeout=60)}/v1/traces"
 
-            def announce() -> None:
-                print(otlp_http.machine(), flush=True)
-                print(f"{args.spans:,} spans from {args.senders} sender process(es) ({how}, HTTP/protobuf, batches of 512) "
-                      f"to a null sink that stores nothing", flush=True)
-
-            reports = run_senders(ctx, url, shares, args.created_first, announce)
+            reports = run_senders(ctx, url, shares, args.created_first, lambda: print_header("a null sink that stores nothing"))
         finally:
             sink.terminate()
             sink.join(5)
@@ -265,9 +265,7 @@ def main() -> int:
         def announce() -> None:
             nonlocal cpu0
             stored(reader)  # attached before the clock starts
-            print(otlp_http.machine(), flush=True)
-            print(f"{args.spans:,} spans from {args.senders} sender process(es) ({how}, HTTP/protobuf, batches of 512) "
-                  f"to afterfix serve", flush=True)
+            print_header("afterfix serve")
             cpu0 = cpu_seconds(receiver)
 
         reports = run_senders(ctx, serve.url, shares, args.created_first, announce)
