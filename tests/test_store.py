@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
