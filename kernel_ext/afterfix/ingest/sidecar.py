@@ -328,7 +328,8 @@ class Sidecar:
                 proc.stdin.write((json.dumps({"id": rid, "command": command, **fields}) + "\n").encode())
                 proc.stdin.flush()
             except (OSError, ValueError):
-                self._awaiting = None
+                with self._cond:
+                    self._awaiting = None
                 return None
             with self._cond:
                 self._cond.wait_for(lambda: self._reply is not None or self._exit_code is not None, wait)
