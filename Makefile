@@ -6,7 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test venv system-packages bench clean
 
-$(STAMP): pyproject.toml
+# One part is compiled (setup.py: the OTLP/JSON fast path), so installing needs a C compiler
+# and Python's headers; apt-get provides them when they are missing (as root).
+$(STAMP): pyproject.toml setup.py kernel_ext/afterfix/ingest/_otlpjson.c
+	@command -v cc >/dev/null 2>&1 && $(PYTHON) -c "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev python3-dev >/dev/null; \
+	  else echo "a C compiler and Python's headers are needed: run 'sudo apt-get install -y gcc python3-dev'"; exit 1; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -36,4 +41,4 @@ bench: $(STAMP)
 	@ls benchmarks/*.py | sed 's/^/  $(PY) /'
 
 clean:
-	rm -rf $(VENV) traces/store traces/demo
+	rm -rf $(VENV) traces/store traces/demo build kernel_ext/afterfix/ingest/*.so

@@ -41,6 +41,24 @@ _RUN_KEYS = (c.RUN_ID, c.GENAI_CONVERSATION_ID, c.OI_SESSION_ID)
 GENAI_PROMPT_TOKENS_OLD = "gen_ai.usage.prompt_tokens"
 GENAI_COMPLETION_TOKENS_OLD = "gen_ai.usage.completion_tokens"
 _OI_OPS = c.OI_KIND_TO_OPERATION
+
+HOT_KEYS = (
+    (c.GENAI_OPERATION,),  # else openinference.span.kind through OI_KIND_TO_OPERATION
+    (c.SPAN_KIND,),
+    _RUN_KEYS,  # each key in the attributes, then in the resource
+    (c.INCIDENT_ID,),  # the attributes, then the resource
+    (c.GENAI_AGENT_NAME, c.OI_AGENT_NAME),
+    (c.GENAI_TOOL_NAME, c.OI_TOOL_NAME),
+    (c.GENAI_TOOL_CALL_ID, c.OI_TOOL_CALL_ID),
+    (c.DECISION_ID, c.ACTION_DECISION_ID),
+    (c.ACTION_ID,),
+    (c.GENAI_REQUEST_MODEL, c.GENAI_RESPONSE_MODEL, c.OI_MODEL_NAME),
+    (c.GENAI_INPUT_TOKENS, GENAI_PROMPT_TOKENS_OLD, c.OI_PROMPT_TOKENS),
+    (c.GENAI_OUTPUT_TOKENS, GENAI_COMPLETION_TOKENS_OLD, c.OI_COMPLETION_TOKENS),
+    (c.ERROR_TYPE,),
+)
+"""Each hot column's keys in the order `hot_columns` reads them: what the compiled decoder
+(`_otlpjson`) is set up with. A test checks the two agree."""
 _INT64 = 1 << 63
 
 

@@ -34,12 +34,21 @@ from google.protobuf.message import DecodeError as _PbDecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .._exceptions import DecodeError
-from . import otlp_json, otlp_proto
+from . import mapping, otlp_json, otlp_proto
 from .redact import DEFAULT, Redactor
-from .rows import RECORD_MAX, Bad, Decoded, Limits, Refusal, Rows, paused_gc
+from .rows import _KINDS, _STATUS, RECORD_MAX, Bad, Decoded, Limits, Refusal, Rows, paused_gc
 
 __all__ = ["Limits", "Refusal", "Decoded", "decode_json_lines", "decode_json_body", "decode_protobuf",
            "decode_protobuf_file", "decode_path", "JSON_SUFFIXES", "PROTOBUF_SUFFIXES"]  # fmt: skip
+
+try:  # the compiled fast path (setup.py); without it the same rows come from otlp_json, slower
+    from . import _otlpjson as _native
+except ImportError:  # pragma: no cover - depends on the build
+    _native = None
+else:
+    _native.setup(mapping.HOT_KEYS, mapping.c.OI_SPAN_KIND, mapping.c.OI_KIND_TO_OPERATION, mapping.as_text,
+                  mapping._count, orjson.dumps, tuple(_KINDS.values()), tuple(f"SPAN_KIND_{v}" for v in _KINDS.values()),
+                  tuple(_STATUS.values()), tuple(f"STATUS_CODE_{v}" for v in _STATUS.values()))  # fmt: skip
 
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PROTOBUF_SUFFIXES = (".pb", ".binpb", ".proto")
@@ -109,9 +118,16 @@ def _walk_fast(text: bytes, rows: Rows) -> bool:
     """Stores every span of one TracesData/ExportTraceServiceRequest the fast way, or nothing.
 
     False (with nothing stored) when the text is anything but well formed: the careful path then
-    reads it and says what is wrong, if anything. msgspec skips unknown fields without checking
-    their UTF-8, which orjson (and so the careful path) refuses: non-ASCII text is checked here.
+    reads it and says what is wrong, if anything. The compiled walker goes first; what it leaves
+    (anything unusual) goes through msgspec and `otlp_json.walk_fast`, which it is tested against.
+    msgspec skips unknown fields without checking their UTF-8, which orjson (and so the careful
+    path) refuses: non-ASCII text is checked here.
     """
+    if _native is not None:
+        mark = rows.mark()
+        if _native.walk(text, rows):
+            return True
+        rows.rollback(mark)
     if not text.isascii():
         try:
             text.decode()

@@ -190,9 +190,14 @@ class Rows:
 
     def resource(self, attrs: dict) -> tuple[str, dict, str | None]:
         """(redacted JSON, redacted dict, service name) of a resource, cached by content."""
-        text = orjson.dumps(attrs).decode()
+        return self.resource_json(orjson.dumps(attrs).decode(), attrs)
+
+    def resource_json(self, text: str, attrs: dict | None = None) -> tuple[str, dict, str | None]:
+        """`resource()` of the attributes whose `orjson.dumps` is `text` (parsed when not given)."""
         hit = self._resources.get(text)
         if hit is None:
+            if attrs is None:
+                attrs = orjson.loads(text)
             n = 0
             if self.redactor is not None:
                 red, n = self.redactor.redact(text)

@@ -1,0 +1,1373 @@
+/* The fast path of OTLP/JSON decoding, in C: one TracesData line onto span and event rows.
+
+   walk(text: bytes, rows: afterfix.ingest.rows.Rows) -> bool
+
+   Appends to rows.spans and rows.events exactly the tuples that otlp_json.walk_fast appends
+   for the same line (the Python module stays the reference this is tested against), calls
+   rows.resource_json() once per resourceSpans entry and rows.scope() once per scopeSpans entry
+   as walk_fast does, and returns True. For anything it does not read exactly as the Python
+   path would (invalid JSON or UTF-8, a shape the typed structs refuse, a limit reached, a
+   duplicate key, a lone surrogate, a number out of range...) it returns False, possibly
+   having appended rows: the caller rolls `rows` back and reads the line the Python way.
+
+   Input is untrusted: every read is bounds-checked against the end of the bytes object,
+   nesting is limited, and no value is ever evaluated. Only JSON text that orjson writes is
+   produced: strings escaped as orjson escapes them, doubles written by orjson itself.
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* results of the reading functions */
+#define OK 0
+#define NO 1    /* leave the line to the Python path */
+#define ERR -1  /* a Python exception is set */
+#define MORE 2  /* obj_next / arr_next: an item follows */
+
+#define SKIP_DEPTH 256 /* nesting of skipped (unknown) values before the line goes to Python */
+#define MAX_NUMBER 400 /* characters of a number we parse */
+
+/* -- set up once from Python ------------------------------------------------------------- */
+
+#define N_HOT 13 /* mapping.HOT_COLUMNS */
+#define MAX_HOT_KEYS 4
+enum { H_OP = 0, H_RUN = 2, H_INCIDENT = 3, H_TIN = 10, H_TOUT = 11 };
+
+typedef struct {
+    const char *s;
+    Py_ssize_t n;
+} Str;
+
+static struct {
+    int ready;
+    Str keys[N_HOT][MAX_HOT_KEYS]; /* per column, its attribute keys in order */
+    int nkeys[N_HOT];
+    PyObject *key_objs[N_HOT][MAX_HOT_KEYS]; /* the same as str, for resource dict look-ups */
+    Str oi_kind;                             /* openinference.span.kind */
+    PyObject *oi_ops;                        /* OI_KIND_TO_OPERATION */
+    PyObject *as_text, *count;               /* mapping.as_text, mapping._count */
+    PyObject *dumps;                         /* orjson.dumps, for doubles */
+    PyObject *kinds[6], *kind_names[6];      /* "UNSPECIFIED"..., "SPAN_KIND_UNSPECIFIED"... */
+    PyObject *codes[3], *code_names[3];
+    PyObject *s_true, *s_false, *s_resource_json, *s_scope, *s_spans, *s_events, *s_limits;
+    PyObject *s_max_attribute_bytes, *s_max_depth, *s_max_attributes, *s_upper;
+} G;
+
+/* -- growable byte buffers --------------------------------------------------------------- */
+
+typedef struct {
+    char *b;
+    size_t len, cap;
+} Buf;
+
+static int grow(Buf *b, size_t need) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + need) cap *= 2;
+    char *nb = realloc(b->b, cap);
+    if (!nb) {
+        PyErr_NoMemory();
+        return ERR;
+    }
+    b->b = nb;
+    b->cap = cap;
+    return OK;
+}
+
+static inline int put(Buf *b, const void *s, size_t n) {
+    if (b->len + n > b->cap && grow(b, n)) return ERR;
+    memcpy(b->b + b->len, s, n);
+    b->len += n;
+    return OK;
+}
+
+static inline int putc_(Buf *b, char c) {
+    if (b->len + 1 > b->cap && grow(b, 1)) return ERR;
+    b->b[b->len++] = c;
+    return OK;
+}
+
+/* -- one attribute value, as hot_columns needs it ------------------------------------------ */
+
+enum { V_NONE = 0, V_STR, V_INT, V_DOUBLE, V_BOOL, V_LIST, V_DICT };
+
+typedef struct {
+    int type;
+    size_t off, len; /* V_STR: decoded UTF-8 in P.scratch */
+    int ascii;
+    long long i;
+    double d;
+} Val;
+
+/* -- the reader ---------------------------------------------------------------------------- */
+
+typedef struct {
+    const unsigned char *p, *end;
+    Buf scratch;  /* decoded strings kept while a span is read (keys, hot values) */
+    Buf key;      /* the key just read by obj_next */
+    Buf out;      /* JSON text being written */
+    /* key hashes of the attribute lists being read, innermost last (duplicate detection) */
+    uint64_t *hashes;
+    size_t nhash, caphash;
+    size_t small;          /* Limits.max_attribute_bytes >> 2 */
+    size_t max_attr_bytes; /* Limits.max_attribute_bytes */
+    long max_depth;        /* Limits.max_depth */
+    size_t max_attributes; /* Limits.max_attributes */
+    PyObject *rows, *spans, *events;
+} P;
+
+static inline void ws(P *p) {
+    while (p->p < p->end && (*p->p == ' ' || *p->p == '\t' || *p->p == '\n' || *p->p == '\r')) p->p++;
+}
+
+/* Length of the valid UTF-8 sequence at s (lead byte >= 0x80), or 0: strict as Python's
+   decoder is (no overlong forms, no surrogates, nothing past U+10FFFF). */
+static inline int utf8_seq(const unsigned char *s, const unsigned char *end) {
+    unsigned char c = s[0];
+    if (c >= 0xC2 && c <= 0xDF) return (end - s >= 2 && (s[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (end - s < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && s[1] < 0xA0) return 0; /* overlong */
+        if (c == 0xED && s[1] > 0x9F) return 0; /* surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (end - s < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) return 0;
+        if (c == 0xF0 && s[1] < 0x90) return 0; /* overlong */
+        if (c == 0xF4 && s[1] > 0x8F) return 0; /* past U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+static inline int hex4(const unsigned char *s, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = s[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= c - '0';
+        else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+        else return NO;
+    }
+    *out = v;
+    return OK;
+}
+
+static inline int put_utf8(Buf *b, unsigned cp) {
+    char t[4];
+    size_t n;
+    if (cp < 0x80) { t[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { t[0] = (char)(0xC0 | (cp >> 6)); t[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
+    else if (cp < 0x10000) {
+        t[0] = (char)(0xE0 | (cp >> 12)); t[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); t[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
+    } else {
+        t[0] = (char)(0xF0 | (cp >> 18)); t[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        t[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); t[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
+    }
+    return put(b, t, n);
+}
+
+/* The JSON string at p->p (a '"'), decoded and appended to b; *ascii tells whether every
+   character was ASCII. With b NULL the string is only checked. */
+static int read_string(P *p, Buf *b, int *ascii) {
+    const unsigned char *s = p->p + 1, *end = p->end;
+    int asc = 1;
+    for (;;) {
+        const unsigned char *run = s;
+        while (s < end && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\') s++;
+        if (b && s > run && put(b, run, s - run)) return ERR;
+        if (s >= end) return NO;
+        unsigned char c = *s;
+        if (c == '"') {
+            p->p = s + 1;
+            if (ascii) *ascii = asc;
+            return OK;
+        }
+        if (c < 0x20) return NO; /* a raw control character: not JSON */
+        if (c == '\\') {
+            if (end - s < 2) return NO;
+            unsigned char e = s[1];
+            char o;
+            s += 2;
+            switch (e) {
+            case '"': o = '"'; break;
+            case '\\': o = '\\'; break;
+            case '/': o = '/'; break;
+            case 'b': o = '\b'; break;
+            case 'f': o = '\f'; break;
+            case 'n': o = '\n'; break;
+            case 'r': o = '\r'; break;
+            case 't': o = '\t'; break;
+            case 'u': {
+                unsigned cp, lo;
+                if (end - s < 4 || hex4(s, &cp)) return NO;
+                s += 4;
+                if (cp >= 0xDC00 && cp <= 0xDFFF) return NO; /* a lone low surrogate */
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    if (end - s < 6 || s[0] != '\\' || s[1] != 'u' || hex4(s + 2, &lo)) return NO;
+                    if (lo < 0xDC00 || lo > 0xDFFF) return NO;
+                    s += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                }
+                if (cp >= 0x80) asc = 0;
+                if (b && put_utf8(b, cp)) return ERR;
+                continue;
+            }
+            default: return NO;
+            }
+            if (b && putc_(b, o)) return ERR;
+            continue;
+        }
+        int n = utf8_seq(s, end);
+        if (!n) return NO;
+        if (b && put(b, s, n)) return ERR;
+        s += n;
+        asc = 0;
+    }
+}
+
+/* Decoded UTF-8 as JSON text the way orjson writes it: quotes, backslashes and control
+   characters escaped, everything else as is. */
+static int put_escaped(Buf *b, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    if (putc_(b, '"')) return ERR;
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (i < n && (unsigned char)s[i] >= 0x20 && s[i] != '"' && s[i] != '\\') i++;
+        if (i > run && put(b, s + run, i - run)) return ERR;
+        if (i >= n) break;
+        unsigned char c = (unsigned char)s[i++];
+        char e[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t m = 2;
+        switch (c) {
+        case '"': e[1] = '"'; break;
+        case '\\': e[1] = '\\'; break;
+        case '\b': e[1] = 'b'; break;
+        case '\f': e[1] = 'f'; break;
+        case '\n': e[1] = 'n'; break;
+        case '\r': e[1] = 'r'; break;
+        case '\t': e[1] = 't'; break;
+        default:
+            e[1] = 'u'; e[2] = '0'; e[3] = '0'; e[4] = hex[c >> 4]; e[5] = hex[c & 15];
+            m = 6;
+        }
+        if (put(b, e, m)) return ERR;
+    }
+    return putc_(b, '"');
+}
+
+/* A JSON number at p->p: checked against the grammar; *is_int when it has neither fraction
+   nor exponent. */
+static int scan_number(P *p, const unsigned char **start, size_t *len, int *is_int) {
+    const unsigned char *s = p->p, *end = p->end;
+    *start = s;
+    int integer = 1;
+    if (s < end && *s == '-') s++;
+    if (s >= end) return NO;
+    if (*s == '0') s++;
+    else if (*s >= '1' && *s <= '9') while (s < end && *s >= '0' && *s <= '9') s++;
+    else return NO;
+    if (s < end && *s == '.') {
+        integer = 0;
+        s++;
+        if (s >= end || *s < '0' || *s > '9') return NO;
+        while (s < end && *s >= '0' && *s <= '9') s++;
+    }
+    if (s < end && (*s == 'e' || *s == 'E')) {
+        integer = 0;
+        s++;
+        if (s < end && (*s == '+' || *s == '-')) s++;
+        if (s >= end || *s < '0' || *s > '9') return NO;
+        while (s < end && *s >= '0' && *s <= '9') s++;
+    }
+    *len = s - *start;
+    *is_int = integer;
+    p->p = s;
+    return OK;
+}
+
+/* Decimal digits with an optional '-', as a 64-bit signed integer; NO if anything else or out
+   of range. (Python: x.isascii() and (x.isdigit() or (x[:1] == "-" and x[1:].isdigit()))) */
+static int parse_i64(const char *s, size_t n, long long *out) {
+    int neg = 0;
+    if (n && s[0] == '-') { neg = 1; s++; n--; }
+    if (!n) return NO;
+    unsigned long long v = 0, lim = neg ? 9223372036854775808ULL : 9223372036854775807ULL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return NO;
+        unsigned d = s[i] - '0';
+        if (v > (lim - d) / 10) return NO;
+        v = v * 10 + d;
+    }
+    *out = neg ? (long long)(0ULL - v) : (long long)v;
+    return OK;
+}
+
+/* Nanoseconds: digits only, fewer than 20 of them when a string; (the Python path's `int(s)
+   if s.isdigit() and len(s) < 20`, or _fast_nanos); any unsigned 64-bit value as a number. */
+static int parse_u64_digits(const char *s, size_t n, unsigned long long *out) {
+    if (!n) return NO;
+    unsigned long long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return NO;
+        unsigned d = s[i] - '0';
+        if (v > (18446744073709551615ULL - d) / 10) return NO;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return OK;
+}
+
+static int skip_value(P *p, int depth);
+
+/* Object iteration. After '{' call obj_next with *n = 0: MORE with the key in p->key and p->p
+   at its value, or OK at the end ('}' read). */
+static int obj_next(P *p, size_t *n) {
+    ws(p);
+    if (p->p >= p->end) return NO;
+    if (*n) {
+        if (*p->p == '}') { p->p++; return OK; }
+        if (*p->p != ',') return NO;
+        p->p++;
+        ws(p);
+    } else if (*p->p == '}') {
+        p->p++;
+        return OK;
+    }
+    if (p->p >= p->end || *p->p != '"') return NO;
+    p->key.len = 0;
+    int r = read_string(p, &p->key, NULL);
+    if (r) return r;
+    ws(p);
+    if (p->p >= p->end || *p->p != ':') return NO;
+    p->p++;
+    ws(p);
+    (*n)++;
+    return MORE;
+}
+
+/* Array iteration, like obj_next: MORE with p->p at the next item, or OK at ']'. */
+static int arr_next(P *p, size_t *n) {
+    ws(p);
+    if (p->p >= p->end) return NO;
+    if (*n) {
+        if (*p->p == ']') { p->p++; return OK; }
+        if (*p->p != ',') return NO;
+        p->p++;
+        ws(p);
+    } else if (*p->p == ']') {
+        p->p++;
+        return OK;
+    }
+    if (p->p >= p->end) return NO;
+    (*n)++;
+    return MORE;
+}
+
+static inline int key_is(P *p, const char *k, size_t n) {
+    return p->key.len == n && memcmp(p->key.b, k, n) == 0;
+}
+#define KEY(p, lit) key_is(p, lit, sizeof(lit) - 1)
+
+static inline int open_obj(P *p) {
+    if (p->p >= p->end || *p->p != '{') return NO;
+    p->p++;
+    return OK;
+}
+
+static inline int open_arr(P *p) {
+    if (p->p >= p->end || *p->p != '[') return NO;
+    p->p++;
+    return OK;
+}
+
+static inline int is_null(P *p) {
+    if (p->end - p->p >= 4 && memcmp(p->p, "null", 4) == 0) {
+        p->p += 4;
+        return 1;
+    }
+    return 0;
+}
+
+static int skip_value(P *p, int depth) {
+    int r;
+    size_t n = 0;
+    if (depth > SKIP_DEPTH || p->p >= p->end) return NO;
+    switch (*p->p) {
+    case '{':
+        p->p++;
+        while ((r = obj_next(p, &n)) == MORE)
+            if ((r = skip_value(p, depth + 1))) return r;
+        return r;
+    case '[':
+        p->p++;
+        while ((r = arr_next(p, &n)) == MORE)
+            if ((r = skip_value(p, depth + 1))) return r;
+        return r;
+    case '"': return read_string(p, NULL, NULL);
+    case 't':
+        if (p->end - p->p >= 4 && memcmp(p->p, "true", 4) == 0) { p->p += 4; return OK; }
+        return NO;
+    case 'f':
+        if (p->end - p->p >= 5 && memcmp(p->p, "false", 5) == 0) { p->p += 5; return OK; }
+        return NO;
+    case 'n': return is_null(p) ? OK : NO;
+    default: {
+        const unsigned char *s;
+        size_t len;
+        int is_int;
+        return scan_number(p, &s, &len, &is_int);
+    }
+    }
+}
+
+/* A string value: decoded into scratch (kept) at *off, *len. */
+static int string_value(P *p, size_t *off, size_t *len, int *ascii) {
+    if (p->p >= p->end || *p->p != '"') return NO;
+    *off = p->scratch.len;
+    int r = read_string(p, &p->scratch, ascii);
+    if (r) return r;
+    *len = p->scratch.len - *off;
+    return OK;
+}
+
+static PyObject *new_str(const char *s, size_t n, int ascii) {
+    if (ascii) {
+        PyObject *o = PyUnicode_New((Py_ssize_t)n, 127);
+        if (o) memcpy(PyUnicode_DATA(o), s, n);
+        return o;
+    }
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, NULL);
+}
+
+/* a double as orjson writes it */
+static int put_double(Buf *b, double d) {
+    PyObject *f = PyFloat_FromDouble(d);
+    if (!f) return ERR;
+    PyObject *j = PyObject_CallOneArg(G.dumps, f);
+    Py_DECREF(f);
+    if (!j) return ERR;
+    int r = put(b, PyBytes_AS_STRING(j), PyBytes_GET_SIZE(j));
+    Py_DECREF(j);
+    return r;
+}
+
+static inline uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Notes a key of the attribute list that starts at hashes[first]; NO if it repeats an
+   earlier one (a dict keeps the first place and the last value: left to Python). */
+static int note_key(P *p, size_t first, const char *k, size_t n) {
+    uint64_t h = hash_bytes(k, n);
+    for (size_t i = first; i < p->nhash; i++)
+        if (p->hashes[i] == h) return NO; /* a repeat, or (rarely) a collision: Python decides */
+    if (p->nhash == p->caphash) {
+        size_t cap = p->caphash ? p->caphash * 2 : 64;
+        uint64_t *nh = realloc(p->hashes, cap * sizeof *nh);
+        if (!nh) {
+            PyErr_NoMemory();
+            return ERR;
+        }
+        p->hashes = nh;
+        p->caphash = cap;
+    }
+    p->hashes[p->nhash++] = h;
+    return OK;
+}
+
+static int any_value(P *p, Buf *out, long depth, Val *v);
+
+/* A list of KeyValue (or null) written to `out` as a JSON object. With `hot` set, the values
+   of the hot keys are noted in hot[] (indexes into vals[]). Python: _fast_attrs / the kvlist
+   branch of _fast_value. */
+static int key_values(P *p, Buf *out, long depth, Val *vals, int (*hot)[MAX_HOT_KEYS], Val *oi) {
+    if (is_null(p)) return putc_(out, '{') || putc_(out, '}') ? ERR : OK;
+    int r = open_arr(p);
+    if (r) return r;
+    size_t first = p->nhash, n = 0, scratch_mark = p->scratch.len;
+    if (putc_(out, '{')) return ERR;
+    while ((r = arr_next(p, &n)) == MORE) {
+        if (n > p->max_attributes) return NO;
+        if ((r = open_obj(p))) return r;
+        size_t m = 0, key_off = 0, key_len = 0;
+        int have_key = 0, have_value = 0;
+        Val val = {V_NONE};
+        if (n > 1 && putc_(out, ',')) return ERR;
+        size_t value_at = 0;
+        while ((r = obj_next(p, &m)) == MORE) {
+            if (KEY(p, "key")) {
+                int ascii;
+                if (have_key++) return NO;
+                if ((r = string_value(p, &key_off, &key_len, &ascii))) return r;
+            } else if (KEY(p, "value")) {
+                if (have_value++) return NO;
+                value_at = out->len;
+                if (is_null(p)) {
+                    if (put(out, "null", 4)) return ERR;
+                } else if ((r = any_value(p, out, depth, &val))) {
+                    return r;
+                }
+            } else if ((r = skip_value(p, 0))) {
+                return r;
+            }
+        }
+        if (r) return r;
+        if (!have_key) return NO;
+        if (!have_value) {
+            value_at = out->len;
+            if (put(out, "null", 4)) return ERR;
+        }
+        const char *k = p->scratch.b + key_off;
+        if ((r = note_key(p, first, k, key_len))) return r;
+        /* the entry is [value]: append "key": and rotate it to the front */
+        size_t vlen = out->len - value_at, before = out->len;
+        if (put_escaped(out, k, key_len) || putc_(out, ':')) return ERR;
+        size_t klen = out->len - before;
+        if (out->len + vlen > out->cap && grow(out, vlen)) return ERR;
+        char *base = out->b + value_at;
+        memcpy(out->b + out->len, base, vlen);        /* the value, past the end */
+        memmove(base, base + vlen, klen);             /* "key": to the front */
+        memcpy(base + klen, out->b + out->len, vlen); /* the value after it */
+        if (hot) {
+            for (int c = 0; c < N_HOT; c++)
+                for (int j = 0; j < G.nkeys[c]; j++)
+                    if (G.keys[c][j].n == (Py_ssize_t)key_len && memcmp(G.keys[c][j].s, k, key_len) == 0) {
+                        vals[c * MAX_HOT_KEYS + j] = val;
+                        hot[c][j] = 1;
+                    }
+            if (oi && (Py_ssize_t)key_len == G.oi_kind.n && memcmp(G.oi_kind.s, k, key_len) == 0) *oi = val;
+        }
+    }
+    if (r) return r;
+    p->nhash = first;
+    if (!hot) p->scratch.len = scratch_mark; /* keys and values no longer needed */
+    return putc_(out, '}');
+}
+
+/* One AnyValue object at p->p, written to `out` as the Python value would be by orjson.
+   Python: _fast_value. `v` receives what hot_columns needs (strings stay in scratch). */
+static int any_value(P *p, Buf *out, long depth, Val *v) {
+    int r = open_obj(p);
+    if (r) return r;
+    size_t n = 0;
+    int fields = 0;
+    v->type = V_NONE;
+    while ((r = obj_next(p, &n)) == MORE) {
+        if (KEY(p, "stringValue") || KEY(p, "bytesValue")) {
+            size_t off, len;
+            int ascii;
+            if (fields++) return NO;
+            if ((r = string_value(p, &off, &len, &ascii))) return r;
+            if (len > p->small) return NO;
+            if (put_escaped(out, p->scratch.b + off, len)) return ERR;
+            v->type = V_STR; v->off = off; v->len = len; v->ascii = ascii;
+        } else if (KEY(p, "boolValue")) {
+            if (fields++) return NO;
+            if (p->end - p->p >= 4 && memcmp(p->p, "true", 4) == 0) { p->p += 4; v->i = 1; }
+            else if (p->end - p->p >= 5 && memcmp(p->p, "false", 5) == 0) { p->p += 5; v->i = 0; }
+            else return NO;
+            v->type = V_BOOL;
+            if (v->i ? put(out, "true", 4) : put(out, "false", 5)) return ERR;
+        } else if (KEY(p, "intValue")) {
+            long long x;
+            if (fields++) return NO;
+            if (p->p < p->end && *p->p == '"') {
+                size_t off, len;
+                int ascii;
+                if ((r = string_value(p, &off, &len, &ascii))) return r;
+                r = parse_i64(p->scratch.b + off, len, &x);
+                p->scratch.len = off;
+                if (r) return NO;
+            } else {
+                const unsigned char *s;
+                size_t len;
+                int is_int;
+                if ((r = scan_number(p, &s, &len, &is_int))) return r;
+                if (!is_int || parse_i64((const char *)s, len, &x)) return NO;
+            }
+            char t[24];
+            int m = snprintf(t, sizeof t, "%lld", x);
+            if (put(out, t, m)) return ERR;
+            v->type = V_INT; v->i = x;
+        } else if (KEY(p, "doubleValue")) {
+            const unsigned char *s;
+            size_t len;
+            int is_int;
+            double d;
+            if (fields++) return NO;
+            if ((r = scan_number(p, &s, &len, &is_int))) return r; /* "NaN" and friends: Python */
+            if (is_int) {
+                long long x;
+                if (parse_i64((const char *)s, len, &x)) return NO;
+                d = (double)x;
+            } else {
+                char t[MAX_NUMBER + 1];
+                if (len > MAX_NUMBER) return NO;
+                memcpy(t, s, len);
+                t[len] = 0;
+                d = strtod(t, NULL);
+                if (!isfinite(d)) return NO;
+            }
+            if (put_double(out, d)) return ERR;
+            v->type = V_DOUBLE; v->d = d;
+        } else if (KEY(p, "arrayValue") || KEY(p, "kvlistValue")) {
+            int kv = KEY(p, "kvlistValue");
+            if (fields++ || depth >= p->max_depth) return NO;
+            if ((r = open_obj(p))) return r;
+            size_t m = 0;
+            int have_values = 0;
+            size_t start = out->len;
+            while ((r = obj_next(p, &m)) == MORE) {
+                if (KEY(p, "values")) {
+                    if (have_values++) return NO;
+                    if (kv) {
+                        if ((r = key_values(p, out, depth + 1, NULL, NULL, NULL))) return r;
+                    } else if (is_null(p)) {
+                        if (put(out, "[]", 2)) return ERR;
+                    } else {
+                        if ((r = open_arr(p))) return r;
+                        size_t k = 0, scratch_mark = p->scratch.len;
+                        if (putc_(out, '[')) return ERR;
+                        while ((r = arr_next(p, &k)) == MORE) {
+                            Val item;
+                            if (k > 1 && putc_(out, ',')) return ERR;
+                            if ((r = any_value(p, out, depth + 1, &item))) return r;
+                        }
+                        if (r) return r;
+                        p->scratch.len = scratch_mark;
+                        if (putc_(out, ']')) return ERR;
+                    }
+                } else if ((r = skip_value(p, 0))) {
+                    return r;
+                }
+            }
+            if (r) return r;
+            if (!have_values && put(out, kv ? "{}" : "[]", 2)) return ERR;
+            if (depth == 0 && out->len - start > p->max_attr_bytes) return NO;
+            v->type = kv ? V_DICT : V_LIST;
+        } else if ((r = skip_value(p, 0))) {
+            return r;
+        }
+    }
+    if (r) return r;
+    if (!fields && put(out, "null", 4)) return ERR;
+    return OK;
+}
+
+/* -- hot columns ----------------------------------------------------------------------------- */
+
+/* mapping.as_text of a value read from the line, with hot_columns' shortcut for non-empty
+   strings. New reference (Py_None included). */
+static PyObject *val_text(P *p, const Val *v) {
+    char t[24];
+    switch (v->type) {
+    case V_STR:
+        if (!v->len) Py_RETURN_NONE;
+        return new_str(p->scratch.b + v->off, v->len, v->ascii);
+    case V_INT:
+        snprintf(t, sizeof t, "%lld", v->i);
+        return PyUnicode_FromString(t);
+    case V_DOUBLE: {
+        PyObject *f = PyFloat_FromDouble(v->d);
+        if (!f) return NULL;
+        PyObject *s = PyObject_Str(f);
+        Py_DECREF(f);
+        return s;
+    }
+    case V_BOOL: return Py_NewRef(v->i ? G.s_true : G.s_false);
+    default: Py_RETURN_NONE;
+    }
+}
+
+/* The same for a value of the resource's (a Python object). */
+static PyObject *obj_text(PyObject *o) {
+    if (PyUnicode_CheckExact(o) && PyUnicode_GET_LENGTH(o)) return Py_NewRef(o);
+    return PyObject_CallOneArg(G.as_text, o);
+}
+
+/* A token count (hot_columns' `tin`): integers as they are, anything else through _count. */
+static PyObject *val_count(P *p, const Val *v) {
+    switch (v->type) {
+    case V_INT: return PyLong_FromLongLong(v->i);
+    case V_DOUBLE: {
+        PyObject *f = PyFloat_FromDouble(v->d);
+        if (!f) return NULL;
+        PyObject *c = PyObject_CallOneArg(G.count, f);
+        Py_DECREF(f);
+        return c;
+    }
+    case V_STR: {
+        PyObject *s = new_str(p->scratch.b + v->off, v->len, v->ascii);
+        if (!s) return NULL;
+        PyObject *c = PyObject_CallOneArg(G.count, s);
+        Py_DECREF(s);
+        return c;
+    }
+    default: Py_RETURN_NONE; /* booleans, lists, dicts: _count gives None */
+    }
+}
+
+/* The first of column c's keys with a value that is not null, or NULL. */
+static const Val *first_val(const Val *vals, int (*hot)[MAX_HOT_KEYS], int c) {
+    for (int j = 0; j < G.nkeys[c]; j++)
+        if (hot[c][j] && vals[c * MAX_HOT_KEYS + j].type != V_NONE) return &vals[c * MAX_HOT_KEYS + j];
+    return NULL;
+}
+
+/* Fills t[start .. start+13) with mapping.hot_columns(attrs, resource, trace_id). */
+static int hot_columns(P *p, PyObject *t, Py_ssize_t start, const Val *vals, int (*hot)[MAX_HOT_KEYS],
+                       const Val *oi, PyObject *res, PyObject *tid) {
+    for (int c = 0; c < N_HOT; c++) {
+        PyObject *x = NULL;
+        const Val *v;
+        if (c == H_RUN) {
+            for (int j = 0; j < G.nkeys[c] && !x; j++) {
+                const Val *a = hot[c][j] ? &vals[c * MAX_HOT_KEYS + j] : NULL;
+                if (a && a->type != V_NONE) {
+                    x = val_text(p, a);
+                } else {
+                    PyObject *o = PyDict_GetItemWithError(res, G.key_objs[c][j]);
+                    if (!o && PyErr_Occurred()) return ERR;
+                    if (!o || o == Py_None) continue;
+                    x = obj_text(o);
+                }
+                if (!x) return ERR;
+                if (x == Py_None) Py_CLEAR(x);
+            }
+            if (!x) x = Py_NewRef(tid);
+        } else if (c == H_INCIDENT && !first_val(vals, hot, c)) {
+            PyObject *o = PyDict_GetItemWithError(res, G.key_objs[c][0]);
+            if (!o && PyErr_Occurred()) return ERR;
+            x = (!o || o == Py_None) ? Py_NewRef(Py_None) : obj_text(o);
+        } else if ((v = first_val(vals, hot, c))) {
+            x = (c == H_TIN || c == H_TOUT) ? val_count(p, v) : val_text(p, v);
+        } else {
+            x = Py_NewRef(Py_None);
+        }
+        if (!x) return ERR;
+        if (c == H_OP && x == Py_None && oi->type == V_STR) {
+            /* openinference.span.kind: _OI_OPS.get(k) or _OI_OPS.get(k.upper()) */
+            PyObject *k = new_str(p->scratch.b + oi->off, oi->len, oi->ascii);
+            if (!k) return ERR;
+            PyObject *op = PyDict_GetItemWithError(G.oi_ops, k);
+            if (!op && PyErr_Occurred()) { Py_DECREF(k); return ERR; }
+            if (!op || !PyObject_IsTrue(op)) {
+                PyObject *up = PyObject_CallMethodNoArgs(k, G.s_upper);
+                if (!up) { Py_DECREF(k); return ERR; }
+                op = PyDict_GetItemWithError(G.oi_ops, up);
+                Py_DECREF(up);
+                if (!op && PyErr_Occurred()) { Py_DECREF(k); return ERR; }
+            }
+            Py_DECREF(k);
+            if (op) {
+                Py_DECREF(x);
+                x = Py_NewRef(op);
+            }
+        }
+        PyTuple_SET_ITEM(t, start + c, x);
+    }
+    return OK;
+}
+
+/* -- spans --------------------------------------------------------------------------------- */
+
+static int is_hex_id(const char *s, size_t n, size_t want) {
+    if (n != want) return 0;
+    int nonzero = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return 0;
+        nonzero |= c != '0';
+    }
+    return nonzero;
+}
+
+/* nanoseconds: a string of fewer than 20 digits, or an unsigned 64-bit number */
+static int nanos(P *p, unsigned long long *out) {
+    if (p->p < p->end && *p->p == '"') {
+        size_t off, len;
+        int ascii;
+        int r = string_value(p, &off, &len, &ascii);
+        if (r) return r;
+        r = (len < 20 && ascii) ? parse_u64_digits(p->scratch.b + off, len, out) : NO;
+        p->scratch.len = off;
+        return r;
+    }
+    const unsigned char *s;
+    size_t len;
+    int is_int, r = scan_number(p, &s, &len, &is_int);
+    if (r) return r;
+    if (!is_int || *s == '-') return NO; /* "-0" is 0, which no span or event may have */
+    return parse_u64_digits((const char *)s, len, out);
+}
+
+/* an enum (kind, status code): an integer or one of the names; the index, or NO */
+static int enum_value(P *p, PyObject **names, int count, int *out) {
+    if (p->p < p->end && *p->p == '"') {
+        size_t off, len;
+        int ascii, r = string_value(p, &off, &len, &ascii);
+        if (r) return r;
+        r = NO;
+        for (int i = 0; i < count; i++) {
+            Py_ssize_t n;
+            const char *s = PyUnicode_AsUTF8AndSize(names[i], &n);
+            if (!s) return ERR;
+            if ((size_t)n == len && memcmp(s, p->scratch.b + off, len) == 0) { *out = i; r = OK; }
+        }
+        p->scratch.len = off;
+        return r;
+    }
+    const unsigned char *s;
+    size_t len;
+    int is_int;
+    long long x;
+    int r = scan_number(p, &s, &len, &is_int);
+    if (r) return r;
+    if (!is_int || parse_i64((const char *)s, len, &x) || x < 0 || x >= count) return NO;
+    *out = (int)x;
+    return OK;
+}
+
+typedef struct {
+    PyObject *res_json, *res, *service, *scope;
+} Ctx;
+
+/* A list of events: rows appended to `ev` as (name, time_us, attributes) until the span's ids
+   are known. Python: the events loop of walk_fast. */
+static int read_events(P *p, PyObject *ev) {
+    if (is_null(p)) return OK;
+    int r = open_arr(p);
+    if (r) return r;
+    size_t n = 0;
+    while ((r = arr_next(p, &n)) == MORE) {
+        if ((r = open_obj(p))) return r;
+        size_t m = 0, name_off = 0, name_len = 0;
+        int have_t = 0, have_name = 0, have_attrs = 0, name_ascii = 1;
+        unsigned long long t = 0;
+        size_t scratch_mark = p->scratch.len;
+        p->out.len = 0;
+        while ((r = obj_next(p, &m)) == MORE) {
+            if (KEY(p, "timeUnixNano")) {
+                if (have_t++) return NO;
+                if ((r = nanos(p, &t))) return r;
+            } else if (KEY(p, "name")) {
+                if (have_name++) return NO;
+                if ((r = string_value(p, &name_off, &name_len, &name_ascii))) return r;
+            } else if (KEY(p, "attributes")) {
+                if (have_attrs++) return NO;
+                if ((r = key_values(p, &p->out, 0, NULL, NULL, NULL))) return r;
+            } else if ((r = skip_value(p, 0))) {
+                return r;
+            }
+        }
+        if (r) return r;
+        if (!have_t || !t) return NO;
+        if (!have_attrs && put(&p->out, "{}", 2)) return ERR;
+        PyObject *row = PyTuple_New(3);
+        if (!row) return ERR;
+        PyTuple_SET_ITEM(row, 0, new_str(p->scratch.b + name_off, name_len, name_ascii));
+        PyTuple_SET_ITEM(row, 1, PyLong_FromUnsignedLongLong(t / 1000));
+        PyTuple_SET_ITEM(row, 2, new_str(p->out.b, p->out.len, 0));
+        if (!PyTuple_GET_ITEM(row, 0) || !PyTuple_GET_ITEM(row, 1) || !PyTuple_GET_ITEM(row, 2)) {
+            Py_DECREF(row);
+            return ERR;
+        }
+        r = PyList_Append(ev, row);
+        Py_DECREF(row);
+        if (r) return ERR;
+        p->scratch.len = scratch_mark;
+    }
+    return r;
+}
+
+/* Links as their JSON text in `out`: [{"trace_id":..,"span_id":..,"attributes":{..}}, ...] */
+static int read_links(P *p, Buf *out, int *any) {
+    *any = 0;
+    if (is_null(p)) return OK;
+    int r = open_arr(p);
+    if (r) return r;
+    size_t n = 0;
+    if (putc_(out, '[')) return ERR;
+    while ((r = arr_next(p, &n)) == MORE) {
+        if ((r = open_obj(p))) return r;
+        size_t m = 0, tid_off = 0, tid_len = 0, sid_off = 0, sid_len = 0, scratch_mark = p->scratch.len;
+        int have_tid = 0, have_sid = 0, have_attrs = 0, ascii;
+        Buf attrs = {0};
+        while ((r = obj_next(p, &m)) == MORE) {
+            if (KEY(p, "traceId")) {
+                if (have_tid++) r = NO;
+                else r = string_value(p, &tid_off, &tid_len, &ascii);
+            } else if (KEY(p, "spanId")) {
+                if (have_sid++) r = NO;
+                else r = string_value(p, &sid_off, &sid_len, &ascii);
+            } else if (KEY(p, "attributes")) {
+                if (have_attrs++) r = NO;
+                else r = key_values(p, &attrs, 0, NULL, NULL, NULL);
+            } else {
+                r = skip_value(p, 0);
+            }
+            if (r) break;
+        }
+        if (!r && (!have_tid || !have_sid || !is_hex_id(p->scratch.b + tid_off, tid_len, 32) ||
+                   !is_hex_id(p->scratch.b + sid_off, sid_len, 16)))
+            r = NO;
+        if (!r && !have_attrs) r = put(&attrs, "{}", 2);
+        if (!r) {
+            if (n > 1 && putc_(out, ',')) r = ERR;
+            else if (put(out, "{\"trace_id\":\"", 13) || put(out, p->scratch.b + tid_off, 32) ||
+                     put(out, "\",\"span_id\":\"", 13) || put(out, p->scratch.b + sid_off, 16) ||
+                     put(out, "\",\"attributes\":", 15) || put(out, attrs.b, attrs.len) || putc_(out, '}'))
+                r = ERR;
+        }
+        free(attrs.b);
+        if (r) return r;
+        p->scratch.len = scratch_mark;
+    }
+    if (r) return r;
+    *any = n > 0;
+    return putc_(out, ']');
+}
+
+static int read_span(P *p, Ctx *ctx) {
+    int r = open_obj(p);
+    if (r) return r;
+    size_t n = 0;
+    p->scratch.len = 0;
+    size_t tid_off = 0, tid_len = 0, sid_off = 0, sid_len = 0, psid_off = 0, psid_len = 0, name_off = 0, name_len = 0;
+    size_t msg_off = 0, msg_len = 0;
+    int name_ascii = 1, msg_ascii = 1, ascii;
+    unsigned seen = 0; /* one bit per known field: a repeat goes to Python */
+    unsigned long long start = 0, end = 0;
+    int kind = 0, code = 0, have_links = 0, have_msg = 0;
+    Val vals[N_HOT * MAX_HOT_KEYS], oi = {V_NONE};
+    int hot[N_HOT][MAX_HOT_KEYS];
+    memset(hot, 0, sizeof hot);
+    Buf attrs = {0}, links = {0};
+    PyObject *ev = NULL, *row = NULL;
+#define ONCE(bit) \
+    if (seen & (1u << (bit))) { r = NO; break; } \
+    seen |= 1u << (bit)
+    while ((r = obj_next(p, &n)) == MORE) {
+        if (KEY(p, "traceId")) {
+            ONCE(0);
+            r = string_value(p, &tid_off, &tid_len, &ascii);
+        } else if (KEY(p, "spanId")) {
+            ONCE(1);
+            r = string_value(p, &sid_off, &sid_len, &ascii);
+        } else if (KEY(p, "parentSpanId")) {
+            ONCE(2);
+            if (!is_null(p)) r = string_value(p, &psid_off, &psid_len, &ascii);
+        } else if (KEY(p, "name")) {
+            ONCE(3);
+            r = string_value(p, &name_off, &name_len, &name_ascii);
+        } else if (KEY(p, "startTimeUnixNano")) {
+            ONCE(4);
+            r = nanos(p, &start);
+        } else if (KEY(p, "endTimeUnixNano")) {
+            ONCE(5);
+            r = nanos(p, &end);
+        } else if (KEY(p, "kind")) {
+            ONCE(6);
+            r = enum_value(p, G.kind_names, 6, &kind);
+        } else if (KEY(p, "attributes")) {
+            ONCE(7);
+            r = key_values(p, &attrs, 0, vals, hot, &oi);
+        } else if (KEY(p, "events")) {
+            ONCE(8);
+            ev = PyList_New(0);
+            r = ev ? read_events(p, ev) : ERR;
+        } else if (KEY(p, "links")) {
+            ONCE(9);
+            r = read_links(p, &links, &have_links);
+        } else if (KEY(p, "status")) {
+            ONCE(10);
+            if (!is_null(p)) {
+                size_t m = 0;
+                int have_code = 0;
+                if (!(r = open_obj(p))) {
+                    while ((r = obj_next(p, &m)) == MORE) {
+                        if (KEY(p, "code")) {
+                            if (have_code++) { r = NO; break; }
+                            r = enum_value(p, G.code_names, 3, &code);
+                        } else if (KEY(p, "message")) {
+                            if (have_msg++) { r = NO; break; }
+                            if (is_null(p)) r = OK; /* msg_len stays 0: None */
+                            else r = string_value(p, &msg_off, &msg_len, &msg_ascii);
+                        } else {
+                            r = skip_value(p, 0);
+                        }
+                        if (r) break;
+                    }
+                }
+            }
+        } else {
+            r = skip_value(p, 0);
+        }
+        if (r) break;
+    }
+#undef ONCE
+    if (r) goto done;
+    r = NO;
+    if ((seen & 0x3b) != 0x3b) goto done; /* traceId, spanId, name, start and end are required */
+    const char *sc = p->scratch.b;
+    if (!is_hex_id(sc + tid_off, tid_len, 32) || !is_hex_id(sc + sid_off, sid_len, 16)) goto done;
+    if (psid_len && !is_hex_id(sc + psid_off, psid_len, 16)) goto done;
+    if (!name_len || !start || start > end) goto done;
+    if (!(seen & (1u << 7)) && put(&attrs, "{}", 2)) { r = ERR; goto done; }
+    r = ERR;
+    row = PyTuple_New(28);
+    if (!row) goto done;
+    PyObject *tid = new_str(sc + tid_off, 32, 1);
+    if (!tid) goto done;
+    PyTuple_SET_ITEM(row, 0, tid);
+    PyObject *x;
+#define SET(i, expr) \
+    if (!(x = (expr))) goto done; \
+    PyTuple_SET_ITEM(row, i, x)
+    SET(1, new_str(sc + sid_off, 16, 1));
+    SET(2, psid_len ? new_str(sc + psid_off, 16, 1) : Py_NewRef(Py_None));
+    SET(3, new_str(sc + name_off, name_len, name_ascii));
+    SET(4, Py_NewRef(G.kinds[kind]));
+    SET(5, PyLong_FromUnsignedLongLong(start / 1000));
+    SET(6, PyLong_FromUnsignedLongLong(end / 1000));
+    /* (end - start) / 1e6: the int difference rounded to a double, as Python does */
+    SET(7, PyFloat_FromDouble((double)(end - start) / 1e6));
+    SET(8, Py_NewRef(G.codes[code]));
+    SET(9, msg_len ? new_str(sc + msg_off, msg_len, msg_ascii) : Py_NewRef(Py_None));
+    SET(10, Py_NewRef(ctx->service));
+    SET(11, Py_NewRef(ctx->scope));
+    for (int i = 12; i < 25; i++) PyTuple_SET_ITEM(row, i, NULL);
+    if (hot_columns(p, row, 12, vals, hot, &oi, ctx->res, tid)) goto done;
+    SET(25, new_str(attrs.b, attrs.len, 0));
+    SET(26, Py_NewRef(ctx->res_json));
+    SET(27, have_links ? new_str(links.b, links.len, 0) : Py_NewRef(Py_None));
+#undef SET
+    if (PyList_Append(p->spans, row)) goto done;
+    if (ev) {
+        Py_ssize_t ne = PyList_GET_SIZE(ev);
+        for (Py_ssize_t i = 0; i < ne; i++) {
+            PyObject *e = PyList_GET_ITEM(ev, i); /* (name, time_us, attributes) */
+            PyObject *er = PyTuple_New(6);
+            if (!er) goto done;
+            PyTuple_SET_ITEM(er, 0, Py_NewRef(tid));
+            PyTuple_SET_ITEM(er, 1, Py_NewRef(PyTuple_GET_ITEM(row, 1)));
+            PyTuple_SET_ITEM(er, 2, PyLong_FromSsize_t(i));
+            PyTuple_SET_ITEM(er, 3, Py_NewRef(PyTuple_GET_ITEM(e, 0)));
+            PyTuple_SET_ITEM(er, 4, Py_NewRef(PyTuple_GET_ITEM(e, 1)));
+            PyTuple_SET_ITEM(er, 5, Py_NewRef(PyTuple_GET_ITEM(e, 2)));
+            if (!PyTuple_GET_ITEM(er, 2)) { Py_DECREF(er); goto done; }
+            int ar = PyList_Append(p->events, er);
+            Py_DECREF(er);
+            if (ar) goto done;
+        }
+    }
+    r = OK;
+done:
+    Py_XDECREF(row);
+    Py_XDECREF(ev);
+    free(attrs.b);
+    free(links.b);
+    return r;
+}
+
+/* -- scopes and resources -------------------------------------------------------------------- */
+
+static int read_spans(P *p, Ctx *ctx) {
+    if (is_null(p)) return OK;
+    int r = open_arr(p);
+    if (r) return r;
+    size_t n = 0;
+    while ((r = arr_next(p, &n)) == MORE)
+        if ((r = read_span(p, ctx))) return r;
+    return r;
+}
+
+/* rows.scope(name) once per scopeSpans entry, as walk_fast calls it */
+static int make_scope(P *p, Ctx *ctx, PyObject *name) {
+    if (ctx->scope) return OK;
+    ctx->scope = name ? PyObject_CallMethodOneArg(p->rows, G.s_scope, name) : Py_NewRef(Py_None);
+    return ctx->scope ? OK : ERR;
+}
+
+/* Keys come in any order, but spans need their scope's name: spans that come before the
+   scope are read at the end (a second pass over them, only then). */
+static int read_scope_spans(P *p, Ctx *rctx) {
+    int r = open_obj(p);
+    if (r) return r;
+    size_t n = 0;
+    const unsigned char *spans_at = NULL;
+    int have_scope = 0, have_legacy = 0, have_name = 0, have_spans = 0;
+    PyObject *name = NULL;
+    Ctx ctx = *rctx;
+    ctx.scope = NULL;
+    while ((r = obj_next(p, &n)) == MORE) {
+        if (KEY(p, "scope")) {
+            size_t m = 0;
+            if (have_scope++ || (r = open_obj(p))) break;
+            while ((r = obj_next(p, &m)) == MORE) {
+                if (KEY(p, "name")) {
+                    if (have_name++) { r = NO; break; }
+                    if (!is_null(p)) {
+                        size_t off, len;
+                        int ascii;
+                        if ((r = string_value(p, &off, &len, &ascii))) break;
+                        if (len && !(name = new_str(p->scratch.b + off, len, ascii))) { r = ERR; break; }
+                        p->scratch.len = off;
+                    }
+                } else if ((r = skip_value(p, 0))) {
+                    break;
+                }
+            }
+        } else if (KEY(p, "spans")) {
+            if (have_spans++) r = NO;
+            else if (!have_scope) { spans_at = p->p; r = skip_value(p, 0); }
+            else if (!(r = make_scope(p, &ctx, name))) r = read_spans(p, &ctx);
+        } else if (KEY(p, "instrumentationLibrary")) {
+            have_legacy = 1;
+            r = skip_value(p, 0);
+        } else {
+            r = skip_value(p, 0);
+        }
+        if (r) break;
+    }
+    if (!r && !have_scope && have_legacy) r = NO;
+    if (!r) r = make_scope(p, &ctx, name);
+    if (!r && spans_at) {
+        const unsigned char *after = p->p;
+        p->p = spans_at;
+        r = read_spans(p, &ctx);
+        p->p = after;
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(ctx.scope);
+    return r;
+}
+
+/* rows.resource_json(text) once per resourceSpans entry: (redacted text, dict, service) */
+static int make_resource(P *p, PyObject **got, Ctx *ctx, int have_attrs) {
+    if (*got) return OK;
+    if (!have_attrs) p->out.len = 0;
+    if (!have_attrs && put(&p->out, "{}", 2)) return ERR;
+    PyObject *text = new_str(p->out.b, p->out.len, 0);
+    if (!text) return ERR;
+    *got = PyObject_CallMethodOneArg(p->rows, G.s_resource_json, text);
+    Py_DECREF(text);
+    if (!*got) return ERR;
+    if (!PyTuple_Check(*got) || PyTuple_GET_SIZE(*got) != 3 || !PyDict_Check(PyTuple_GET_ITEM(*got, 1))) {
+        PyErr_SetString(PyExc_TypeError, "rows.resource_json must return (text, dict, service)");
+        return ERR;
+    }
+    ctx->res_json = PyTuple_GET_ITEM(*got, 0);
+    ctx->res = PyTuple_GET_ITEM(*got, 1);
+    ctx->service = PyTuple_GET_ITEM(*got, 2);
+    return OK;
+}
+
+static int read_scopes(P *p, Ctx *ctx) {
+    int r = open_arr(p);
+    if (r) return r;
+    size_t k = 0;
+    while ((r = arr_next(p, &k)) == MORE)
+        if ((r = read_scope_spans(p, ctx))) return r;
+    return r;
+}
+
+/* As read_scope_spans: scopes that come before the resource are read at the end. */
+static int read_resource_spans(P *p) {
+    int r = open_obj(p);
+    if (r) return r;
+    size_t n = 0;
+    const unsigned char *scopes_at = NULL;
+    int have_resource = 0, have_legacy = 0, have_attrs = 0, have_scopes = 0;
+    PyObject *got = NULL;
+    Ctx ctx = {0};
+    while ((r = obj_next(p, &n)) == MORE) {
+        if (KEY(p, "resource")) {
+            size_t m = 0;
+            if (have_resource++) { r = NO; break; }
+            if (is_null(p)) continue;
+            if ((r = open_obj(p))) break;
+            while ((r = obj_next(p, &m)) == MORE) {
+                if (KEY(p, "attributes")) {
+                    if (have_attrs++) { r = NO; break; }
+                    p->out.len = 0;
+                    if ((r = key_values(p, &p->out, 0, NULL, NULL, NULL))) break;
+                } else if ((r = skip_value(p, 0))) {
+                    break;
+                }
+            }
+        } else if (KEY(p, "scopeSpans")) {
+            if (have_scopes++) r = NO;
+            else if (!have_resource) { scopes_at = p->p; r = (p->p < p->end && *p->p == '[') ? skip_value(p, 0) : NO; }
+            else if (!(r = make_resource(p, &got, &ctx, have_attrs))) r = read_scopes(p, &ctx);
+        } else if (KEY(p, "instrumentationLibrarySpans")) {
+            have_legacy = 1;
+            r = skip_value(p, 0);
+        } else {
+            r = skip_value(p, 0);
+        }
+        if (r) break;
+    }
+    if (!r) r = make_resource(p, &got, &ctx, have_attrs);
+    if (!r && !have_scopes && have_legacy) r = NO;
+    if (!r && scopes_at) {
+        const unsigned char *after = p->p;
+        p->p = scopes_at;
+        r = read_scopes(p, &ctx);
+        p->p = after;
+    }
+    Py_XDECREF(got);
+    return r;
+}
+
+static int read_traces_data(P *p) {
+    ws(p);
+    int r = open_obj(p);
+    if (r) return r;
+    size_t n = 0;
+    int have = 0;
+    while ((r = obj_next(p, &n)) == MORE) {
+        if (KEY(p, "resourceSpans")) {
+            if (have++) return NO;
+            if ((r = open_arr(p))) return r;
+            size_t k = 0;
+            while ((r = arr_next(p, &k)) == MORE)
+                if ((r = read_resource_spans(p))) return r;
+            if (r) return r;
+        } else if ((r = skip_value(p, 0))) {
+            return r;
+        }
+    }
+    if (r) return r;
+    ws(p);
+    return (have && p->p == p->end) ? OK : NO;
+}
+
+static long long attr_int(PyObject *o, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (!v) return -1;
+    long long x = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return x;
+}
+
+static PyObject *walk(PyObject *self, PyObject *args) {
+    Py_buffer text;
+    PyObject *rows;
+    if (!PyArg_ParseTuple(args, "y*O:walk", &text, &rows)) return NULL;
+    if (!G.ready) {
+        PyBuffer_Release(&text);
+        PyErr_SetString(PyExc_RuntimeError, "afterfix.ingest._otlpjson.setup() was not called");
+        return NULL;
+    }
+    P p = {0};
+    p.p = text.buf;
+    p.end = p.p + text.len;
+    p.rows = rows;
+    int r = ERR;
+    PyObject *limits = PyObject_GetAttr(rows, G.s_limits);
+    p.spans = PyObject_GetAttr(rows, G.s_spans);
+    p.events = PyObject_GetAttr(rows, G.s_events);
+    if (limits && p.spans && p.events && PyList_Check(p.spans) && PyList_Check(p.events)) {
+        long long mab = attr_int(limits, G.s_max_attribute_bytes), md = attr_int(limits, G.s_max_depth),
+                  ma = attr_int(limits, G.s_max_attributes);
+        if (!PyErr_Occurred()) {
+            p.max_attr_bytes = mab < 0 ? 0 : (size_t)mab;
+            p.small = p.max_attr_bytes >> 2;
+            p.max_depth = (long)md;
+            p.max_attributes = ma < 0 ? 0 : (size_t)ma;
+            r = read_traces_data(&p);
+        }
+    } else if (!PyErr_Occurred()) {
+        PyErr_SetString(PyExc_TypeError, "rows.spans and rows.events must be lists");
+    }
+    Py_XDECREF(limits);
+    Py_XDECREF(p.spans);
+    Py_XDECREF(p.events);
+    free(p.scratch.b);
+    free(p.key.b);
+    free(p.out.b);
+    free(p.hashes);
+    PyBuffer_Release(&text);
+    if (r == ERR) return NULL;
+    return Py_NewRef(r == OK ? Py_True : Py_False);
+}
+
+/* setup(hot_keys, oi_kind_key, oi_ops, as_text, count, dumps, kinds, kind_names, codes, code_names) */
+static PyObject *setup(PyObject *self, PyObject *args) {
+    PyObject *hot_keys, *oi_kind, *oi_ops, *as_text, *count, *dumps, *kinds, *kind_names, *codes, *code_names;
+    if (!PyArg_ParseTuple(args, "O!UO!OOOO!O!O!O!:setup", &PyTuple_Type, &hot_keys, &oi_kind, &PyDict_Type, &oi_ops,
+                          &as_text, &count, &dumps, &PyTuple_Type, &kinds, &PyTuple_Type, &kind_names, &PyTuple_Type,
+                          &codes, &PyTuple_Type, &code_names))
+        return NULL;
+    if (G.ready) Py_RETURN_NONE; /* once per process: the references below live as long as it */
+    if (PyTuple_GET_SIZE(hot_keys) != N_HOT || PyTuple_GET_SIZE(kinds) != 6 || PyTuple_GET_SIZE(kind_names) != 6 ||
+        PyTuple_GET_SIZE(codes) != 3 || PyTuple_GET_SIZE(code_names) != 3) {
+        PyErr_SetString(PyExc_ValueError, "setup: 13 hot columns, 6 kinds and 3 status codes expected");
+        return NULL;
+    }
+    for (int c = 0; c < N_HOT; c++) {
+        PyObject *ks = PyTuple_GET_ITEM(hot_keys, c);
+        if (!PyTuple_Check(ks) || PyTuple_GET_SIZE(ks) < 1 || PyTuple_GET_SIZE(ks) > MAX_HOT_KEYS) {
+            PyErr_SetString(PyExc_ValueError, "setup: each hot column needs 1 to 4 keys");
+            return NULL;
+        }
+        G.nkeys[c] = (int)PyTuple_GET_SIZE(ks);
+        for (int j = 0; j < G.nkeys[c]; j++) {
+            PyObject *k = PyTuple_GET_ITEM(ks, j);
+            if (!PyUnicode_Check(k)) {
+                PyErr_SetString(PyExc_TypeError, "setup: keys must be str");
+                return NULL;
+            }
+            G.keys[c][j].s = PyUnicode_AsUTF8AndSize(k, &G.keys[c][j].n);
+            if (!G.keys[c][j].s) return NULL;
+            G.key_objs[c][j] = Py_NewRef(k);
+        }
+    }
+    G.oi_kind.s = PyUnicode_AsUTF8AndSize(oi_kind, &G.oi_kind.n);
+    if (!G.oi_kind.s) return NULL;
+    Py_INCREF(oi_kind);
+    G.oi_ops = Py_NewRef(oi_ops);
+    G.as_text = Py_NewRef(as_text);
+    G.count = Py_NewRef(count);
+    G.dumps = Py_NewRef(dumps);
+    for (int i = 0; i < 6; i++) {
+        G.kinds[i] = Py_NewRef(PyTuple_GET_ITEM(kinds, i));
+        G.kind_names[i] = Py_NewRef(PyTuple_GET_ITEM(kind_names, i));
+    }
+    for (int i = 0; i < 3; i++) {
+        G.codes[i] = Py_NewRef(PyTuple_GET_ITEM(codes, i));
+        G.code_names[i] = Py_NewRef(PyTuple_GET_ITEM(code_names, i));
+    }
+    G.s_true = PyUnicode_InternFromString("true");
+    G.s_false = PyUnicode_InternFromString("false");
+    G.s_resource_json = PyUnicode_InternFromString("resource_json");
+    G.s_scope = PyUnicode_InternFromString("scope");
+    G.s_spans = PyUnicode_InternFromString("spans");
+    G.s_events = PyUnicode_InternFromString("events");
+    G.s_limits = PyUnicode_InternFromString("limits");
+    G.s_max_attribute_bytes = PyUnicode_InternFromString("max_attribute_bytes");
+    G.s_max_depth = PyUnicode_InternFromString("max_depth");
+    G.s_max_attributes = PyUnicode_InternFromString("max_attributes");
+    G.s_upper = PyUnicode_InternFromString("upper");
+    if (PyErr_Occurred()) return NULL;
+    G.ready = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"walk", walk, METH_VARARGS, "walk(text, rows) -> bool: the rows of one OTLP/JSON line, or False (see the module)"},
+    {"setup", setup, METH_VARARGS, "setup(...): the hot keys and constants, once (afterfix.ingest.otlp calls it)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_otlpjson", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__otlpjson(void) { return PyModule_Create(&module); }

@@ -1,0 +1,13 @@
+"""The one compiled part: the fast path of OTLP/JSON decoding (everything else is in pyproject.toml)."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "afterfix.ingest._otlpjson",
+            ["kernel_ext/afterfix/ingest/_otlpjson.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
+        )
+    ]
+)
