@@ -473,7 +473,9 @@ class _DataFiles:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"ducklake-{uuid.uuid4()}.parquet"
             self._written[table] = path  # before writing: a half-written file is discarded too
-            pq.write_table(rows, path, compression="zstd", row_group_size=_ROW_GROUP_ROWS)
+            # snappy, as DuckLake writes its own files (compaction too): measured on 16.5k spans,
+            # 1.4 µs of CPU a span against 2.7 for zstd, for files twice as large (84 vs 42 bytes a span)
+            pq.write_table(rows, path, compression="snappy", row_group_size=_ROW_GROUP_ROWS)
         quoted = str(path).replace("'", "''")
         con.execute(f"CALL ducklake_add_data_files('lake', '{table}', '{quoted}')")
 
