@@ -26,7 +26,8 @@ FILES = sorted((ROOT / "traces" / "examples").glob("*.jsonl")) + [Path(__file__)
 
 
 def careful_only(monkeypatch) -> None:
-    monkeypatch.setattr(otlp, "_walk_fast", lambda text, rows: False)
+    monkeypatch.setattr(otlp, "_native", None)  # the compiled walker is a fast path too
+    monkeypatch.setattr(otlp, "_walk_fast", lambda text, rows, native=True: False)
 
 
 def no_careful(monkeypatch) -> None:

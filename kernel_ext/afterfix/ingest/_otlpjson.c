@@ -20,6 +20,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* results of the reading functions */
 #define OK 0
@@ -53,7 +56,7 @@ static struct {
     PyObject *kinds[6], *kind_names[6];      /* "UNSPECIFIED"..., "SPAN_KIND_UNSPECIFIED"... */
     PyObject *codes[3], *code_names[3];
     PyObject *s_true, *s_false, *s_resource_json, *s_scope, *s_spans, *s_events, *s_limits;
-    PyObject *s_max_attribute_bytes, *s_max_depth, *s_max_attributes, *s_upper;
+    PyObject *s_max_attribute_bytes, *s_max_depth, *s_max_attributes, *s_max_body_bytes, *s_upper, *s_mark, *s_rollback;
 } G;
 
 /* -- growable byte buffers --------------------------------------------------------------- */
@@ -95,7 +98,8 @@ enum { V_NONE = 0, V_STR, V_INT, V_DOUBLE, V_BOOL, V_LIST, V_DICT };
 
 typedef struct {
     int type;
-    size_t off, len; /* V_STR: decoded UTF-8 in P.scratch */
+    const char *raw; /* V_STR: as in SV */
+    size_t off, len;
     int ascii;
     long long i;
     double d;
@@ -106,7 +110,9 @@ typedef struct {
 typedef struct {
     const unsigned char *p, *end;
     Buf scratch;  /* decoded strings kept while a span is read (keys, hot values) */
-    Buf key;      /* the key just read by obj_next */
+    const char *key_s; /* the key just read by obj_next: in the line, or in `key` */
+    size_t key_n;
+    Buf key;
     Buf out;      /* JSON text being written */
     /* key hashes of the attribute lists being read, innermost last (duplicate detection) */
     uint64_t *hashes;
@@ -140,6 +146,24 @@ static inline int utf8_seq(const unsigned char *s, const unsigned char *end) {
         return 4;
     }
     return 0;
+}
+
+/* The first byte from s on that is '"', '\\', a control character or not ASCII (or end). */
+static inline const unsigned char *scan_plain(const unsigned char *s, const unsigned char *end) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+    while (end - s >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)s);
+        /* signed: bytes >= 0x80 are negative, so "< 0x20" catches them with the controls */
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                   _mm_cmplt_epi8(v, space));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask) return s + __builtin_ctz((unsigned)mask);
+        s += 16;
+    }
+#endif
+    while (s < end && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\') s++;
+    return s;
 }
 
 static inline int hex4(const unsigned char *s, unsigned *out) {
@@ -177,7 +201,7 @@ static int read_string(P *p, Buf *b, int *ascii) {
     int asc = 1;
     for (;;) {
         const unsigned char *run = s;
-        while (s < end && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\') s++;
+        s = scan_plain(s, end);
         if (b && s > run && put(b, run, s - run)) return ERR;
         if (s >= end) return NO;
         unsigned char c = *s;
@@ -229,6 +253,50 @@ static int read_string(P *p, Buf *b, int *ascii) {
     }
 }
 
+/* A string read from the line: its text in the line itself when it has no escapes (`raw`),
+   else decoded into P.scratch at `off` (an offset: scratch moves as it grows). */
+typedef struct {
+    const char *raw;
+    size_t off, len;
+    int ascii;
+} SV;
+
+#define SV_PTR(p, v) ((v)->raw ? (v)->raw : (p)->scratch.b + (v)->off)
+
+/* The string at p->p (a '"'), checked; decoded into scratch only if it has escapes. */
+static int sv_read(P *p, SV *v) {
+    const unsigned char *start = p->p, *s = p->p + 1, *end = p->end;
+    int asc = 1;
+    for (;;) {
+        s = scan_plain(s, end);
+        if (s >= end) return NO;
+        if (*s == '"') break;
+        if (*s == '\\') { /* escapes: decode it */
+            p->p = start;
+            v->raw = NULL;
+            v->off = p->scratch.len;
+            int r = read_string(p, &p->scratch, &v->ascii);
+            v->len = p->scratch.len - v->off;
+            return r;
+        }
+        if (*s < 0x20) return NO;
+        int n = utf8_seq(s, end);
+        if (!n) return NO;
+        s += n;
+        asc = 0;
+    }
+    v->raw = (const char *)start + 1;
+    v->len = s - (start + 1);
+    v->ascii = asc;
+    p->p = s + 1;
+    return OK;
+}
+
+static inline int expect_sv(P *p, SV *v) {
+    if (p->p >= p->end || *p->p != '"') return NO;
+    return sv_read(p, v);
+}
+
 /* Decoded UTF-8 as JSON text the way orjson writes it: quotes, backslashes and control
    characters escaped, everything else as is. */
 static int put_escaped(Buf *b, const char *s, size_t n) {
@@ -258,6 +326,18 @@ static int put_escaped(Buf *b, const char *s, size_t n) {
         if (put(b, e, m)) return ERR;
     }
     return putc_(b, '"');
+}
+
+/* A string as orjson writes it: text without escapes is already in that form (it holds no
+   '"', '\\' or control character, and orjson leaves every other character as it is). */
+static int put_sv(P *p, Buf *b, const SV *v) {
+    if (!v->raw) return put_escaped(b, p->scratch.b + v->off, v->len);
+    if (b->len + v->len + 2 > b->cap && grow(b, v->len + 2)) return ERR;
+    b->b[b->len++] = '"';
+    memcpy(b->b + b->len, v->raw, v->len);
+    b->len += v->len;
+    b->b[b->len++] = '"';
+    return OK;
 }
 
 /* A JSON number at p->p: checked against the grammar; *is_int when it has neither fraction
@@ -339,9 +419,19 @@ static int obj_next(P *p, size_t *n) {
         return OK;
     }
     if (p->p >= p->end || *p->p != '"') return NO;
-    p->key.len = 0;
-    int r = read_string(p, &p->key, NULL);
-    if (r) return r;
+    /* the key's text: in the line, or decoded into p->key when it has escapes */
+    const unsigned char *start = p->p, *s = scan_plain(p->p + 1, p->end);
+    if (s < p->end && *s == '"') {
+        p->key_s = (const char *)start + 1;
+        p->key_n = s - (start + 1);
+        p->p = s + 1;
+    } else {
+        p->key.len = 0;
+        int r = read_string(p, &p->key, NULL);
+        if (r) return r;
+        p->key_s = p->key.b;
+        p->key_n = p->key.len;
+    }
     ws(p);
     if (p->p >= p->end || *p->p != ':') return NO;
     p->p++;
@@ -369,7 +459,7 @@ static int arr_next(P *p, size_t *n) {
 }
 
 static inline int key_is(P *p, const char *k, size_t n) {
-    return p->key.len == n && memcmp(p->key.b, k, n) == 0;
+    return p->key_n == n && memcmp(p->key_s, k, n) == 0;
 }
 #define KEY(p, lit) key_is(p, lit, sizeof(lit) - 1)
 
@@ -423,16 +513,6 @@ static int skip_value(P *p, int depth) {
         return scan_number(p, &s, &len, &is_int);
     }
     }
-}
-
-/* A string value: decoded into scratch (kept) at *off, *len. */
-static int string_value(P *p, size_t *off, size_t *len, int *ascii) {
-    if (p->p >= p->end || *p->p != '"') return NO;
-    *off = p->scratch.len;
-    int r = read_string(p, &p->scratch, ascii);
-    if (r) return r;
-    *len = p->scratch.len - *off;
-    return OK;
 }
 
 static PyObject *new_str(const char *s, size_t n, int ascii) {
@@ -496,18 +576,22 @@ static int key_values(P *p, Buf *out, long depth, Val *vals, int (*hot)[MAX_HOT_
     while ((r = arr_next(p, &n)) == MORE) {
         if (n > p->max_attributes) return NO;
         if ((r = open_obj(p))) return r;
-        size_t m = 0, key_off = 0, key_len = 0;
-        int have_key = 0, have_value = 0;
+        size_t m = 0;
+        SV key;
+        int have_key = 0, have_value = 0, key_first = 0;
         Val val = {V_NONE};
         if (n > 1 && putc_(out, ',')) return ERR;
         size_t value_at = 0;
         while ((r = obj_next(p, &m)) == MORE) {
             if (KEY(p, "key")) {
-                int ascii;
                 if (have_key++) return NO;
-                if ((r = string_value(p, &key_off, &key_len, &ascii))) return r;
+                if ((r = expect_sv(p, &key))) return r;
             } else if (KEY(p, "value")) {
                 if (have_value++) return NO;
+                if (have_key) { /* the usual order: "key": written before the value */
+                    key_first = 1;
+                    if (put_sv(p, out, &key) || putc_(out, ':')) return ERR;
+                }
                 value_at = out->len;
                 if (is_null(p)) {
                     if (put(out, "null", 4)) return ERR;
@@ -521,20 +605,23 @@ static int key_values(P *p, Buf *out, long depth, Val *vals, int (*hot)[MAX_HOT_
         if (r) return r;
         if (!have_key) return NO;
         if (!have_value) {
-            value_at = out->len;
-            if (put(out, "null", 4)) return ERR;
+            key_first = 1;
+            if (put_sv(p, out, &key) || putc_(out, ':') || put(out, "null", 4)) return ERR;
         }
-        const char *k = p->scratch.b + key_off;
+        const char *k = SV_PTR(p, &key);
+        size_t key_len = key.len;
         if ((r = note_key(p, first, k, key_len))) return r;
-        /* the entry is [value]: append "key": and rotate it to the front */
-        size_t vlen = out->len - value_at, before = out->len;
-        if (put_escaped(out, k, key_len) || putc_(out, ':')) return ERR;
-        size_t klen = out->len - before;
-        if (out->len + vlen > out->cap && grow(out, vlen)) return ERR;
-        char *base = out->b + value_at;
-        memcpy(out->b + out->len, base, vlen);        /* the value, past the end */
-        memmove(base, base + vlen, klen);             /* "key": to the front */
-        memcpy(base + klen, out->b + out->len, vlen); /* the value after it */
+        if (!key_first) { /* the value came first: append "key": and rotate it to the front */
+            size_t vlen = out->len - value_at, before = out->len;
+            if (put_sv(p, out, &key) || putc_(out, ':')) return ERR;
+            size_t klen = out->len - before;
+            if (out->len + vlen > out->cap && grow(out, vlen)) return ERR;
+            char *base = out->b + value_at;
+            k = SV_PTR(p, &key);
+            memcpy(out->b + out->len, base, vlen);        /* the value, past the end */
+            memmove(base, base + vlen, klen);             /* "key": to the front */
+            memcpy(base + klen, out->b + out->len, vlen); /* the value after it */
+        }
         if (hot) {
             for (int c = 0; c < N_HOT; c++)
                 for (int j = 0; j < G.nkeys[c]; j++)
@@ -561,13 +648,12 @@ static int any_value(P *p, Buf *out, long depth, Val *v) {
     v->type = V_NONE;
     while ((r = obj_next(p, &n)) == MORE) {
         if (KEY(p, "stringValue") || KEY(p, "bytesValue")) {
-            size_t off, len;
-            int ascii;
+            SV sv;
             if (fields++) return NO;
-            if ((r = string_value(p, &off, &len, &ascii))) return r;
-            if (len > p->small) return NO;
-            if (put_escaped(out, p->scratch.b + off, len)) return ERR;
-            v->type = V_STR; v->off = off; v->len = len; v->ascii = ascii;
+            if ((r = expect_sv(p, &sv))) return r;
+            if (sv.len > p->small) return NO;
+            if (put_sv(p, out, &sv)) return ERR;
+            v->type = V_STR; v->raw = sv.raw; v->off = sv.off; v->len = sv.len; v->ascii = sv.ascii;
         } else if (KEY(p, "boolValue")) {
             if (fields++) return NO;
             if (p->end - p->p >= 4 && memcmp(p->p, "true", 4) == 0) { p->p += 4; v->i = 1; }
@@ -579,11 +665,10 @@ static int any_value(P *p, Buf *out, long depth, Val *v) {
             long long x;
             if (fields++) return NO;
             if (p->p < p->end && *p->p == '"') {
-                size_t off, len;
-                int ascii;
-                if ((r = string_value(p, &off, &len, &ascii))) return r;
-                r = parse_i64(p->scratch.b + off, len, &x);
-                p->scratch.len = off;
+                SV sv;
+                if ((r = sv_read(p, &sv))) return r;
+                r = parse_i64(SV_PTR(p, &sv), sv.len, &x);
+                if (!sv.raw) p->scratch.len = sv.off;
                 if (r) return NO;
             } else {
                 const unsigned char *s;
@@ -670,7 +755,7 @@ static PyObject *val_text(P *p, const Val *v) {
     switch (v->type) {
     case V_STR:
         if (!v->len) Py_RETURN_NONE;
-        return new_str(p->scratch.b + v->off, v->len, v->ascii);
+        return new_str(SV_PTR(p, v), v->len, v->ascii);
     case V_INT:
         snprintf(t, sizeof t, "%lld", v->i);
         return PyUnicode_FromString(t);
@@ -704,7 +789,7 @@ static PyObject *val_count(P *p, const Val *v) {
         return c;
     }
     case V_STR: {
-        PyObject *s = new_str(p->scratch.b + v->off, v->len, v->ascii);
+        PyObject *s = new_str(SV_PTR(p, v), v->len, v->ascii);
         if (!s) return NULL;
         PyObject *c = PyObject_CallOneArg(G.count, s);
         Py_DECREF(s);
@@ -754,7 +839,7 @@ static int hot_columns(P *p, PyObject *t, Py_ssize_t start, const Val *vals, int
         if (!x) return ERR;
         if (c == H_OP && x == Py_None && oi->type == V_STR) {
             /* openinference.span.kind: _OI_OPS.get(k) or _OI_OPS.get(k.upper()) */
-            PyObject *k = new_str(p->scratch.b + oi->off, oi->len, oi->ascii);
+            PyObject *k = new_str(SV_PTR(p, oi), oi->len, oi->ascii);
             if (!k) return ERR;
             PyObject *op = PyDict_GetItemWithError(G.oi_ops, k);
             if (!op && PyErr_Occurred()) { Py_DECREF(k); return ERR; }
@@ -792,12 +877,11 @@ static int is_hex_id(const char *s, size_t n, size_t want) {
 /* nanoseconds: a string of fewer than 20 digits, or an unsigned 64-bit number */
 static int nanos(P *p, unsigned long long *out) {
     if (p->p < p->end && *p->p == '"') {
-        size_t off, len;
-        int ascii;
-        int r = string_value(p, &off, &len, &ascii);
+        SV sv;
+        int r = sv_read(p, &sv);
         if (r) return r;
-        r = (len < 20 && ascii) ? parse_u64_digits(p->scratch.b + off, len, out) : NO;
-        p->scratch.len = off;
+        r = (sv.len < 20 && sv.ascii) ? parse_u64_digits(SV_PTR(p, &sv), sv.len, out) : NO;
+        if (!sv.raw) p->scratch.len = sv.off;
         return r;
     }
     const unsigned char *s;
@@ -811,17 +895,17 @@ static int nanos(P *p, unsigned long long *out) {
 /* an enum (kind, status code): an integer or one of the names; the index, or NO */
 static int enum_value(P *p, PyObject **names, int count, int *out) {
     if (p->p < p->end && *p->p == '"') {
-        size_t off, len;
-        int ascii, r = string_value(p, &off, &len, &ascii);
+        SV sv;
+        int r = sv_read(p, &sv);
         if (r) return r;
         r = NO;
         for (int i = 0; i < count; i++) {
             Py_ssize_t n;
             const char *s = PyUnicode_AsUTF8AndSize(names[i], &n);
             if (!s) return ERR;
-            if ((size_t)n == len && memcmp(s, p->scratch.b + off, len) == 0) { *out = i; r = OK; }
+            if ((size_t)n == sv.len && memcmp(s, SV_PTR(p, &sv), sv.len) == 0) { *out = i; r = OK; }
         }
-        p->scratch.len = off;
+        if (!sv.raw) p->scratch.len = sv.off;
         return r;
     }
     const unsigned char *s;
@@ -848,8 +932,9 @@ static int read_events(P *p, PyObject *ev) {
     size_t n = 0;
     while ((r = arr_next(p, &n)) == MORE) {
         if ((r = open_obj(p))) return r;
-        size_t m = 0, name_off = 0, name_len = 0;
-        int have_t = 0, have_name = 0, have_attrs = 0, name_ascii = 1;
+        size_t m = 0;
+        SV name = {"", 0, 0, 1};
+        int have_t = 0, have_name = 0, have_attrs = 0;
         unsigned long long t = 0;
         size_t scratch_mark = p->scratch.len;
         p->out.len = 0;
@@ -859,7 +944,7 @@ static int read_events(P *p, PyObject *ev) {
                 if ((r = nanos(p, &t))) return r;
             } else if (KEY(p, "name")) {
                 if (have_name++) return NO;
-                if ((r = string_value(p, &name_off, &name_len, &name_ascii))) return r;
+                if ((r = expect_sv(p, &name))) return r;
             } else if (KEY(p, "attributes")) {
                 if (have_attrs++) return NO;
                 if ((r = key_values(p, &p->out, 0, NULL, NULL, NULL))) return r;
@@ -872,7 +957,7 @@ static int read_events(P *p, PyObject *ev) {
         if (!have_attrs && put(&p->out, "{}", 2)) return ERR;
         PyObject *row = PyTuple_New(3);
         if (!row) return ERR;
-        PyTuple_SET_ITEM(row, 0, new_str(p->scratch.b + name_off, name_len, name_ascii));
+        PyTuple_SET_ITEM(row, 0, new_str(SV_PTR(p, &name), name.len, name.ascii));
         PyTuple_SET_ITEM(row, 1, PyLong_FromUnsignedLongLong(t / 1000));
         PyTuple_SET_ITEM(row, 2, new_str(p->out.b, p->out.len, 0));
         if (!PyTuple_GET_ITEM(row, 0) || !PyTuple_GET_ITEM(row, 1) || !PyTuple_GET_ITEM(row, 2)) {
@@ -897,16 +982,17 @@ static int read_links(P *p, Buf *out, int *any) {
     if (putc_(out, '[')) return ERR;
     while ((r = arr_next(p, &n)) == MORE) {
         if ((r = open_obj(p))) return r;
-        size_t m = 0, tid_off = 0, tid_len = 0, sid_off = 0, sid_len = 0, scratch_mark = p->scratch.len;
-        int have_tid = 0, have_sid = 0, have_attrs = 0, ascii;
+        size_t m = 0, scratch_mark = p->scratch.len;
+        SV tid = {0}, sid = {0};
+        int have_tid = 0, have_sid = 0, have_attrs = 0;
         Buf attrs = {0};
         while ((r = obj_next(p, &m)) == MORE) {
             if (KEY(p, "traceId")) {
                 if (have_tid++) r = NO;
-                else r = string_value(p, &tid_off, &tid_len, &ascii);
+                else r = expect_sv(p, &tid);
             } else if (KEY(p, "spanId")) {
                 if (have_sid++) r = NO;
-                else r = string_value(p, &sid_off, &sid_len, &ascii);
+                else r = expect_sv(p, &sid);
             } else if (KEY(p, "attributes")) {
                 if (have_attrs++) r = NO;
                 else r = key_values(p, &attrs, 0, NULL, NULL, NULL);
@@ -915,14 +1001,14 @@ static int read_links(P *p, Buf *out, int *any) {
             }
             if (r) break;
         }
-        if (!r && (!have_tid || !have_sid || !is_hex_id(p->scratch.b + tid_off, tid_len, 32) ||
-                   !is_hex_id(p->scratch.b + sid_off, sid_len, 16)))
+        if (!r && (!have_tid || !have_sid || !is_hex_id(SV_PTR(p, &tid), tid.len, 32) ||
+                   !is_hex_id(SV_PTR(p, &sid), sid.len, 16)))
             r = NO;
         if (!r && !have_attrs) r = put(&attrs, "{}", 2);
         if (!r) {
             if (n > 1 && putc_(out, ',')) r = ERR;
-            else if (put(out, "{\"trace_id\":\"", 13) || put(out, p->scratch.b + tid_off, 32) ||
-                     put(out, "\",\"span_id\":\"", 13) || put(out, p->scratch.b + sid_off, 16) ||
+            else if (put(out, "{\"trace_id\":\"", 13) || put(out, SV_PTR(p, &tid), 32) ||
+                     put(out, "\",\"span_id\":\"", 13) || put(out, SV_PTR(p, &sid), 16) ||
                      put(out, "\",\"attributes\":", 15) || put(out, attrs.b, attrs.len) || putc_(out, '}'))
                 r = ERR;
         }
@@ -940,9 +1026,7 @@ static int read_span(P *p, Ctx *ctx) {
     if (r) return r;
     size_t n = 0;
     p->scratch.len = 0;
-    size_t tid_off = 0, tid_len = 0, sid_off = 0, sid_len = 0, psid_off = 0, psid_len = 0, name_off = 0, name_len = 0;
-    size_t msg_off = 0, msg_len = 0;
-    int name_ascii = 1, msg_ascii = 1, ascii;
+    SV tid = {0}, sid = {0}, psid = {0}, name = {0}, msg = {0};
     unsigned seen = 0; /* one bit per known field: a repeat goes to Python */
     unsigned long long start = 0, end = 0;
     int kind = 0, code = 0, have_links = 0, have_msg = 0;
@@ -957,16 +1041,16 @@ static int read_span(P *p, Ctx *ctx) {
     while ((r = obj_next(p, &n)) == MORE) {
         if (KEY(p, "traceId")) {
             ONCE(0);
-            r = string_value(p, &tid_off, &tid_len, &ascii);
+            r = expect_sv(p, &tid);
         } else if (KEY(p, "spanId")) {
             ONCE(1);
-            r = string_value(p, &sid_off, &sid_len, &ascii);
+            r = expect_sv(p, &sid);
         } else if (KEY(p, "parentSpanId")) {
             ONCE(2);
-            if (!is_null(p)) r = string_value(p, &psid_off, &psid_len, &ascii);
+            if (!is_null(p)) r = expect_sv(p, &psid);
         } else if (KEY(p, "name")) {
             ONCE(3);
-            r = string_value(p, &name_off, &name_len, &name_ascii);
+            r = expect_sv(p, &name);
         } else if (KEY(p, "startTimeUnixNano")) {
             ONCE(4);
             r = nanos(p, &start);
@@ -999,7 +1083,7 @@ static int read_span(P *p, Ctx *ctx) {
                         } else if (KEY(p, "message")) {
                             if (have_msg++) { r = NO; break; }
                             if (is_null(p)) r = OK; /* msg_len stays 0: None */
-                            else r = string_value(p, &msg_off, &msg_len, &msg_ascii);
+                            else r = expect_sv(p, &msg);
                         } else {
                             r = skip_value(p, 0);
                         }
@@ -1016,35 +1100,34 @@ static int read_span(P *p, Ctx *ctx) {
     if (r) goto done;
     r = NO;
     if ((seen & 0x3b) != 0x3b) goto done; /* traceId, spanId, name, start and end are required */
-    const char *sc = p->scratch.b;
-    if (!is_hex_id(sc + tid_off, tid_len, 32) || !is_hex_id(sc + sid_off, sid_len, 16)) goto done;
-    if (psid_len && !is_hex_id(sc + psid_off, psid_len, 16)) goto done;
-    if (!name_len || !start || start > end) goto done;
+    if (!is_hex_id(SV_PTR(p, &tid), tid.len, 32) || !is_hex_id(SV_PTR(p, &sid), sid.len, 16)) goto done;
+    if (psid.len && !is_hex_id(SV_PTR(p, &psid), psid.len, 16)) goto done;
+    if (!name.len || !start || start > end) goto done;
     if (!(seen & (1u << 7)) && put(&attrs, "{}", 2)) { r = ERR; goto done; }
     r = ERR;
     row = PyTuple_New(28);
     if (!row) goto done;
-    PyObject *tid = new_str(sc + tid_off, 32, 1);
-    if (!tid) goto done;
-    PyTuple_SET_ITEM(row, 0, tid);
+    PyObject *tid_str = new_str(SV_PTR(p, &tid), 32, 1);
+    if (!tid_str) goto done;
+    PyTuple_SET_ITEM(row, 0, tid_str);
     PyObject *x;
 #define SET(i, expr) \
     if (!(x = (expr))) goto done; \
     PyTuple_SET_ITEM(row, i, x)
-    SET(1, new_str(sc + sid_off, 16, 1));
-    SET(2, psid_len ? new_str(sc + psid_off, 16, 1) : Py_NewRef(Py_None));
-    SET(3, new_str(sc + name_off, name_len, name_ascii));
+    SET(1, new_str(SV_PTR(p, &sid), 16, 1));
+    SET(2, psid.len ? new_str(SV_PTR(p, &psid), 16, 1) : Py_NewRef(Py_None));
+    SET(3, new_str(SV_PTR(p, &name), name.len, name.ascii));
     SET(4, Py_NewRef(G.kinds[kind]));
     SET(5, PyLong_FromUnsignedLongLong(start / 1000));
     SET(6, PyLong_FromUnsignedLongLong(end / 1000));
     /* (end - start) / 1e6: the int difference rounded to a double, as Python does */
     SET(7, PyFloat_FromDouble((double)(end - start) / 1e6));
     SET(8, Py_NewRef(G.codes[code]));
-    SET(9, msg_len ? new_str(sc + msg_off, msg_len, msg_ascii) : Py_NewRef(Py_None));
+    SET(9, msg.len ? new_str(SV_PTR(p, &msg), msg.len, msg.ascii) : Py_NewRef(Py_None));
     SET(10, Py_NewRef(ctx->service));
     SET(11, Py_NewRef(ctx->scope));
     for (int i = 12; i < 25; i++) PyTuple_SET_ITEM(row, i, NULL);
-    if (hot_columns(p, row, 12, vals, hot, &oi, ctx->res, tid)) goto done;
+    if (hot_columns(p, row, 12, vals, hot, &oi, ctx->res, tid_str)) goto done;
     SET(25, new_str(attrs.b, attrs.len, 0));
     SET(26, Py_NewRef(ctx->res_json));
     SET(27, have_links ? new_str(links.b, links.len, 0) : Py_NewRef(Py_None));
@@ -1056,7 +1139,7 @@ static int read_span(P *p, Ctx *ctx) {
             PyObject *e = PyList_GET_ITEM(ev, i); /* (name, time_us, attributes) */
             PyObject *er = PyTuple_New(6);
             if (!er) goto done;
-            PyTuple_SET_ITEM(er, 0, Py_NewRef(tid));
+            PyTuple_SET_ITEM(er, 0, Py_NewRef(tid_str));
             PyTuple_SET_ITEM(er, 1, Py_NewRef(PyTuple_GET_ITEM(row, 1)));
             PyTuple_SET_ITEM(er, 2, PyLong_FromSsize_t(i));
             PyTuple_SET_ITEM(er, 3, Py_NewRef(PyTuple_GET_ITEM(e, 0)));
@@ -1115,11 +1198,10 @@ static int read_scope_spans(P *p, Ctx *rctx) {
                 if (KEY(p, "name")) {
                     if (have_name++) { r = NO; break; }
                     if (!is_null(p)) {
-                        size_t off, len;
-                        int ascii;
-                        if ((r = string_value(p, &off, &len, &ascii))) break;
-                        if (len && !(name = new_str(p->scratch.b + off, len, ascii))) { r = ERR; break; }
-                        p->scratch.len = off;
+                        SV sv;
+                        if ((r = expect_sv(p, &sv))) break;
+                        if (sv.len && !(name = new_str(SV_PTR(p, &sv), sv.len, sv.ascii))) { r = ERR; break; }
+                        if (!sv.raw) p->scratch.len = sv.off;
                     }
                 } else if ((r = skip_value(p, 0))) {
                     break;
@@ -1258,46 +1340,108 @@ static long long attr_int(PyObject *o, PyObject *name) {
     return x;
 }
 
+/* The reader for `rows`: its lists and limits. ERR (an exception set) when rows is not a Rows. */
+static int open_reader(P *p, PyObject *rows, long long *max_line) {
+    memset(p, 0, sizeof *p);
+    if (!G.ready) {
+        PyErr_SetString(PyExc_RuntimeError, "afterfix.ingest._otlpjson.setup() was not called");
+        return ERR;
+    }
+    p->rows = rows;
+    p->spans = PyObject_GetAttr(rows, G.s_spans);
+    p->events = PyObject_GetAttr(rows, G.s_events);
+    if (!p->spans || !p->events) return ERR;
+    if (!PyList_Check(p->spans) || !PyList_Check(p->events)) {
+        PyErr_SetString(PyExc_TypeError, "rows.spans and rows.events must be lists");
+        return ERR;
+    }
+    PyObject *limits = PyObject_GetAttr(rows, G.s_limits);
+    if (!limits) return ERR;
+    long long mab = attr_int(limits, G.s_max_attribute_bytes), md = attr_int(limits, G.s_max_depth),
+              ma = attr_int(limits, G.s_max_attributes), mb = attr_int(limits, G.s_max_body_bytes);
+    Py_DECREF(limits);
+    if (PyErr_Occurred()) return ERR;
+    p->max_attr_bytes = mab < 0 ? 0 : (size_t)mab;
+    p->small = p->max_attr_bytes >> 2;
+    p->max_depth = (long)md;
+    p->max_attributes = ma < 0 ? 0 : (size_t)ma;
+    if (max_line) *max_line = mb;
+    return OK;
+}
+
+static void close_reader(P *p) {
+    Py_XDECREF(p->spans);
+    Py_XDECREF(p->events);
+    free(p->scratch.b);
+    free(p->key.b);
+    free(p->out.b);
+    free(p->hashes);
+}
+
 static PyObject *walk(PyObject *self, PyObject *args) {
     Py_buffer text;
     PyObject *rows;
     if (!PyArg_ParseTuple(args, "y*O:walk", &text, &rows)) return NULL;
-    if (!G.ready) {
-        PyBuffer_Release(&text);
-        PyErr_SetString(PyExc_RuntimeError, "afterfix.ingest._otlpjson.setup() was not called");
-        return NULL;
+    P p;
+    int r = open_reader(&p, rows, NULL);
+    if (!r) {
+        p.p = text.buf;
+        p.end = p.p + text.len;
+        r = read_traces_data(&p);
     }
-    P p = {0};
-    p.p = text.buf;
-    p.end = p.p + text.len;
-    p.rows = rows;
-    int r = ERR;
-    PyObject *limits = PyObject_GetAttr(rows, G.s_limits);
-    p.spans = PyObject_GetAttr(rows, G.s_spans);
-    p.events = PyObject_GetAttr(rows, G.s_events);
-    if (limits && p.spans && p.events && PyList_Check(p.spans) && PyList_Check(p.events)) {
-        long long mab = attr_int(limits, G.s_max_attribute_bytes), md = attr_int(limits, G.s_max_depth),
-                  ma = attr_int(limits, G.s_max_attributes);
-        if (!PyErr_Occurred()) {
-            p.max_attr_bytes = mab < 0 ? 0 : (size_t)mab;
-            p.small = p.max_attr_bytes >> 2;
-            p.max_depth = (long)md;
-            p.max_attributes = ma < 0 ? 0 : (size_t)ma;
-            r = read_traces_data(&p);
-        }
-    } else if (!PyErr_Occurred()) {
-        PyErr_SetString(PyExc_TypeError, "rows.spans and rows.events must be lists");
-    }
-    Py_XDECREF(limits);
-    Py_XDECREF(p.spans);
-    Py_XDECREF(p.events);
-    free(p.scratch.b);
-    free(p.key.b);
-    free(p.out.b);
-    free(p.hashes);
+    close_reader(&p);
     PyBuffer_Release(&text);
     if (r == ERR) return NULL;
     return Py_NewRef(r == OK ? Py_True : Py_False);
+}
+
+/* walk_lines(data, pos, index, rows) -> (pos, index)
+
+   The lines of `data` from byte `pos` on (line `index` of data, counting from 0), each read as
+   walk() reads one, until one that walk() would leave to Python: returns where that line
+   starts and its index, with nothing of it stored (rows.mark() / rows.rollback()), or
+   (len(data), index past the last line) when every line was read. Blank lines are skipped, as
+   decode_json_lines skips them; a line over Limits.max_body_bytes is left to Python. */
+static PyObject *walk_lines(PyObject *self, PyObject *args) {
+    Py_buffer text;
+    Py_ssize_t pos, index;
+    PyObject *rows;
+    if (!PyArg_ParseTuple(args, "y*nnO:walk_lines", &text, &pos, &index, &rows)) return NULL;
+    P p;
+    long long max_line = 0;
+    int r = open_reader(&p, rows, &max_line);
+    const unsigned char *base = text.buf, *stop = base + text.len;
+    if (pos < 0 || pos > text.len) pos = text.len;
+    while (!r && pos < text.len) {
+        const unsigned char *ls = base + pos, *nl = memchr(ls, '\n', stop - ls), *le = nl ? nl : stop;
+        const unsigned char *q = ls;
+        while (q < le && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\v' || *q == '\f')) q++;
+        if (q < le) { /* not blank */
+            if (le - ls > max_line) break;
+            PyObject *mark = PyObject_CallMethodNoArgs(rows, G.s_mark);
+            if (!mark) { r = ERR; break; }
+            p.p = ls;
+            p.end = le;
+            p.nhash = 0;
+            r = read_traces_data(&p);
+            if (r == NO) {
+                PyObject *done = PyObject_CallMethodOneArg(rows, G.s_rollback, mark);
+                Py_DECREF(mark);
+                if (!done) r = ERR;
+                Py_XDECREF(done);
+                if (r == NO) r = OK;
+                break;
+            }
+            Py_DECREF(mark);
+            if (r) break;
+        }
+        pos = nl ? (nl - base) + 1 : text.len;
+        index++;
+    }
+    close_reader(&p);
+    PyBuffer_Release(&text);
+    if (r == ERR) return NULL;
+    return Py_BuildValue("(nn)", pos, index);
 }
 
 /* setup(hot_keys, oi_kind_key, oi_ops, as_text, count, dumps, kinds, kind_names, codes, code_names) */
@@ -1357,6 +1501,9 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     G.s_max_depth = PyUnicode_InternFromString("max_depth");
     G.s_max_attributes = PyUnicode_InternFromString("max_attributes");
     G.s_upper = PyUnicode_InternFromString("upper");
+    G.s_max_body_bytes = PyUnicode_InternFromString("max_body_bytes");
+    G.s_mark = PyUnicode_InternFromString("mark");
+    G.s_rollback = PyUnicode_InternFromString("rollback");
     if (PyErr_Occurred()) return NULL;
     G.ready = 1;
     Py_RETURN_NONE;
@@ -1364,6 +1511,7 @@ static PyObject *setup(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "walk(text, rows) -> bool: the rows of one OTLP/JSON line, or False (see the module)"},
+    {"walk_lines", walk_lines, METH_VARARGS, "walk_lines(data, pos, index, rows) -> (pos, index): walk() line by line"},
     {"setup", setup, METH_VARARGS, "setup(...): the hot keys and constants, once (afterfix.ingest.otlp calls it)"},
     {NULL, NULL, 0, NULL},
 };

@@ -92,15 +92,24 @@ def decode_json_lines(
         data = data[3:]
     rows = Rows(source, limits, redactor, ingested_at)
     mx = limits.max_body_bytes
-    for i, line in enumerate(data.split(b"\n")):
+    pos, i, size = 0, 0, len(data)
+    while pos < size:
+        if _native is not None:  # every line it can read, up to the first it leaves to us
+            pos, i = _native.walk_lines(data, pos, i, rows)
+            if pos >= size:
+                break
+        end = data.find(b"\n", pos)
+        end = size if end < 0 else end
+        line = data[pos:end]
+        where = f"line {first_line + i}"
+        pos, i = end + 1, i + 1
         if not line or line.isspace():
             continue
-        where = f"line {first_line + i}"
         if len(line) > mx:
             rows.refuse(where, f"the line is {len(line)} bytes, over the limit of {mx} (Limits.max_body_bytes); "
                         "export smaller batches or raise the limit", line[:RECORD_MAX])  # fmt: skip
             continue
-        if _walk_fast(line, rows):
+        if _walk_fast(line, rows, native=False):
             continue
         try:
             obj = orjson.loads(line)
@@ -114,16 +123,17 @@ def decode_json_lines(
     return rows.finish()
 
 
-def _walk_fast(text: bytes, rows: Rows) -> bool:
+def _walk_fast(text: bytes, rows: Rows, native: bool = True) -> bool:
     """Stores every span of one TracesData/ExportTraceServiceRequest the fast way, or nothing.
 
     False (with nothing stored) when the text is anything but well formed: the careful path then
     reads it and says what is wrong, if anything. The compiled walker goes first; what it leaves
     (anything unusual) goes through msgspec and `otlp_json.walk_fast`, which it is tested against.
     msgspec skips unknown fields without checking their UTF-8, which orjson (and so the careful
-    path) refuses: non-ASCII text is checked here.
+    path) refuses: non-ASCII text is checked here. `native=False` skips the compiled walker
+    (for a line it already left).
     """
-    if _native is not None:
+    if native and _native is not None:
         mark = rows.mark()
         if _native.walk(text, rows):
             return True
