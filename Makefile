@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # One part is compiled (setup.py: the OTLP/JSON fast path), so installing needs a C compiler
 # and Python's headers; apt-get provides them when they are missing (as root).
-$(STAMP): pyproject.toml setup.py kernel_ext/afterfix/ingest/_otlpjson.c
+$(STAMP): pyproject.toml setup.py $(wildcard kernel_ext/afterfix/ingest/*.[ch])
 	@command -v cc >/dev/null 2>&1 && $(PYTHON) -c "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev python3-dev >/dev/null; \
 	  else echo "a C compiler and Python's headers are needed: run 'sudo apt-get install -y gcc python3-dev'"; exit 1; fi

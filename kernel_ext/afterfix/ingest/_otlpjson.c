@@ -2,8 +2,9 @@
 
    walk(text: bytes, rows: afterfix.ingest.rows.Rows) -> bool
 
-   Appends to rows.spans and rows.events exactly the tuples that otlp_json.walk_fast appends
-   for the same line (the Python module stays the reference this is tested against), calls
+   Appends to rows.spans and rows.events (Columns, see _columns.c) exactly the rows that
+   otlp_json.walk_fast appends for the same line (the Python module stays the reference this
+   is tested against), straight from the bytes it reads, calls
    rows.resource_json() once per resourceSpans entry and rows.scope() once per scopeSpans entry
    as walk_fast does, and returns True. For anything it does not read exactly as the Python
    path would (invalid JSON or UTF-8, a shape the typed structs refuse, a limit reached, a
@@ -14,21 +15,13 @@
    nesting is limited, and no value is ever evaluated. Only JSON text that orjson writes is
    produced: strings escaped as orjson escapes them, doubles written by orjson itself.
 */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_native.h"
 #include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
-/* results of the reading functions */
-#define OK 0
-#define NO 1    /* leave the line to the Python path */
-#define ERR -1  /* a Python exception is set */
-#define MORE 2  /* obj_next / arr_next: an item follows */
+#define MORE 2 /* obj_next / arr_next: an item follows */
 
 #define SKIP_DEPTH 256 /* nesting of skipped (unknown) values before the line goes to Python */
 #define MAX_NUMBER 400 /* characters of a number we parse */
@@ -58,39 +51,6 @@ static struct {
     PyObject *s_true, *s_false, *s_resource_json, *s_scope, *s_spans, *s_events, *s_limits;
     PyObject *s_max_attribute_bytes, *s_max_depth, *s_max_attributes, *s_max_body_bytes, *s_upper, *s_mark, *s_rollback;
 } G;
-
-/* -- growable byte buffers --------------------------------------------------------------- */
-
-typedef struct {
-    char *b;
-    size_t len, cap;
-} Buf;
-
-static int grow(Buf *b, size_t need) {
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + need) cap *= 2;
-    char *nb = realloc(b->b, cap);
-    if (!nb) {
-        PyErr_NoMemory();
-        return ERR;
-    }
-    b->b = nb;
-    b->cap = cap;
-    return OK;
-}
-
-static inline int put(Buf *b, const void *s, size_t n) {
-    if (b->len + n > b->cap && grow(b, n)) return ERR;
-    memcpy(b->b + b->len, s, n);
-    b->len += n;
-    return OK;
-}
-
-static inline int putc_(Buf *b, char c) {
-    if (b->len + 1 > b->cap && grow(b, 1)) return ERR;
-    b->b[b->len++] = c;
-    return OK;
-}
 
 /* -- one attribute value, as hot_columns needs it ------------------------------------------ */
 
@@ -122,6 +82,7 @@ typedef struct {
     long max_depth;        /* Limits.max_depth */
     size_t max_attributes; /* Limits.max_attributes */
     PyObject *rows, *spans, *events;
+    Columns *span_cols, *event_cols; /* the same two, as what they are */
 } P;
 
 static inline void ws(P *p) {
@@ -332,7 +293,7 @@ static int put_escaped(Buf *b, const char *s, size_t n) {
    '"', '\\' or control character, and orjson leaves every other character as it is). */
 static int put_sv(P *p, Buf *b, const SV *v) {
     if (!v->raw) return put_escaped(b, p->scratch.b + v->off, v->len);
-    if (b->len + v->len + 2 > b->cap && grow(b, v->len + 2)) return ERR;
+    if (b->len + v->len + 2 > b->cap && buf_grow(b, v->len + 2)) return ERR;
     b->b[b->len++] = '"';
     memcpy(b->b + b->len, v->raw, v->len);
     b->len += v->len;
@@ -615,7 +576,7 @@ static int key_values(P *p, Buf *out, long depth, Val *vals, int (*hot)[MAX_HOT_
             size_t vlen = out->len - value_at, before = out->len;
             if (put_sv(p, out, &key) || putc_(out, ':')) return ERR;
             size_t klen = out->len - before;
-            if (out->len + vlen > out->cap && grow(out, vlen)) return ERR;
+            if (out->len + vlen > out->cap && buf_grow(out, vlen)) return ERR;
             char *base = out->b + value_at;
             k = SV_PTR(p, &key);
             memcpy(out->b + out->len, base, vlen);        /* the value, past the end */
@@ -806,15 +767,20 @@ static const Val *first_val(const Val *vals, int (*hot)[MAX_HOT_KEYS], int c) {
     return NULL;
 }
 
-/* Fills t[start .. start+13) with mapping.hot_columns(attrs, resource, trace_id). */
-static int hot_columns(P *p, PyObject *t, Py_ssize_t start, const Val *vals, int (*hot)[MAX_HOT_KEYS],
-                       const Val *oi, PyObject *res, PyObject *tid) {
+/* Appends mapping.hot_columns(attrs, resource, trace_id) to cols[0 .. 13). A non-empty string
+   of the line goes in as it is; anything else through its Python value, as hot_columns has it. */
+static int hot_columns(P *p, Col *cols, const Val *vals, int (*hot)[MAX_HOT_KEYS], const Val *oi, PyObject *res,
+                       const char *tid) {
     for (int c = 0; c < N_HOT; c++) {
         PyObject *x = NULL;
-        const Val *v;
+        const Val *v, *direct = NULL;
         if (c == H_RUN) {
-            for (int j = 0; j < G.nkeys[c] && !x; j++) {
+            for (int j = 0; j < G.nkeys[c] && !x && !direct; j++) {
                 const Val *a = hot[c][j] ? &vals[c * MAX_HOT_KEYS + j] : NULL;
+                if (a && a->type == V_STR && a->len) {
+                    direct = a;
+                    break;
+                }
                 if (a && a->type != V_NONE) {
                     x = val_text(p, a);
                 } else {
@@ -826,15 +792,32 @@ static int hot_columns(P *p, PyObject *t, Py_ssize_t start, const Val *vals, int
                 if (!x) return ERR;
                 if (x == Py_None) Py_CLEAR(x);
             }
-            if (!x) x = Py_NewRef(tid);
+            if (!x && !direct) {
+                if (col_str(&cols[c], tid, 32)) return ERR;
+                continue;
+            }
         } else if (c == H_INCIDENT && !first_val(vals, hot, c)) {
             PyObject *o = PyDict_GetItemWithError(res, G.key_objs[c][0]);
             if (!o && PyErr_Occurred()) return ERR;
             x = (!o || o == Py_None) ? Py_NewRef(Py_None) : obj_text(o);
         } else if ((v = first_val(vals, hot, c))) {
-            x = (c == H_TIN || c == H_TOUT) ? val_count(p, v) : val_text(p, v);
+            if (c == H_TIN || c == H_TOUT) {
+                if (v->type == V_INT) {
+                    if (col_i64(&cols[c], v->i)) return ERR;
+                    continue;
+                }
+                x = val_count(p, v);
+            } else if (v->type == V_STR && v->len) {
+                direct = v;
+            } else {
+                x = val_text(p, v);
+            }
         } else {
             x = Py_NewRef(Py_None);
+        }
+        if (direct) {
+            if (col_str(&cols[c], SV_PTR(p, direct), direct->len)) return ERR;
+            continue;
         }
         if (!x) return ERR;
         if (c == H_OP && x == Py_None && oi->type == V_STR) {
@@ -856,7 +839,9 @@ static int hot_columns(P *p, PyObject *t, Py_ssize_t start, const Val *vals, int
                 x = Py_NewRef(op);
             }
         }
-        PyTuple_SET_ITEM(t, start + c, x);
+        int r = col_obj(&cols[c], x);
+        Py_DECREF(x);
+        if (r) return r;
     }
     return OK;
 }
@@ -1034,7 +1019,7 @@ static int read_span(P *p, Ctx *ctx) {
     int hot[N_HOT][MAX_HOT_KEYS];
     memset(hot, 0, sizeof hot);
     Buf attrs = {0}, links = {0};
-    PyObject *ev = NULL, *row = NULL;
+    PyObject *ev = NULL;
 #define ONCE(bit) \
     if (seen & (1u << (bit))) { r = NO; break; } \
     seen |= 1u << (bit)
@@ -1105,55 +1090,45 @@ static int read_span(P *p, Ctx *ctx) {
     if (!name.len || !start || start > end) goto done;
     if (!(seen & (1u << 7)) && put(&attrs, "{}", 2)) { r = ERR; goto done; }
     r = ERR;
-    row = PyTuple_New(28);
-    if (!row) goto done;
-    PyObject *tid_str = new_str(SV_PTR(p, &tid), 32, 1);
-    if (!tid_str) goto done;
-    PyTuple_SET_ITEM(row, 0, tid_str);
-    PyObject *x;
-#define SET(i, expr) \
-    if (!(x = (expr))) goto done; \
-    PyTuple_SET_ITEM(row, i, x)
-    SET(1, new_str(SV_PTR(p, &sid), 16, 1));
-    SET(2, psid.len ? new_str(SV_PTR(p, &psid), 16, 1) : Py_NewRef(Py_None));
-    SET(3, new_str(SV_PTR(p, &name), name.len, name.ascii));
-    SET(4, Py_NewRef(G.kinds[kind]));
-    SET(5, PyLong_FromUnsignedLongLong(start / 1000));
-    SET(6, PyLong_FromUnsignedLongLong(end / 1000));
-    /* (end - start) / 1e6: the int difference rounded to a double, as Python does */
-    SET(7, PyFloat_FromDouble((double)(end - start) / 1e6));
-    SET(8, Py_NewRef(G.codes[code]));
-    SET(9, msg.len ? new_str(SV_PTR(p, &msg), msg.len, msg.ascii) : Py_NewRef(Py_None));
-    SET(10, Py_NewRef(ctx->service));
-    SET(11, Py_NewRef(ctx->scope));
-    for (int i = 12; i < 25; i++) PyTuple_SET_ITEM(row, i, NULL);
-    if (hot_columns(p, row, 12, vals, hot, &oi, ctx->res, tid_str)) goto done;
-    SET(25, new_str(attrs.b, attrs.len, 0));
-    SET(26, Py_NewRef(ctx->res_json));
-    SET(27, have_links ? new_str(links.b, links.len, 0) : Py_NewRef(Py_None));
-#undef SET
-    if (PyList_Append(p->spans, row)) goto done;
+    {
+        Columns *t = p->span_cols;
+        Col *c = t->cols;
+        Py_ssize_t n;
+        const char *kind_s = PyUnicode_AsUTF8AndSize(G.kinds[kind], &n);
+        if (!kind_s || col_str(&c[0], SV_PTR(p, &tid), 32) || col_str(&c[1], SV_PTR(p, &sid), 16) ||
+            (psid.len ? col_str(&c[2], SV_PTR(p, &psid), 16) : col_null(&c[2])) ||
+            col_str(&c[3], SV_PTR(p, &name), name.len) || col_str(&c[4], kind_s, (size_t)n) ||
+            col_i64(&c[5], (long long)(start / 1000)) || col_i64(&c[6], (long long)(end / 1000)) ||
+            /* (end - start) / 1e6: the int difference rounded to a double, as Python does */
+            col_f64(&c[7], (double)(end - start) / 1e6) || col_obj(&c[8], G.codes[code]) ||
+            (msg.len ? col_str(&c[9], SV_PTR(p, &msg), msg.len) : col_null(&c[9])) || col_obj(&c[10], ctx->service) ||
+            col_obj(&c[11], ctx->scope) || hot_columns(p, c + 12, vals, hot, &oi, ctx->res, SV_PTR(p, &tid)) ||
+            col_str(&c[25], attrs.b, attrs.len) || col_obj(&c[26], ctx->res_json) ||
+            (have_links ? col_str(&c[27], links.b, links.len) : col_null(&c[27])) || columns_end_row(t)) {
+            columns_truncate(t, t->rows); /* no half row stays behind */
+            goto done;
+        }
+    }
     if (ev) {
+        Columns *t = p->event_cols;
+        Col *c = t->cols;
         Py_ssize_t ne = PyList_GET_SIZE(ev);
         for (Py_ssize_t i = 0; i < ne; i++) {
             PyObject *e = PyList_GET_ITEM(ev, i); /* (name, time_us, attributes) */
-            PyObject *er = PyTuple_New(6);
-            if (!er) goto done;
-            PyTuple_SET_ITEM(er, 0, Py_NewRef(tid_str));
-            PyTuple_SET_ITEM(er, 1, Py_NewRef(PyTuple_GET_ITEM(row, 1)));
-            PyTuple_SET_ITEM(er, 2, PyLong_FromSsize_t(i));
-            PyTuple_SET_ITEM(er, 3, Py_NewRef(PyTuple_GET_ITEM(e, 0)));
-            PyTuple_SET_ITEM(er, 4, Py_NewRef(PyTuple_GET_ITEM(e, 1)));
-            PyTuple_SET_ITEM(er, 5, Py_NewRef(PyTuple_GET_ITEM(e, 2)));
-            if (!PyTuple_GET_ITEM(er, 2)) { Py_DECREF(er); goto done; }
-            int ar = PyList_Append(p->events, er);
-            Py_DECREF(er);
-            if (ar) goto done;
+            PyObject *seq = PyLong_FromSsize_t(i);
+            int bad = !seq || col_str(&c[0], SV_PTR(p, &tid), 32) || col_str(&c[1], SV_PTR(p, &sid), 16) ||
+                      col_obj(&c[2], seq) || col_obj(&c[3], PyTuple_GET_ITEM(e, 0)) ||
+                      col_obj(&c[4], PyTuple_GET_ITEM(e, 1)) || col_obj(&c[5], PyTuple_GET_ITEM(e, 2)) ||
+                      columns_end_row(t);
+            Py_XDECREF(seq);
+            if (bad) {
+                columns_truncate(t, t->rows);
+                goto done;
+            }
         }
     }
     r = OK;
 done:
-    Py_XDECREF(row);
     Py_XDECREF(ev);
     free(attrs.b);
     free(links.b);
@@ -1351,10 +1326,13 @@ static int open_reader(P *p, PyObject *rows, long long *max_line) {
     p->spans = PyObject_GetAttr(rows, G.s_spans);
     p->events = PyObject_GetAttr(rows, G.s_events);
     if (!p->spans || !p->events) return ERR;
-    if (!PyList_Check(p->spans) || !PyList_Check(p->events)) {
-        PyErr_SetString(PyExc_TypeError, "rows.spans and rows.events must be lists");
+    if (!PyObject_TypeCheck(p->spans, &ColumnsType) || !PyObject_TypeCheck(p->events, &ColumnsType) ||
+        ((Columns *)p->spans)->ncols != 28 || ((Columns *)p->events)->ncols != 6) {
+        PyErr_SetString(PyExc_TypeError, "rows.spans and rows.events must be Columns of 28 and 6 columns");
         return ERR;
     }
+    p->span_cols = (Columns *)p->spans;
+    p->event_cols = (Columns *)p->events;
     PyObject *limits = PyObject_GetAttr(rows, G.s_limits);
     if (!limits) return ERR;
     long long mab = attr_int(limits, G.s_max_attribute_bytes), md = attr_int(limits, G.s_max_depth),
@@ -1518,4 +1496,9 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_otlpjson", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__otlpjson(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__otlpjson(void) {
+    if (PyType_Ready(&ColumnsType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddObjectRef(m, "Columns", (PyObject *)&ColumnsType) < 0) Py_CLEAR(m);
+    return m;
+}

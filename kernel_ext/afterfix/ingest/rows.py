@@ -5,7 +5,10 @@ with `schema.SPAN_SCHEMA` and `schema.EVENT_SCHEMA`.
 Decoders append plain tuples (one per span, in `SPAN_COLUMNS` order without `source` and
 `ingested_at`) and raise `Bad` for a record that cannot be stored; `Rows.finish()` redacts whole
 columns in one pass, recomputes the hot columns of the few spans whose attributes changed, and
-builds the tables once.
+builds the tables once. The rows are kept in a `Columns` of the compiled module: Arrow buffers
+that the compiled OTLP/JSON walker fills without a Python object per value, and into which
+tuples are converted as they are appended. Without the compiled module, `TupleColumns` keeps
+the tuples and converts them at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ import pyarrow as pa
 from .. import schema
 from . import mapping
 from .redact import Redactor
+
+try:  # the compiled column builder (setup.py)
+    from ._otlpjson import Columns as _Columns
+except ImportError:  # pragma: no cover - depends on the build
+    _Columns = None
 
 RECORD_MAX = 64 * 1024  # bytes of a refused record kept in quarantine
 
@@ -148,8 +156,8 @@ class Rows:
         self.limits = limits
         self.redactor = redactor
         self.ingested_at = _naive_utc(ingested_at)
-        self.spans: list[tuple] = []
-        self.events: list[tuple] = []
+        self.spans = new_columns(_SPAN_FIELDS)
+        self.events = new_columns(_EVENT_FIELDS)
         self.refused: list[Refusal] = []
         self.redactions = 0
         self._resources: dict[str, tuple[str, dict, str | None, int]] = {}  # by JSON text
@@ -161,7 +169,9 @@ class Rows:
 
     def rollback(self, mark: tuple[int, int, int, int]) -> None:
         """Forgets every row, refusal and redaction noted since `mark`."""
-        del self.spans[mark[0] :], self.events[mark[1] :], self.refused[mark[2] :]
+        self.spans.truncate(mark[0])
+        self.events.truncate(mark[1])
+        del self.refused[mark[2] :]
         self.redactions = mark[3]
 
     def refuse(self, location: str, reason: str, record) -> None:
@@ -241,63 +251,109 @@ class Rows:
 
     def _span_table(self) -> pa.Table:
         rows = self.spans
-        if not rows:
-            return schema.SPAN_SCHEMA.empty_table()
-        if self.redactor is not None:
-            rows = self._redact_spans(rows)
         n = len(rows)
-        arrays = pa.array(rows, _SPAN_ROW).flatten()
+        if not n:
+            return schema.SPAN_SCHEMA.empty_table()
+        replaced = self._redact_spans(rows) if self.redactor is not None else {}
+        arrays = to_arrays(rows, _SPAN_FIELDS)
+        for i, values in replaced.items():
+            arrays[i] = pa.array(values, _SPAN_FIELDS[i].type)
         arrays.append(pa.repeat(pa.scalar(self.source, pa.string()), n))
         arrays.append(pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us")), n))
         return pa.Table.from_arrays(arrays, schema=schema.SPAN_SCHEMA)
 
-    def _redact_spans(self, rows: list[tuple]) -> list[tuple]:
-        """The span rows with name, status_message, links and attributes redacted; the hot
-        columns of a span whose attributes changed are recomputed from the redacted values."""
-        names, msgs = [r[3] for r in rows], [r[9] for r in rows]
-        links, attrs = [r[27] for r in rows], [r[25] for r in rows]
+    def _redact_spans(self, rows) -> dict[int, list]:
+        """The span columns that redaction changed, by index: name, status_message, links and
+        attributes; and the hot columns, recomputed from the redacted values of the spans whose
+        attributes changed."""
+        names, msgs = rows.column(3), rows.column(9)
+        links, attrs = rows.column(27), rows.column(25)
         touched = set(self._redact(names))
         touched.update(self._redact(msgs))
         touched.update(i for i, _ in self._redact_json(links))
         changed = self._redact_json(attrs)
         touched.update(i for i, _ in changed)
         if not touched:
-            return rows
-        rows = list(rows)
-        for i in touched:
-            r = list(rows[i])
-            r[3], r[9], r[25], r[27] = names[i], msgs[i], attrs[i], links[i]
-            rows[i] = r
-        for i, parsed in changed:
-            r = rows[i]
-            # hot columns come from attributes: recompute them from the redacted values
-            r[12:25] = mapping.hot_columns(parsed, orjson.loads(r[26]), r[0])
-        for i in touched:
-            rows[i] = tuple(rows[i])
-        return rows
+            return {}
+        out = {3: names, 9: msgs, 25: attrs, 27: links}
+        if changed:
+            hot = [rows.column(i) for i in range(12, 25)]
+            resources, trace_ids = rows.column(26), rows.column(0)
+            for i, parsed in changed:
+                # hot columns come from attributes: recompute them from the redacted values
+                for k, v in enumerate(mapping.hot_columns(parsed, orjson.loads(resources[i]), trace_ids[i])):
+                    hot[k][i] = v
+            out.update((12 + k, col) for k, col in enumerate(hot))
+        return out
 
     def _event_table(self) -> pa.Table:
         rows = self.events
-        if not rows:
+        if not len(rows):
             return schema.EVENT_SCHEMA.empty_table()
+        arrays = to_arrays(rows, _EVENT_FIELDS)
         if self.redactor is not None:
-            names, attrs = [r[3] for r in rows], [r[5] for r in rows]
-            touched = set(self._redact(names))
-            touched.update(i for i, _ in self._redact_json(attrs))
-            if touched:
-                rows = list(rows)
-                for i in touched:
-                    r = rows[i]
-                    rows[i] = (*r[:3], names[i], r[4], attrs[i], *r[6:])
-        arrays = pa.array(rows, _EVENT_ROW).flatten()
+            names, attrs = rows.column(3), rows.column(5)
+            if self._redact(names):
+                arrays[3] = pa.array(names, pa.string())
+            if self._redact_json(attrs):
+                arrays[5] = pa.array(attrs, pa.string())
         return pa.Table.from_arrays(arrays, schema=schema.EVENT_SCHEMA)
 
 
-# The row tuples as one struct type: one conversion of all rows beats one per column (and the
-# transposition it needs). Every field nullable, as per-column conversion was: the table's
-# schema then carries the declared nullability.
-_SPAN_ROW = pa.struct([pa.field(f.name, f.type) for f in list(schema.SPAN_SCHEMA)[:-2]])  # without source, ingested_at
-_EVENT_ROW = pa.struct([pa.field(f.name, f.type) for f in schema.EVENT_SCHEMA])
+_SPAN_FIELDS = list(schema.SPAN_SCHEMA)[:-2]  # without source, ingested_at
+_EVENT_FIELDS = list(schema.EVENT_SCHEMA)
+_KIND = {pa.string(): "s", pa.timestamp("us"): "l", pa.int64(): "l", pa.int32(): "i", pa.float64(): "d"}
+_STRING_MAX = 2**31 - 1  # bytes an Arrow string array holds (int32 offsets)
+
+
+class TupleColumns(list):
+    """Rows as tuples, converted to Arrow at the end: `Columns` in Python, for a build without
+    the compiled module."""
+
+    def truncate(self, n: int) -> None:
+        del self[n:]
+
+    def column(self, i: int) -> list:
+        return [r[i] for r in self]
+
+
+def new_columns(fields: list[pa.Field]):
+    """An empty builder for rows of `fields`: the compiled `Columns`, or `TupleColumns`."""
+    if _Columns is None:
+        return TupleColumns()
+    return _Columns("".join(_KIND[f.type] for f in fields))
+
+
+def to_arrays(rows, fields: list[pa.Field]) -> list:
+    """One Arrow array per field from a builder of `new_columns`. The compiled one hands over
+    its buffers as they are; strings come as large strings (int64 offsets), narrowed here."""
+    if isinstance(rows, TupleColumns):
+        # one conversion of all rows beats one per column (and the transposition it needs);
+        # every field nullable, as the compiled builder's are
+        return pa.array(rows, pa.struct([pa.field(f.name, f.type) for f in fields])).flatten()
+    n, out = len(rows), []
+    for f, (valid, offsets, data) in zip(fields, rows.buffers()):
+        if offsets is None:
+            out.append(pa.Array.from_buffers(f.type, n, [pa.py_buffer(valid), pa.py_buffer(data)]))
+            continue
+        big = pa.Array.from_buffers(pa.large_string(), n, [pa.py_buffer(valid), pa.py_buffer(offsets), pa.py_buffer(data)])
+        out.append(big.cast(pa.string()) if len(data) <= _STRING_MAX else _narrow(big))
+    return out
+
+
+def _narrow(big: pa.Array) -> pa.ChunkedArray:
+    """A large-string array of more than 2 GiB of text as string chunks under that size each."""
+    import pyarrow.compute as pc
+
+    chunks, start, size, n = [], 0, 0, len(big)
+    lengths = pc.binary_length(big).fill_null(0).to_pylist()
+    for i, k in enumerate(lengths):
+        if size + k > _STRING_MAX:
+            chunks.append(big.slice(start, i - start).cast(pa.string()))
+            start, size = i, 0
+        size += k
+    chunks.append(big.slice(start, n - start).cast(pa.string()))
+    return pa.chunked_array(chunks, pa.string())
 
 
 def _reparse(col, i, original: str, redactor: Redactor):
