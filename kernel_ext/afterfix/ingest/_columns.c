@@ -269,21 +269,79 @@ static PyObject *Columns_item(Columns *self, Py_ssize_t i) {
     return row;
 }
 
-/* [(validity, offsets or None, data) per column] as bytes; offsets are int64 */
+/* -- handing the buffers over ---------------------------------------------------------------- */
+
+/* A buffer taken from a column: memory that pyarrow reads in place (buffer protocol) and that
+   is freed when the last array using it goes. */
+typedef struct {
+    PyObject_HEAD
+    char *b;
+    Py_ssize_t len;
+} Block;
+
+static int Block_getbuffer(Block *self, Py_buffer *view, int flags) {
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->b ? self->b : (char *)"", self->len, 1, flags);
+}
+
+static void Block_dealloc(Block *self) {
+    free(self->b);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyBufferProcs Block_as_buffer = {.bf_getbuffer = (getbufferproc)Block_getbuffer};
+
+PyTypeObject BlockType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "afterfix.ingest._otlpjson.Block",
+    .tp_basicsize = sizeof(Block),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Memory handed over by Columns.buffers(), read in place through the buffer protocol",
+    .tp_dealloc = (destructor)Block_dealloc,
+    .tp_as_buffer = &Block_as_buffer,
+};
+
+/* The Buf's memory as a Block, `len` bytes of it; the Buf is left empty. */
+static PyObject *take(Buf *buf, size_t len) {
+    Block *blk = PyObject_New(Block, &BlockType);
+    if (!blk) return NULL;
+    blk->b = buf->b;
+    blk->len = (Py_ssize_t)len;
+    buf->b = NULL;
+    buf->len = buf->cap = 0;
+    return (PyObject *)blk;
+}
+
+/* [(validity, offsets or None, data) per column], each buffer-protocol memory that pyarrow
+   reads in place; offsets are int64. The builder is empty afterwards. */
 static PyObject *Columns_buffers(Columns *self, PyObject *unused) {
+    Py_ssize_t rows = self->rows;
+    size_t bits = (size_t)((rows + 7) >> 3);
     PyObject *out = PyList_New(self->ncols);
     for (int k = 0; out && k < self->ncols; k++) {
         Col *c = &self->cols[k];
         size_t width = c->kind == 's' ? 0 : c->kind == 'i' ? 4 : 8;
-        size_t data = width ? (size_t)self->rows * width : (size_t)((int64_t *)c->offsets.b)[self->rows];
-        PyObject *t = Py_BuildValue(
-            "(y#Ny#)", c->valid.b ? c->valid.b : "", (Py_ssize_t)((self->rows + 7) >> 3),
-            c->kind == 's' ? PyBytes_FromStringAndSize(c->offsets.b, (Py_ssize_t)((self->rows + 1) * sizeof(int64_t)))
-                           : Py_NewRef(Py_None),
-            c->data.b ? c->data.b : "", (Py_ssize_t)data);
+        size_t data = width ? (size_t)rows * width : (size_t)((int64_t *)c->offsets.b)[rows];
+        /* the validity bytes must exist even for zero rows' worth of bits */
+        if (c->valid.len < bits && buf_grow(&c->valid, bits - c->valid.len)) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyObject *v = take(&c->valid, bits);
+        PyObject *o = c->kind == 's' ? take(&c->offsets, (size_t)(rows + 1) * sizeof(int64_t)) : Py_NewRef(Py_None);
+        PyObject *d = take(&c->data, data);
+        PyObject *t = (v && o && d) ? PyTuple_Pack(3, v, o, d) : NULL;
+        Py_XDECREF(v);
+        Py_XDECREF(o);
+        Py_XDECREF(d);
         if (!t) Py_CLEAR(out);
         else PyList_SET_ITEM(out, k, t);
+        c->n = 0;
+        c->valid.len = 0;
+        if (c->kind == 's') {
+            int64_t zero = 0;
+            if (put(&c->offsets, &zero, sizeof zero)) Py_CLEAR(out);
+        }
     }
+    self->rows = 0;
     return out;
 }
 
@@ -293,7 +351,7 @@ static PyMethodDef Columns_methods[] = {
     {"truncate", (PyCFunction)Columns_truncate, METH_O, "truncate(n): keep the first n rows"},
     {"column", (PyCFunction)Columns_column, METH_O, "column(i) -> list: the values of column i"},
     {"buffers", (PyCFunction)Columns_buffers, METH_NOARGS,
-     "buffers() -> [(validity, offsets or None, data)]: each column's Arrow buffers (int64 offsets)"},
+     "buffers() -> [(validity, offsets or None, data)]: each column's Arrow buffers (int64 offsets), handed over"},
     {NULL, NULL, 0, NULL},
 };
 

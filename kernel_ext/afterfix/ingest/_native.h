@@ -60,7 +60,7 @@ typedef struct {
     Col *cols;
 } Columns;
 
-extern PyTypeObject ColumnsType;
+extern PyTypeObject ColumnsType, BlockType;
 
 /* One value at the end of a column; a row is complete once every column has one and
    columns_end_row() is called. */

@@ -1497,7 +1497,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_otlpjson", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__otlpjson(void) {
-    if (PyType_Ready(&ColumnsType) < 0) return NULL;
+    if (PyType_Ready(&ColumnsType) < 0 || PyType_Ready(&BlockType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m && PyModule_AddObjectRef(m, "Columns", (PyObject *)&ColumnsType) < 0) Py_CLEAR(m);
     return m;

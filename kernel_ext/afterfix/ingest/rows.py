@@ -237,6 +237,7 @@ class Rows:
         return red
 
     def finish(self) -> Decoded:
+        """The tables, refusals and redactions. The rows are handed over: call it once."""
         return Decoded(self._span_table(), self._event_table(), self.refused, self.redactions)
 
     def _redact(self, col: list) -> list[int]:
@@ -290,13 +291,16 @@ class Rows:
         rows = self.events
         if not len(rows):
             return schema.EVENT_SCHEMA.empty_table()
-        arrays = to_arrays(rows, _EVENT_FIELDS)
+        replaced = {}
         if self.redactor is not None:
             names, attrs = rows.column(3), rows.column(5)
             if self._redact(names):
-                arrays[3] = pa.array(names, pa.string())
+                replaced[3] = names
             if self._redact_json(attrs):
-                arrays[5] = pa.array(attrs, pa.string())
+                replaced[5] = attrs
+        arrays = to_arrays(rows, _EVENT_FIELDS)
+        for i, values in replaced.items():
+            arrays[i] = pa.array(values, pa.string())
         return pa.Table.from_arrays(arrays, schema=schema.EVENT_SCHEMA)
 
 
@@ -326,7 +330,8 @@ def new_columns(fields: list[pa.Field]):
 
 def to_arrays(rows, fields: list[pa.Field]) -> list:
     """One Arrow array per field from a builder of `new_columns`. The compiled one hands over
-    its buffers as they are; strings come as large strings (int64 offsets), narrowed here."""
+    its buffers as they are (and is empty afterwards); strings come as large strings (int64
+    offsets), narrowed here."""
     if isinstance(rows, TupleColumns):
         # one conversion of all rows beats one per column (and the transposition it needs);
         # every field nullable, as the compiled builder's are
@@ -336,8 +341,9 @@ def to_arrays(rows, fields: list[pa.Field]) -> list:
         if offsets is None:
             out.append(pa.Array.from_buffers(f.type, n, [pa.py_buffer(valid), pa.py_buffer(data)]))
             continue
-        big = pa.Array.from_buffers(pa.large_string(), n, [pa.py_buffer(valid), pa.py_buffer(offsets), pa.py_buffer(data)])
-        out.append(big.cast(pa.string()) if len(data) <= _STRING_MAX else _narrow(big))
+        text = pa.py_buffer(data)
+        big = pa.Array.from_buffers(pa.large_string(), n, [pa.py_buffer(valid), pa.py_buffer(offsets), text])
+        out.append(big.cast(pa.string()) if text.size <= _STRING_MAX else _narrow(big))
     return out
 
 
