@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
+import afterfix.store as store_module
 from afterfix import ReadOnlyQuery, Store, schema
 from afterfix.catalog_hold import CatalogHold
 
@@ -327,3 +331,25 @@ def test_free_heap_pages_are_released_where_the_c_library_is_glibc():
     from afterfix.store import release_free_heap
 
     assert release_free_heap() is True
+
+
+def test_extension_signatures_are_checked_once_per_process_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    ducklake, sqlite = store_module._extension_files()
+    copy = tmp_path / "ducklake.duckdb_extension"
+    shutil.copyfile(ducklake, copy)
+    monkeypatch.setattr(store_module, "_extension_files", lambda: (copy, sqlite))
+    monkeypatch.setattr(store_module, "_VERIFIED", set())
+    configs, connect = [], duckdb.connect
+    monkeypatch.setattr(duckdb, "connect", lambda *a, **kw: configs.append(kw.get("config")) or connect(*a, **kw))
+    unchecked = {"allow_unsigned_extensions": "true"}
+
+    store = Store(tmp_path / "store")
+    store.create()  # the first LOAD of each file in this process: DuckDB checks its signature
+    store.connection(read_only=True).execute("SELECT count(*) FROM spans").fetchone()
+    assert configs == [None, unchecked]
+
+    st = copy.stat()
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # the file changed: checked again
+    Store(tmp_path / "store").connection(read_only=True)
+    Store(tmp_path / "store").connection(read_only=True)
+    assert configs == [None, unchecked, None, unchecked]
