@@ -368,19 +368,11 @@ class Store:
     def _insert_spans(con, spans: pa.Table, events: pa.Table | None, res: AppendResult, files: "_DataFiles") -> None:
         con.register("afterfix_batch_s", spans)
         lo, hi = con.execute("SELECT min(start_time), max(start_time) FROM afterfix_batch_s").fetchone()
-        # Only stored spans in the batch's time range can collide: the range filter lets
-        # DuckLake skip every Parquet file outside it by its min/max statistics.
-        new_keys = con.execute(
-            """
-            SELECT DISTINCT b.trace_id, b.span_id FROM afterfix_batch_s b
-            WHERE NOT EXISTS (
-                SELECT 1 FROM lake.spans s
-                WHERE s.start_time BETWEEN $lo AND $hi AND s.trace_id = b.trace_id AND s.span_id = b.span_id)
-            """,
-            {"lo": lo, "hi": hi},
-        ).to_arrow_table()
-        res.spans_new = new_keys.num_rows
-        res.spans_duplicate = spans.num_rows - new_keys.num_rows
+        params = {"lo": lo, "hi": hi}
+        # Counted first: the keys themselves are needed only when some are duplicates (rare),
+        # and fetching them costs ~0.15 µs a span (measured on 82k-span batches).
+        res.spans_new = con.execute(f"SELECT count(*) FROM ({_NEW_KEYS})", params).fetchone()[0]
+        res.spans_duplicate = spans.num_rows - res.spans_new
         if res.spans_duplicate == 0:
             files.insert(con, "spans", spans, "afterfix_batch_s")
             if events is not None and events.num_rows:
@@ -388,7 +380,7 @@ class Store:
                 res.events = events.num_rows
             return
         if res.spans_new:
-            con.register("afterfix_new_keys", new_keys)
+            con.register("afterfix_new_keys", con.execute(_NEW_KEYS, params).to_arrow_table())
             con.execute(
                 """
                 INSERT INTO lake.spans
@@ -467,6 +459,24 @@ class Store:
                 delay = min(delay * 2, 0.5)
 
 
+# The distinct keys of the batch that are not stored yet. Only stored spans in the batch's time
+# range can collide: the range filter lets DuckLake skip every Parquet file outside it by its
+# min/max statistics.
+_NEW_KEYS = """
+    SELECT DISTINCT b.trace_id, b.span_id FROM afterfix_batch_s b
+    WHERE NOT EXISTS (
+        SELECT 1 FROM lake.spans s
+        WHERE s.start_time BETWEEN $lo AND $hi AND s.trace_id = b.trace_id AND s.span_id = b.span_id)
+"""
+
+
+# Columns of (nearly) a different value each row, where a Parquet dictionary is wasted work,
+# and long text whose min/max statistics nothing reads.
+_UNIQUE_COLUMNS = {"span_id", "parent_span_id", "start_time", "end_time", "duration_ms", "status_message",
+                   "tool_call_id", "decision_id", "action_id", "attributes", "links", "time", "seq"}  # fmt: skip
+_LONG_TEXT_COLUMNS = {"attributes", "resource_attributes", "links", "status_message"}
+
+
 class _DataFiles:
     """Parquet files one append writes into the lake's data folder and adds to its tables.
 
@@ -494,8 +504,13 @@ class _DataFiles:
             path = folder / f"ducklake-{uuid.uuid4()}.parquet"
             self._written[table] = path  # before writing: a half-written file is discarded too
             # snappy, as DuckLake writes its own files (compaction too): measured on 16.5k spans,
-            # 1.4 µs of CPU a span against 2.7 for zstd, for files twice as large (84 vs 42 bytes a span)
-            pq.write_table(rows, path, compression="snappy", row_group_size=_ROW_GROUP_ROWS)
+            # 1.4 µs of CPU a span against 2.7 for zstd, for files twice as large (84 vs 42 bytes a
+            # span). Dictionaries only for columns that repeat, and no min/max statistics for long
+            # text that no query prunes on: 0.84 -> 0.55 µs a span on 82k spans, 83 -> 75 bytes.
+            names = rows.schema.names
+            pq.write_table(rows, path, compression="snappy", row_group_size=_ROW_GROUP_ROWS,
+                           use_dictionary=[c for c in names if c not in _UNIQUE_COLUMNS],
+                           write_statistics=[c for c in names if c not in _LONG_TEXT_COLUMNS])  # fmt: skip
         quoted = str(path).replace("'", "''")
         con.execute(f"CALL ducklake_add_data_files('lake', '{table}', '{quoted}')")
 
