@@ -1422,6 +1422,22 @@ static PyObject *walk_lines(PyObject *self, PyObject *args) {
     return Py_BuildValue("(nn)", pos, index);
 }
 
+/* count_newlines(data, start, end) -> int: the b"\n" in data[start:end], without copying it */
+static PyObject *count_newlines(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    Py_ssize_t start, end, n = 0;
+    if (!PyArg_ParseTuple(args, "y*nn:count_newlines", &data, &start, &end)) return NULL;
+    if (start < 0) start = 0;
+    if (end > data.len) end = data.len;
+    const char *p = (const char *)data.buf + start, *stop = (const char *)data.buf + end;
+    while (p < stop && (p = memchr(p, '\n', (size_t)(stop - p)))) {
+        n++;
+        p++;
+    }
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(n);
+}
+
 /* setup(hot_keys, oi_kind_key, oi_ops, as_text, count, dumps, kinds, kind_names, codes, code_names) */
 static PyObject *setup(PyObject *self, PyObject *args) {
     PyObject *hot_keys, *oi_kind, *oi_ops, *as_text, *count, *dumps, *kinds, *kind_names, *codes, *code_names;
@@ -1489,6 +1505,7 @@ static PyObject *setup(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "walk(text, rows) -> bool: the rows of one OTLP/JSON line, or False (see the module)"},
+    {"count_newlines", count_newlines, METH_VARARGS, "count_newlines(data, start, end) -> int, without copying data"},
     {"walk_lines", walk_lines, METH_VARARGS, "walk_lines(data, pos, index, rows) -> (pos, index): walk() line by line"},
     {"setup", setup, METH_VARARGS, "setup(...): the hot keys and constants, once (afterfix.ingest.otlp calls it)"},
     {NULL, NULL, 0, NULL},
