@@ -119,3 +119,31 @@ def test_hot_columns_through_the_decoder(attrs, resource, expected):
     assert d.refused == []
     (row,) = d.spans.to_pylist()
     assert {col: row[col] for col in mapping.HOT_COLUMNS} == {col: expected.get(col) for col in mapping.HOT_COLUMNS}
+
+
+class _Reads(dict):
+    """A dict that notes every key looked up in it."""
+
+    def __init__(self, *a, seen: list):
+        super().__init__(*a)
+        self.seen = seen
+
+    def get(self, key, default=None):
+        self.seen.append(key)
+        return super().get(key, default)
+
+
+def test_hot_keys_are_the_keys_hot_columns_reads_in_its_order():
+    # HOT_KEYS is what the compiled decoder is set up with: it must name the same keys in the
+    # same order of precedence as hot_columns, column by column.
+    seen: list[str] = []
+    mapping.hot_columns(_Reads(seen=seen), _Reads(seen=seen), "t")
+    assert set(seen) == {k for keys in mapping.HOT_KEYS for k in keys} | {c.OI_SPAN_KIND}
+    assert len(mapping.HOT_KEYS) == len(mapping.HOT_COLUMNS)
+    for column, keys in zip(mapping.HOT_COLUMNS, mapping.HOT_KEYS):
+        at = mapping.HOT_COLUMNS.index(column)
+        counts = column in ("input_tokens", "output_tokens")
+        for rank, key in enumerate(keys):
+            attrs = {k: (7 if counts else f"v{i}") for i, k in enumerate(keys[rank:], start=rank)}
+            got = mapping.hot_columns(attrs, {}, "t")[at]
+            assert got == (7 if counts else f"v{rank}"), (column, key)

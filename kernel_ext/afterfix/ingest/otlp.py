@@ -33,6 +33,7 @@ import orjson
 from google.protobuf.message import DecodeError as _PbDecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from .. import convention
 from .._exceptions import DecodeError
 from . import mapping, otlp_json, otlp_proto
 from .redact import DEFAULT, Redactor
@@ -46,7 +47,7 @@ try:  # the compiled fast path (setup.py); without it the same rows come from ot
 except ImportError:  # pragma: no cover - depends on the build
     _native = None
 else:
-    _native.setup(mapping.HOT_KEYS, mapping.c.OI_SPAN_KIND, mapping.c.OI_KIND_TO_OPERATION, mapping.as_text,
+    _native.setup(mapping.HOT_KEYS, convention.OI_SPAN_KIND, convention.OI_KIND_TO_OPERATION, mapping.as_text,
                   mapping._count, orjson.dumps, tuple(_KINDS.values()), tuple(f"SPAN_KIND_{v}" for v in _KINDS.values()),
                   tuple(_STATUS.values()), tuple(f"STATUS_CODE_{v}" for v in _STATUS.values()))  # fmt: skip
 

@@ -354,7 +354,7 @@ def _narrow(big: pa.Array) -> pa.ChunkedArray:
     chunks, start, size, n = [], 0, 0, len(big)
     lengths = pc.binary_length(big).fill_null(0).to_pylist()
     for i, k in enumerate(lengths):
-        if size + k > _STRING_MAX:
+        if size + k > _STRING_MAX and i > start:
             chunks.append(big.slice(start, i - start).cast(pa.string()))
             start, size = i, 0
         size += k
