@@ -199,3 +199,17 @@ def test_a_body_takes_the_fast_path_too(monkeypatch):
     no_careful(monkeypatch)
     d = otlp.decode_json_body(line(span(), span(spanId="00f067aa0ba902c0")))
     assert d.spans.num_rows == 2 and d.events.num_rows == 2
+
+
+def test_nesting_deeper_than_the_compiled_walker_reads_is_left_to_python(monkeypatch):
+    # Limits.max_depth may allow more than the compiled walker nests itself (64 levels, to keep
+    # its C stack bounded): such a line goes the Python way, and is stored the same.
+    value = {"stringValue": "x"}
+    for _ in range(70):  # 3 JSON levels each: orjson writes at most 255
+        value = {"arrayValue": {"values": [value]}}
+    data = line(span(attributes=[{"key": "deep", "value": value}]))
+    limits = Limits(max_depth=1000, max_attribute_bytes=10**6)
+    rows = otlp.Rows("t", limits, None, None)
+    assert otlp._native.walk(data, rows) is False
+    stored = both(data, monkeypatch, limits=limits)
+    assert stored.spans.num_rows == 1 and stored.refused == []

@@ -24,6 +24,7 @@
 #define MORE 2 /* obj_next / arr_next: an item follows */
 
 #define SKIP_DEPTH 256 /* nesting of skipped (unknown) values before the line goes to Python */
+#define WALK_DEPTH 64  /* nesting of arrayValue / kvlistValue the walker reads itself */
 #define MAX_NUMBER 400 /* characters of a number we parse */
 
 /* -- set up once from Python ------------------------------------------------------------- */
@@ -665,7 +666,9 @@ static int any_value(P *p, Buf *out, long depth, Val *v) {
             v->type = V_DOUBLE; v->d = d;
         } else if (KEY(p, "arrayValue") || KEY(p, "kvlistValue")) {
             int kv = KEY(p, "kvlistValue");
-            if (fields++ || depth >= p->max_depth) return NO;
+            /* nesting past WALK_DEPTH goes to Python too (which refuses it or recurses safely),
+               whatever Limits.max_depth allows: this C stack stays bounded */
+            if (fields++ || depth >= p->max_depth || depth >= WALK_DEPTH) return NO;
             if ((r = open_obj(p))) return r;
             size_t m = 0;
             int have_values = 0;
