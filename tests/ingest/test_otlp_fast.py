@@ -213,3 +213,14 @@ def test_nesting_deeper_than_the_compiled_walker_reads_is_left_to_python(monkeyp
     assert otlp._native.walk(data, rows) is False
     stored = both(data, monkeypatch, limits=limits)
     assert stored.spans.num_rows == 1 and stored.refused == []
+
+
+def test_attribute_lists_longer_than_the_compiled_walker_reads_are_left_to_python(monkeypatch):
+    # The compiled walker finds a repeated key by comparing with every earlier one, so it reads
+    # lists of up to 256 entries itself and leaves longer ones (allowed up to max_attributes).
+    attrs = [{"key": f"k{i}", "value": {"intValue": str(i)}} for i in range(300)]
+    data = line(span(attributes=attrs))
+    assert otlp._native.walk(data, otlp.Rows("t", Limits(), None, None)) is False
+    assert otlp._native.walk(line(span(attributes=attrs[:256])), otlp.Rows("t", Limits(), None, None)) is True
+    stored = both(data, monkeypatch)
+    assert stored.spans.num_rows == 1 and len(orjson.loads(stored.spans.column("attributes")[0].as_py())) == 300

@@ -25,6 +25,8 @@
 
 #define SKIP_DEPTH 256 /* nesting of skipped (unknown) values before the line goes to Python */
 #define WALK_DEPTH 64  /* nesting of arrayValue / kvlistValue the walker reads itself */
+#define WALK_ATTRIBUTES 256 /* entries of one attribute list the walker reads itself (repeated
+                               keys are found by comparing with every earlier one) */
 #define MAX_NUMBER 400 /* characters of a number we parse */
 
 /* -- set up once from Python ------------------------------------------------------------- */
@@ -536,7 +538,7 @@ static int key_values(P *p, Buf *out, long depth, Val *vals, int (*hot)[MAX_HOT_
     size_t first = p->nhash, n = 0, scratch_mark = p->scratch.len;
     if (putc_(out, '{')) return ERR;
     while ((r = arr_next(p, &n)) == MORE) {
-        if (n > p->max_attributes) return NO;
+        if (n > p->max_attributes || n > WALK_ATTRIBUTES) return NO;
         if ((r = open_obj(p))) return r;
         size_t m = 0;
         SV key;
