@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -142,8 +145,12 @@ def test_rewritten_file_is_read_again(store, tmp_path):
     assert (s.unchanged, s.spans_stored, s.duplicates) == (0, 3, 3)
 
 
-def test_worker_processes_give_the_same_result(store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("shared", [True, False], ids=["tables-in-shared-memory", "tables-through-the-pipe"])
+def test_worker_processes_give_the_same_result(store, tmp_path, monkeypatch, shared):
     monkeypatch.setattr(files, "CHUNK_BYTES", 4096)
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(files, "SHARED_MEMORY", shm if shared else tmp_path / "none")
     lines = [otlp_line(t, 4) for t in range(1, 40)]
     lines.insert(17, b"[1, 2")
     f = write_lines(tmp_path / "big.jsonl", lines)
@@ -151,7 +158,32 @@ def test_worker_processes_give_the_same_result(store, tmp_path, monkeypatch):
     assert s.spans_stored == 39 * 4
     assert [r.location for r in s.refused] == ["line 18"]
     assert stored(store) == 39 * 4
+    assert stored(store, "SELECT count(*) FROM events") == s.events_stored > 0
     assert store.offsets()[str(f.resolve())][1] == f.stat().st_size
+    assert list(shm.iterdir()) == []  # nothing left in shared memory
+
+
+def test_shared_memory_left_by_a_killed_ingest_is_removed_and_a_failed_one_leaves_none(store, tmp_path, monkeypatch):
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(files, "SHARED_MEMORY", shm)
+    monkeypatch.setattr(files, "CHUNK_BYTES", 4096)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs
+    stale = shm / f"afterfix-ingest-{gone.pid}-x1"
+    stale.mkdir()
+    (stale / "t.spans.arrow").write_bytes(b"x" * 100)
+    mine = shm / f"afterfix-ingest-{os.getpid()}-x2"  # a live process's: kept
+    mine.mkdir()
+    f = write_lines(tmp_path / "big.jsonl", [otlp_line(t, 4) for t in range(1, 40)])
+
+    def fail(*a, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "append", fail)
+    with pytest.raises(OSError, match="disk full"):
+        ingest_paths(store, [f], workers=2, batch_spans=50)
+    assert sorted(p.name for p in shm.iterdir()) == [mine.name]
 
 
 def test_protobuf_file(store, tmp_path):

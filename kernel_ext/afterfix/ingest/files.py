@@ -15,7 +15,9 @@ import datetime as dt
 import mmap
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -393,6 +395,81 @@ def ingest_paths(
     return summary
 
 
+# Where workers leave their tables for the main process: memory (tmpfs), read in place there.
+SHARED_MEMORY = Path("/dev/shm")
+
+
+@dataclass
+class _Shipped:
+    """A worker's Decoded with its tables left in files (Arrow IPC) instead of in the pipe."""
+
+    spans: str
+    events: str
+    refused: list[Refusal]
+    redactions: int
+
+
+def _decode_shipped(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime, folder: str | None):
+    """_decode in a worker process; with `folder`, its tables go to files there.
+
+    A table sent back through the process pool's pipe is pickled, copied through the pipe 64 KB
+    at a time and unpickled, and the memory at both ends is new each time: measured with
+    perf on benchmark (a), a third of all CPU was the kernel's and memmove's. Written to a file
+    in memory (tmpfs) it is copied once, and the main process maps it.
+    """
+    decoded, position = _decode(task, limits, redactor, ingested_at)
+    if folder is None:
+        return decoded, position
+    paths = []
+    for name, table in (("spans", decoded.spans), ("events", decoded.events)):
+        path = os.path.join(folder, f"{os.getpid()}-{task.file_index}-{task.start}.{name}.arrow")
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        paths.append(path)
+    return _Shipped(paths[0], paths[1], decoded.refused, decoded.redactions), position
+
+
+def _received(result) -> Decoded:
+    """The Decoded a worker sent: as it is, or read in place from the files it left (removed at
+    once: the mapping keeps them until the tables are gone)."""
+    if not isinstance(result, _Shipped):
+        return result
+    tables = []
+    for path in (result.spans, result.events):
+        with pa.memory_map(path) as source:
+            tables.append(pa.ipc.open_file(source).read_all())
+        os.unlink(path)
+    return Decoded(tables[0], tables[1], result.refused, result.redactions)
+
+
+def _shared_folder() -> str | None:
+    """A new folder in shared memory for the workers' tables, or None (they use the pipe).
+
+    Its name carries this process's id: folders left by ingests that were killed (their
+    process is gone) are removed here, so shared memory does not fill up with them.
+    """
+    if not (SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK | os.X_OK)):
+        return None
+    for old in SHARED_MEMORY.glob("afterfix-ingest-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    try:
+        return tempfile.mkdtemp(prefix=f"afterfix-ingest-{os.getpid()}-", dir=SHARED_MEMORY)
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingested_at, take, forked) -> None:
     """Decode in worker processes, handing results to `take` in file order; `forked()` is called
     once every worker exists (so that threads started then are not forked mid-work).
@@ -409,21 +486,29 @@ def _run_parallel(tasks: Iterator[_Task], workers: int, limits, redactor, ingest
     # once here, before forking, rather than once in every worker (this process needs it too)
     pa.array([0], pa.timestamp("us"))
     inflight: deque[tuple[_Task, cf.Future]] = deque()
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        try:
-            for task in tasks:
-                inflight.append((task, pool.submit(_decode, task, limits, redactor, ingested_at)))
-                if forked is not None:  # the first submit forks every worker
-                    forked()
-                    forked = None
-                while len(inflight) >= 4 * workers:
-                    done, fut = inflight.popleft()
-                    take(done, *fut.result())
-            while inflight:
-                done, fut = inflight.popleft()
-                take(done, *fut.result())
-        except BaseException:
-            for _, fut in inflight:
-                fut.cancel()
-            raise
+    folder = _shared_folder()
+
+    def take_result(done: _Task, fut: cf.Future) -> None:
+        result, position = fut.result()
+        take(done, _received(result), position)
+
+    try:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            try:
+                for task in tasks:
+                    inflight.append((task, pool.submit(_decode_shipped, task, limits, redactor, ingested_at, folder)))
+                    if forked is not None:  # the first submit forks every worker
+                        forked()
+                        forked = None
+                    while len(inflight) >= 4 * workers:
+                        take_result(*inflight.popleft())
+                while inflight:
+                    take_result(*inflight.popleft())
+            except BaseException:
+                for _, fut in inflight:
+                    fut.cancel()
+                raise
+    finally:
+        if folder is not None:  # what a failure left behind; the tables taken stay mapped
+            shutil.rmtree(folder, ignore_errors=True)
 
