@@ -310,10 +310,14 @@ static PyObject *take(Buf *buf, size_t len) {
     return (PyObject *)blk;
 }
 
-/* [(validity, offsets or None, data) per column], each buffer-protocol memory that pyarrow
-   reads in place; offsets are int64. The builder is empty afterwards. */
-static PyObject *Columns_buffers(Columns *self, PyObject *unused) {
-    Py_ssize_t rows = self->rows;
+/* buffers(max_text=2**31-1) -> [(validity, offsets or None, data, wide) per column], each
+   buffer-protocol memory that pyarrow reads in place. Offsets are int32 (an Arrow string array)
+   when a column's text is at most max_text bytes, else int64 (`wide`: a large string array).
+   The builder is empty afterwards. */
+static PyObject *Columns_buffers(Columns *self, PyObject *args) {
+    Py_ssize_t rows = self->rows, max_text = INT32_MAX;
+    if (!PyArg_ParseTuple(args, "|n:buffers", &max_text)) return NULL;
+    if (max_text > INT32_MAX) max_text = INT32_MAX;
     size_t bits = (size_t)((rows + 7) >> 3);
     PyObject *out = PyList_New(self->ncols);
     for (int k = 0; out && k < self->ncols; k++) {
@@ -325,10 +329,17 @@ static PyObject *Columns_buffers(Columns *self, PyObject *unused) {
             Py_CLEAR(out);
             break;
         }
+        int wide = c->kind == 's' && data > (size_t)max_text;
+        if (c->kind == 's' && !wide) { /* narrowed in place: each int32 goes where its int64 began, or before */
+            int64_t *from = (int64_t *)c->offsets.b;
+            int32_t *to = (int32_t *)c->offsets.b;
+            for (Py_ssize_t i = 0; i <= rows; i++) to[i] = (int32_t)from[i];
+        }
+        size_t offsets = (size_t)(rows + 1) * (wide ? sizeof(int64_t) : sizeof(int32_t));
         PyObject *v = take(&c->valid, bits);
-        PyObject *o = c->kind == 's' ? take(&c->offsets, (size_t)(rows + 1) * sizeof(int64_t)) : Py_NewRef(Py_None);
+        PyObject *o = c->kind == 's' ? take(&c->offsets, offsets) : Py_NewRef(Py_None);
         PyObject *d = take(&c->data, data);
-        PyObject *t = (v && o && d) ? PyTuple_Pack(3, v, o, d) : NULL;
+        PyObject *t = (v && o && d) ? Py_BuildValue("(OOON)", v, o, d, PyBool_FromLong(wide)) : NULL;
         Py_XDECREF(v);
         Py_XDECREF(o);
         Py_XDECREF(d);
@@ -350,8 +361,8 @@ static PyMethodDef Columns_methods[] = {
     {"extend", (PyCFunction)Columns_extend, METH_O, "extend(rows): append each"},
     {"truncate", (PyCFunction)Columns_truncate, METH_O, "truncate(n): keep the first n rows"},
     {"column", (PyCFunction)Columns_column, METH_O, "column(i) -> list: the values of column i"},
-    {"buffers", (PyCFunction)Columns_buffers, METH_NOARGS,
-     "buffers() -> [(validity, offsets or None, data)]: each column's Arrow buffers (int64 offsets), handed over"},
+    {"buffers", (PyCFunction)Columns_buffers, METH_VARARGS,
+     "buffers() -> [(validity, offsets or None, data, wide)]: each column's Arrow buffers, handed over"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -307,7 +307,7 @@ class Rows:
 _SPAN_FIELDS = list(schema.SPAN_SCHEMA)[:-2]  # without source, ingested_at
 _EVENT_FIELDS = list(schema.EVENT_SCHEMA)
 _KIND = {pa.string(): "s", pa.timestamp("us"): "l", pa.int64(): "l", pa.int32(): "i", pa.float64(): "d"}
-_STRING_MAX = 2**31 - 1  # bytes an Arrow string array holds (int32 offsets)
+_STRING_MAX = 2**31 - 1  # bytes an Arrow string array holds (int32 offsets): what _narrow cuts to
 
 
 class TupleColumns(list):
@@ -330,20 +330,20 @@ def new_columns(fields: list[pa.Field]):
 
 def to_arrays(rows, fields: list[pa.Field]) -> list:
     """One Arrow array per field from a builder of `new_columns`. The compiled one hands over
-    its buffers as they are (and is empty afterwards); strings come as large strings (int64
-    offsets), narrowed here."""
+    its buffers as they are (and is empty afterwards); a column of more text than one string
+    array holds comes with int64 offsets and is cut into chunks here."""
     if isinstance(rows, TupleColumns):
         # one conversion of all rows beats one per column (and the transposition it needs);
         # every field nullable, as the compiled builder's are
         return pa.array(rows, pa.struct([pa.field(f.name, f.type) for f in fields])).flatten()
     n, out = len(rows), []
-    for f, (valid, offsets, data) in zip(fields, rows.buffers()):
+    for f, (valid, offsets, data, wide) in zip(fields, rows.buffers(_STRING_MAX)):
         if offsets is None:
             out.append(pa.Array.from_buffers(f.type, n, [pa.py_buffer(valid), pa.py_buffer(data)]))
-            continue
-        text = pa.py_buffer(data)
-        big = pa.Array.from_buffers(pa.large_string(), n, [pa.py_buffer(valid), pa.py_buffer(offsets), text])
-        out.append(big.cast(pa.string()) if text.size <= _STRING_MAX else _narrow(big))
+        elif not wide:
+            out.append(pa.Array.from_buffers(f.type, n, [pa.py_buffer(valid), pa.py_buffer(offsets), pa.py_buffer(data)]))
+        else:
+            out.append(_narrow(pa.Array.from_buffers(pa.large_string(), n, [pa.py_buffer(valid), pa.py_buffer(offsets), pa.py_buffer(data)])))
     return out
 
 
