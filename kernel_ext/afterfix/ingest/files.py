@@ -5,7 +5,9 @@ about `batch_spans` spans (or BATCH_BYTES of Arrow data, whichever comes first) 
 bounded, keeps every refused record in the store's quarantine table, and records each file's final offset in the same transaction as its last
 batch. The offsets use the inbox tailer's fingerprint, so a file the tailer (or an earlier
 ingest) has already read is skipped, and a file that has grown is read from where it ended.
-Large inputs are decoded in worker processes while the main process commits.
+Large inputs are decoded in worker processes while the main process commits; the workers leave
+their tables in shared memory (`/dev/shm`, when there is one) for the main process to read in
+place.
 """
 
 from __future__ import annotations

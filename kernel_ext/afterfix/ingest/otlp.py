@@ -19,7 +19,9 @@ Accepted inputs:
   exactly one unframed message. Compressed files (the exporter's `compression: zstd`) are not read.
 
 The formats' details live in `otlp_json` and `otlp_proto`; `rows` holds the result types and
-builds the tables.
+builds the tables. OTLP/JSON lines go first through a compiled walker (`_otlpjson.c`), which
+stores exactly what `otlp_json`'s fast path stores and leaves every line it does not read the
+same way to it; `otlp_json` stays the reference the walker is tested against.
 """
 
 from __future__ import annotations
