@@ -9,7 +9,9 @@ committed to the store and counted by a query from a fresh connection.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -53,21 +55,32 @@ def main() -> None:
         con.close()
 
         store = Store(work / "store")
+        cpu = _cpu()
         t = time.perf_counter()
         summary = ingest_paths(store, [path], progress=False)
         n = Store(work / "store").query("SELECT count(*) AS n FROM spans")["n"][0]
         ours_s = time.perf_counter() - t
+        main_cpu, workers_cpu = (b - a for a, b in zip(cpu, _cpu()))
 
         assert n == raw_n == args.spans, (n, raw_n, args.spans)
         ours, raw = n / ours_s, raw_n / raw_s
-        print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}, duckdb {duckdb.__version__}")
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+              f"duckdb {duckdb.__version__}, load average {os.getloadavg()[0]:.1f}")
         print(f"input: {n:,} spans, {size_mb:,.0f} MB OTLP/JSON")
         print(f"afterfix ingest -> queryable : {ours:>10,.0f} spans/s ({ours_s:.1f} s, refused {len(summary.refused)})")
         print(f"raw DuckDB read_ndjson       : {raw:>10,.0f} spans/s ({raw_s:.1f} s)")
         print(f"ratio                        : {ours / raw:>10.0%}   (target >= 150,000 spans/s and >= 60 % of raw)")
+        print(f"afterfix CPU                 : {(main_cpu + workers_cpu) / n * 1e6:>10.1f} us/span (main process "
+              f"{main_cpu / n * 1e6:.1f}, worker processes {workers_cpu / n * 1e6:.1f})")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds of this process and of its finished children (the decoding workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 if __name__ == "__main__":

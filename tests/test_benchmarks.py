@@ -27,6 +27,7 @@ NUM = r"[\d,.]+"
             rf"^input: 2,000 spans",
             rf"^afterfix ingest -> queryable : +{NUM} spans/s",
             r"target >= 150,000 spans/s",
+            rf"^afterfix CPU +: +{NUM} us/span \(main process {NUM}, worker processes {NUM}\)",
         ]),
         ("receiver_sdk.py", ["--spans", "2000", "--senders", "2"], [
             r"^2,000 spans from 2 sender process\(es\)",
