@@ -1029,6 +1029,7 @@ static int read_span(P *p, Ctx *ctx) {
     if (seen & (1u << (bit))) { r = NO; break; } \
     seen |= 1u << (bit)
     while ((r = obj_next(p, &n)) == MORE) {
+        r = OK; /* each branch below sets it only when it reads something (a null leaves it) */
         if (KEY(p, "traceId")) {
             ONCE(0);
             r = expect_sv(p, &tid);
@@ -1173,7 +1174,11 @@ static int read_scope_spans(P *p, Ctx *rctx) {
     while ((r = obj_next(p, &n)) == MORE) {
         if (KEY(p, "scope")) {
             size_t m = 0;
-            if (have_scope++ || (r = open_obj(p))) break;
+            if (have_scope++) {
+                r = NO;
+                break;
+            }
+            if ((r = open_obj(p))) break;
             while ((r = obj_next(p, &m)) == MORE) {
                 if (KEY(p, "name")) {
                     if (have_name++) { r = NO; break; }
@@ -1371,6 +1376,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         p.p = text.buf;
         p.end = p.p + text.len;
         r = read_traces_data(&p);
+        if (r != OK && r != ERR) r = NO;
     }
     close_reader(&p);
     PyBuffer_Release(&text);
@@ -1407,6 +1413,7 @@ static PyObject *walk_lines(PyObject *self, PyObject *args) {
             p.end = le;
             p.nhash = 0;
             r = read_traces_data(&p);
+            if (r != OK && r != ERR) r = NO; /* anything else the reader returns declines too */
             if (r == NO) {
                 PyObject *done = PyObject_CallMethodOneArg(rows, G.s_rollback, mark);
                 Py_DECREF(mark);
