@@ -368,21 +368,32 @@ static int parse_u64_digits(const char *s, size_t n, unsigned long long *out) {
 
 static int skip_value(P *p, int depth);
 
-/* Object iteration. After '{' call obj_next with *n = 0: MORE with the key in p->key and p->p
-   at its value, or OK at the end ('}' read). */
-static int obj_next(P *p, size_t *n) {
+/* Before the next item of an object or array being read (`close` is '}' or ']'; *n counts the
+   items so far): MORE with p->p at the item, or OK past `close`. A trailing comma fails later,
+   where the item cannot be read. */
+static int next_item(P *p, size_t *n, char close) {
     ws(p);
     if (p->p >= p->end) return NO;
-    if (*n) {
-        if (*p->p == '}') { p->p++; return OK; }
-        if (*p->p != ',') return NO;
-        p->p++;
-        ws(p);
-    } else if (*p->p == '}') {
+    if (*p->p == close) {
         p->p++;
         return OK;
     }
-    if (p->p >= p->end || *p->p != '"') return NO;
+    if (*n) {
+        if (*p->p != ',') return NO;
+        p->p++;
+        ws(p);
+        if (p->p >= p->end) return NO;
+    }
+    (*n)++;
+    return MORE;
+}
+
+/* Object iteration. After '{' call obj_next with *n = 0: MORE with the key in p->key_s/key_n
+   and p->p at its value, or OK at the end ('}' read). */
+static int obj_next(P *p, size_t *n) {
+    int r = next_item(p, n, '}');
+    if (r != MORE) return r;
+    if (*p->p != '"') return NO;
     /* the key's text: in the line, or decoded into p->key when it has escapes */
     const unsigned char *start = p->p, *s = scan_plain(p->p + 1, p->end);
     if (s < p->end && *s == '"') {
@@ -391,8 +402,7 @@ static int obj_next(P *p, size_t *n) {
         p->p = s + 1;
     } else {
         p->key.len = 0;
-        int r = read_string(p, &p->key, NULL);
-        if (r) return r;
+        if ((r = read_string(p, &p->key, NULL))) return r;
         p->key_s = p->key.b;
         p->key_n = p->key.len;
     }
@@ -400,27 +410,11 @@ static int obj_next(P *p, size_t *n) {
     if (p->p >= p->end || *p->p != ':') return NO;
     p->p++;
     ws(p);
-    (*n)++;
     return MORE;
 }
 
 /* Array iteration, like obj_next: MORE with p->p at the next item, or OK at ']'. */
-static int arr_next(P *p, size_t *n) {
-    ws(p);
-    if (p->p >= p->end) return NO;
-    if (*n) {
-        if (*p->p == ']') { p->p++; return OK; }
-        if (*p->p != ',') return NO;
-        p->p++;
-        ws(p);
-    } else if (*p->p == ']') {
-        p->p++;
-        return OK;
-    }
-    if (p->p >= p->end) return NO;
-    (*n)++;
-    return MORE;
-}
+static int arr_next(P *p, size_t *n) { return next_item(p, n, ']'); }
 
 static inline int key_is(P *p, const char *k, size_t n) {
     return p->key_n == n && memcmp(p->key_s, k, n) == 0;
