@@ -1,19 +1,31 @@
-/* The fast path of OTLP/JSON decoding, in C: one TracesData line onto span and event rows.
+/* The fast path of OTLP/JSON decoding, in C: TracesData lines onto span and event rows.
 
-   walk(text: bytes, rows: afterfix.ingest.rows.Rows) -> bool
+   walk(text, rows) -> bool          one line (an OTLP/HTTP JSON body too)
+   walk_lines(data, pos, index, rows) the lines of a chunk, up to the first it leaves
+   count_newlines(data, start, end)  for ingest_paths, without copying
+   setup(...)                        the hot keys and constants, from afterfix.ingest.otlp
+   Columns                           the Arrow column builder (_columns.c)
 
-   Appends to rows.spans and rows.events (Columns, see _columns.c) exactly the rows that
+   walk() appends to rows.spans and rows.events (Columns) exactly the rows that
    otlp_json.walk_fast appends for the same line (the Python module stays the reference this
-   is tested against), straight from the bytes it reads, calls
-   rows.resource_json() once per resourceSpans entry and rows.scope() once per scopeSpans entry
-   as walk_fast does, and returns True. For anything it does not read exactly as the Python
-   path would (invalid JSON or UTF-8, a shape the typed structs refuse, a limit reached, a
-   duplicate key, a lone surrogate, a number out of range...) it returns False, possibly
-   having appended rows: the caller rolls `rows` back and reads the line the Python way.
+   is tested against: tests/ingest/test_otlp_native.py), straight from the bytes it reads;
+   calls rows.resource_json() once per resourceSpans entry and rows.scope() once per
+   scopeSpans entry as walk_fast does; and returns True. For anything it does not read exactly
+   as the Python path would (invalid JSON or UTF-8, a shape the typed structs refuse, a limit
+   reached, a repeated key, a lone surrogate, a number out of range...) it returns False,
+   possibly having appended rows: the caller rolls `rows` back and reads the line the Python way.
 
-   Input is untrusted: every read is bounds-checked against the end of the bytes object,
-   nesting is limited, and no value is ever evaluated. Only JSON text that orjson writes is
-   produced: strings escaped as orjson escapes them, doubles written by orjson itself.
+   How it reads: one pass, recursive descent, every function returning OK, NO (leave the line
+   to Python) or ERR (a Python exception is set). Strings stay where they are in the line when
+   they have no escapes (SV); the values hot_columns needs are kept aside (Val) while a span's
+   attributes are written out as the JSON text orjson would write for them. Keys come in any
+   order: what a span needs is gathered before its row is appended, and spans (or scopes)
+   that come before their scope (or resource) are read again at the end of the object.
+
+   Input is untrusted: every read is bounds-checked against the end of the buffer, nesting
+   and list lengths are capped (beyond them Python reads the line), and no value is ever
+   evaluated. Only JSON text that orjson writes is produced: strings escaped as orjson escapes
+   them, doubles written by orjson itself.
 */
 #include "_native.h"
 #include <math.h>
