@@ -33,6 +33,7 @@ static inline int buf_grow(Buf *b, size_t need) {
 }
 
 static inline int put(Buf *b, const void *s, size_t n) {
+    if (!n) return OK; /* memcpy may not be handed the NULL of a buffer never grown */
     if (b->len + n > b->cap && buf_grow(b, n)) return ERR;
     memcpy(b->b + b->len, s, n);
     b->len += n;
