@@ -12,7 +12,8 @@ escapes, number spellings and broken syntax are all under its control. Two oracl
   `walk_lines` takes exactly such lines, stopping at the first it leaves, with nothing of it kept.
 
 Besides Hypothesis's lines, every single odd or bad variation the Writer knows is tried alone in
-an otherwise plain line (seeded, so none is left to chance), and explicit cases follow at the end.
+an otherwise plain line (seeded, so none is left to chance), explicit cases follow, and last,
+real lines of the example files randomly broken (seeded too).
 The extension is compiled by `pip install -e .`; the tests that need it fail when it is missing.
 """
 
@@ -1018,3 +1019,39 @@ def test_lines_the_python_fast_path_declines_are_declined(text, limits):
     assert not native().walk(text, fresh_rows(limits)), f"the extension took {text!r}"
     same_decoded(text, limits=limits)
     same_decoded(line_of(span()) + b"\n" + text + b"\n" + line_of(span(spanId="00f067aa0ba902b8")), limits=limits)
+
+
+# Byte strings that corrupt JSON in telling ways when dropped into a real line.
+SPLICES = [b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":", b"null", b"1e999", b"-0", b"\\u0000", b"\\ud800", b"\xff",
+           b"\xc3", b'"x"', b"0", b"18446744073709551616", b'{"stringValue":"a"}', b'{"arrayValue":{"values":[]}}']  # fmt: skip
+
+
+def mutated(rnd: random.Random, line: bytes) -> bytes:
+    """`line` with 1-4 random edits: a byte changed, a splice inserted, a run deleted or
+    copied elsewhere, or the rest cut off."""
+    b = bytearray(line)
+    for _ in range(rnd.randint(1, 4)):
+        op, i = rnd.random(), rnd.randrange(len(b) + 1)
+        if op < 0.3 and b:
+            b[min(i, len(b) - 1)] = rnd.randrange(256)
+        elif op < 0.5:
+            b[i:i] = rnd.choice(SPLICES)
+        elif op < 0.7:
+            del b[i : i + rnd.randint(1, 20)]
+        elif op < 0.8:
+            del b[i:]
+        else:
+            j = rnd.randrange(len(b) + 1)
+            b[i:i] = b[j : j + rnd.randint(1, 60)]
+    return bytes(b)
+
+
+def test_mutated_lines_of_the_example_files_decode_alike():
+    """Real lines, randomly broken (seeded): whatever the edits make of them, files of three
+    decode alike with the extension and without it, under both limits."""
+    lines = [ln for path in EXAMPLE_FILES for ln in path.read_bytes().split(b"\n") if ln.strip() and len(ln) < 20000]
+    rnd = random.Random(20261127)
+    for _ in range(1000):
+        data = b"\n".join(mutated(rnd, rnd.choice(lines)) for _ in range(3))
+        same_decoded(data)
+        same_decoded(data, limits=SMALL)
