@@ -40,7 +40,7 @@ from afterfix import schema
 from afterfix.ingest import otlp
 from afterfix.ingest.otlp import Limits
 from afterfix.ingest.redact import Redactor
-from afterfix.ingest.rows import Rows
+from afterfix.ingest.rows import Rows, TupleColumns
 
 ROOT = Path(__file__).parents[2]
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -78,14 +78,6 @@ def native():
 # --- what is compared -------------------------------------------------------------------------
 
 
-class Tuples(list):
-    """Rows kept as the tuples the Python fast path appends (Rows.spans/.events without the
-    compiled column builder)."""
-
-    def truncate(self, n: int) -> None:
-        del self[n:]
-
-
 def exact(rows) -> list[tuple]:
     """Rows (tuples, or the compiled `Columns`, which indexes as tuples) with each value's type
     spelled out: 1, 1.0 and True differ, and NaN equals NaN."""
@@ -98,7 +90,7 @@ def fresh_rows(limits: Limits = Limits(), redactor=otlp.DEFAULT) -> Rows:
 
 def python_rows(limits: Limits = Limits(), redactor=otlp.DEFAULT) -> Rows:
     rows = fresh_rows(limits, redactor)
-    rows.spans, rows.events = Tuples(), Tuples()
+    rows.spans, rows.events = TupleColumns(), TupleColumns()  # the tuples the Python path appends
     return rows
 
 
