@@ -8,6 +8,7 @@ setup(
         Extension(
             "afterfix.ingest._otlpjson",
             ["kernel_ext/afterfix/ingest/_otlpjson.c", "kernel_ext/afterfix/ingest/_columns.c"],
+            depends=["kernel_ext/afterfix/ingest/_native.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
         )
     ]
