@@ -110,16 +110,24 @@ def _extension_files() -> tuple[Path, Path]:
 _VERIFIED: set[tuple] = set()
 
 
-def _connect() -> tuple[duckdb.DuckDBPyConnection, list[tuple]]:
-    """A new in-memory DuckDB, and the extension files to note as checked once their LOAD has
-    succeeded. Files checked earlier in this process and unchanged since are loaded unchecked."""
+def _connect() -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB with the DuckLake and SQLite extensions loaded. Files checked
+    earlier in this process and unchanged since are loaded unchecked."""
+    paths = _extension_files()
     files = []
-    for path in _extension_files():
+    for path in paths:
         st = path.stat()
         files.append((str(path), st.st_size, st.st_mtime_ns, st.st_ino))
-    if all(f in _VERIFIED for f in files):
-        return duckdb.connect(config={"allow_unsigned_extensions": "true"}), []
-    return duckdb.connect(), files
+    checked = all(f in _VERIFIED for f in files)
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"}) if checked else duckdb.connect()
+    try:
+        for path in paths:
+            con.execute(f"LOAD '{path}'")
+    except BaseException:
+        con.close()
+        raise
+    _VERIFIED.update(files)
+    return con
 
 
 def is_retryable(err: BaseException) -> bool:
@@ -170,12 +178,8 @@ class Store:
     def exists(self) -> bool:
         return self.catalog.exists()
 
-    def _attach(self, con: duckdb.DuckDBPyConnection, read_only: bool, checking: list[tuple]) -> None:
-        """Loads the extensions (`checking`: see _connect) and attaches the lake as `lake`."""
-        ducklake, sqlite = _extension_files()
-        con.execute(f"LOAD '{ducklake}'")
-        con.execute(f"LOAD '{sqlite}'")
-        _VERIFIED.update(checking)
+    def _attach(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
+        """Attaches the lake as `lake` to a connection from _connect."""
         opts = f"DATA_PATH '{self.data}/', META_JOURNAL_MODE 'WAL', META_BUSY_TIMEOUT {self.busy_timeout_ms}"
         if self.catalog.exists():
             # The data folder always sits beside the catalog and file paths inside are relative
@@ -197,9 +201,9 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             self.data.mkdir(exist_ok=True)
             with self.write_lock():
-                con, checking = _connect()
+                con = _connect()
                 try:
-                    self._attach(con, read_only=False, checking=checking)
+                    self._attach(con, read_only=False)
                     existing = {r[0] for r in con.execute(
                         "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
                     for table in schema.TABLES:
@@ -218,7 +222,7 @@ class Store:
             raise StoreError(f"no store at {self.root}: ingest something first (afterfix ingest PATH) or pass --store")
         if not read_only:
             self.create()
-        con, checking = _connect()
+        con = _connect()
         try:
             if not read_only:
                 spill = str(self.root / ".spill").replace("'", "''")
@@ -228,7 +232,7 @@ class Store:
                 # keeping it costs memory and speed on every insert.
                 con.execute("SET preserve_insertion_order = false")
                 con.execute(f"SET allocator_bulk_deallocation_flush_threshold = '{_ALLOCATOR_FLUSH}'")
-            self._attach(con, read_only=read_only, checking=checking)
+            self._attach(con, read_only=read_only)
             from . import views  # late: views.py reads the convention, not the other way round
 
             views.create(con)
@@ -473,7 +477,7 @@ _NEW_KEYS = """
 # Columns of (nearly) a different value each row, where a Parquet dictionary is wasted work,
 # and long text whose min/max statistics nothing reads.
 _UNIQUE_COLUMNS = {"span_id", "parent_span_id", "start_time", "end_time", "duration_ms", "status_message",
-                   "tool_call_id", "decision_id", "action_id", "attributes", "links", "time", "seq"}  # fmt: skip
+                   "tool_call_id", "decision_id", "action_id", "attributes", "links", "time"}  # fmt: skip
 _LONG_TEXT_COLUMNS = {"attributes", "resource_attributes", "links", "status_message"}
 
 
