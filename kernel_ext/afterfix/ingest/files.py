@@ -33,8 +33,8 @@ from ..store import Store
 from .otlp import _native as native
 from .otlp import Decoded, Limits, Refusal, decode_json_lines, decode_protobuf_file
 from .redact import Redactor
-# the tailer's file types and fingerprints: a file it already read adds nothing
-from .tail import JSON_SUFFIXES, PROTOBUF_SUFFIXES, fingerprint, same_file
+# the tailer's file types, fingerprints and line counts: a file it already read adds nothing
+from .tail import JSON_SUFFIXES, PROTOBUF_SUFFIXES, fingerprint, newlines_before, same_file
 
 SUFFIXES = JSON_SUFFIXES + PROTOBUF_SUFFIXES
 
@@ -239,7 +239,7 @@ def _plan(store: Store, files: list[Path], summary: IngestSummary) -> tuple[list
                 continue
             start = committed[1]  # a line or frame boundary: only complete ones are committed
             if not _is_protobuf(path):
-                first_line = 1 + _newlines_before(path, start)
+                first_line = 1 + newlines_before(path, start)
         plan.append((index, path, start, first_line))
         ids[index] = (str(path), fp)
         total += size - start
@@ -251,18 +251,6 @@ def _count_newlines(data, start: int, end: int) -> int:
     if native is not None:
         return native.count_newlines(data, start, end)
     return data[start:end].count(b"\n")
-
-
-def _newlines_before(path: Path, end: int) -> int:
-    n = 0
-    with open(path, "rb") as f:
-        while end > 0:
-            block = f.read(min(end, 16 * 1024 * 1024))
-            if not block:
-                break
-            n += block.count(b"\n")
-            end -= len(block)
-    return n
 
 
 def ingest_paths(

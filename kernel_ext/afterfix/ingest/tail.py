@@ -222,7 +222,7 @@ class InboxTailer:
         if committed is not None and 0 < committed[1] <= st.st_size and same_file(path, committed[0]):
             pos = committed[1]
             if not path.name.lower().endswith(PROTOBUF_SUFFIXES):
-                line = 1 + _count_newlines(path, pos)
+                line = 1 + newlines_before(path, pos)
         return _File(path, source, st.st_ino, "", pos, line, -1, -1, time.monotonic())
 
     def _poll_file(self, path: Path) -> int:
@@ -332,7 +332,8 @@ def _refusal(source: str, location: str, reason: str) -> Batch:
     return Batch(schema.empty("spans"), schema.empty("events"), quarantine)
 
 
-def _count_newlines(path: Path, end: int) -> int:
+def newlines_before(path: Path, end: int) -> int:
+    """The newlines in the first `end` bytes of the file at `path`, read in blocks."""
     n = 0
     with open(path, "rb") as f:
         while end > 0:
