@@ -67,15 +67,24 @@ static struct {
     PyObject *s_max_attribute_bytes, *s_max_depth, *s_max_attributes, *s_max_body_bytes, *s_upper, *s_mark, *s_rollback;
 } G;
 
-/* -- one attribute value, as hot_columns needs it ------------------------------------------ */
+/* -- strings and attribute values read from the line --------------------------------------- */
+
+/* A string read from the line: its text in the line itself when it has no escapes (`raw`),
+   else decoded into P.scratch at `off` (an offset: scratch moves as it grows). */
+typedef struct {
+    const char *raw;
+    size_t off, len;
+    int ascii;
+} SV;
+
+#define SV_PTR(p, v) ((v)->raw ? (v)->raw : (p)->scratch.b + (v)->off)
 
 enum { V_NONE = 0, V_STR, V_INT, V_DOUBLE, V_BOOL, V_LIST, V_DICT };
 
+/* One attribute value, as hot_columns needs it. */
 typedef struct {
     int type;
-    const char *raw; /* V_STR: as in SV */
-    size_t off, len;
-    int ascii;
+    SV s; /* V_STR */
     long long i;
     double d;
 } Val;
@@ -228,16 +237,6 @@ static int read_string(P *p, Buf *b, int *ascii) {
         asc = 0;
     }
 }
-
-/* A string read from the line: its text in the line itself when it has no escapes (`raw`),
-   else decoded into P.scratch at `off` (an offset: scratch moves as it grows). */
-typedef struct {
-    const char *raw;
-    size_t off, len;
-    int ascii;
-} SV;
-
-#define SV_PTR(p, v) ((v)->raw ? (v)->raw : (p)->scratch.b + (v)->off)
 
 /* The string at p->p (a '"'), checked; decoded into scratch only if it has escapes. */
 static int sv_read(P *p, SV *v) {
@@ -623,7 +622,8 @@ static int any_value(P *p, Buf *out, long depth, Val *v) {
             if ((r = expect_sv(p, &sv))) return r;
             if (sv.len > p->small) return NO;
             if (put_sv(p, out, &sv)) return ERR;
-            v->type = V_STR; v->raw = sv.raw; v->off = sv.off; v->len = sv.len; v->ascii = sv.ascii;
+            v->type = V_STR;
+            v->s = sv;
         } else if (KEY(p, "boolValue")) {
             if (fields++) return NO;
             if (p->end - p->p >= 4 && memcmp(p->p, "true", 4) == 0) { p->p += 4; v->i = 1; }
@@ -726,8 +726,8 @@ static PyObject *val_text(P *p, const Val *v) {
     char t[24];
     switch (v->type) {
     case V_STR:
-        if (!v->len) Py_RETURN_NONE;
-        return new_str(SV_PTR(p, v), v->len, v->ascii);
+        if (!v->s.len) Py_RETURN_NONE;
+        return new_str(SV_PTR(p, &v->s), v->s.len, v->s.ascii);
     case V_INT:
         snprintf(t, sizeof t, "%lld", v->i);
         return PyUnicode_FromString(t);
@@ -761,7 +761,7 @@ static PyObject *val_count(P *p, const Val *v) {
         return c;
     }
     case V_STR: {
-        PyObject *s = new_str(SV_PTR(p, v), v->len, v->ascii);
+        PyObject *s = new_str(SV_PTR(p, &v->s), v->s.len, v->s.ascii);
         if (!s) return NULL;
         PyObject *c = PyObject_CallOneArg(G.count, s);
         Py_DECREF(s);
@@ -788,7 +788,7 @@ static int hot_columns(P *p, Col *cols, const Val *vals, int (*hot)[MAX_HOT_KEYS
         if (c == H_RUN) {
             for (int j = 0; j < G.nkeys[c] && !x && !direct; j++) {
                 const Val *a = hot[c][j] ? &vals[c * MAX_HOT_KEYS + j] : NULL;
-                if (a && a->type == V_STR && a->len) {
+                if (a && a->type == V_STR && a->s.len) {
                     direct = a;
                     break;
                 }
@@ -818,7 +818,7 @@ static int hot_columns(P *p, Col *cols, const Val *vals, int (*hot)[MAX_HOT_KEYS
                     continue;
                 }
                 x = val_count(p, v);
-            } else if (v->type == V_STR && v->len) {
+            } else if (v->type == V_STR && v->s.len) {
                 direct = v;
             } else {
                 x = val_text(p, v);
@@ -827,13 +827,13 @@ static int hot_columns(P *p, Col *cols, const Val *vals, int (*hot)[MAX_HOT_KEYS
             x = Py_NewRef(Py_None);
         }
         if (direct) {
-            if (col_str(&cols[c], SV_PTR(p, direct), direct->len)) return ERR;
+            if (col_str(&cols[c], SV_PTR(p, &direct->s), direct->s.len)) return ERR;
             continue;
         }
         if (!x) return ERR;
         if (c == H_OP && x == Py_None && oi->type == V_STR) {
             /* openinference.span.kind: _OI_OPS.get(k) or _OI_OPS.get(k.upper()) */
-            PyObject *k = new_str(SV_PTR(p, oi), oi->len, oi->ascii);
+            PyObject *k = new_str(SV_PTR(p, &oi->s), oi->s.len, oi->s.ascii);
             if (!k) return ERR;
             PyObject *op = PyDict_GetItemWithError(G.oi_ops, k);
             if (!op && PyErr_Occurred()) { Py_DECREF(k); return ERR; }
