@@ -1,6 +1,7 @@
 /* The fast path of OTLP/JSON decoding, in C: TracesData lines onto span and event rows.
 
    walk(text, rows) -> bool          one line (an OTLP/HTTP JSON body too)
+   walk_protobuf(body, rows) -> bool a protobuf request, in _otlppb.c
    walk_lines(data, pos, index, rows) the lines of a chunk, up to the first it leaves
    count_newlines(data, start, end)  for ingest_paths, without copying
    setup(...)                        the hot keys and constants, from afterfix.ingest.otlp
@@ -27,7 +28,7 @@
    evaluated. Only JSON text that orjson writes is produced: strings escaped as orjson escapes
    them, doubles written by orjson itself.
 */
-#include "_native.h"
+#include "_otlp.h"
 #include <math.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -36,78 +37,10 @@
 #define MORE 2 /* obj_next / arr_next: an item follows */
 
 #define SKIP_DEPTH 256 /* nesting of skipped (unknown) values before the line goes to Python */
-#define WALK_DEPTH 64  /* nesting of arrayValue / kvlistValue the walker reads itself */
-#define WALK_ATTRIBUTES 256 /* entries of one attribute list the walker reads itself (repeated
-                               keys are found by comparing with every earlier one) */
 #define MAX_NUMBER 400 /* characters of a number we parse */
 
-/* -- set up once from Python ------------------------------------------------------------- */
+struct globals G;
 
-#define N_HOT 13 /* mapping.HOT_COLUMNS */
-#define MAX_HOT_KEYS 4
-enum { H_OP = 0, H_RUN = 2, H_INCIDENT = 3, H_TIN = 10, H_TOUT = 11 };
-
-typedef struct {
-    const char *s;
-    Py_ssize_t n;
-} Str;
-
-static struct {
-    int ready;
-    Str keys[N_HOT][MAX_HOT_KEYS]; /* per column, its attribute keys in order */
-    int nkeys[N_HOT];
-    PyObject *key_objs[N_HOT][MAX_HOT_KEYS]; /* the same as str, for resource dict look-ups */
-    Str oi_kind;                             /* openinference.span.kind */
-    PyObject *oi_ops;                        /* OI_KIND_TO_OPERATION */
-    PyObject *as_text, *count;               /* mapping.as_text, mapping._count */
-    PyObject *dumps;                         /* orjson.dumps, for doubles */
-    PyObject *kinds[6], *kind_names[6];      /* "UNSPECIFIED"..., "SPAN_KIND_UNSPECIFIED"... */
-    PyObject *codes[3], *code_names[3];
-    PyObject *s_true, *s_false, *s_resource_json, *s_scope, *s_spans, *s_events, *s_limits;
-    PyObject *s_max_attribute_bytes, *s_max_depth, *s_max_attributes, *s_max_body_bytes, *s_upper, *s_mark, *s_rollback;
-} G;
-
-/* -- strings and attribute values read from the line --------------------------------------- */
-
-/* A string read from the line: its text in the line itself when it has no escapes (`raw`),
-   else decoded into P.scratch at `off` (an offset: scratch moves as it grows). */
-typedef struct {
-    const char *raw;
-    size_t off, len;
-    int ascii;
-} SV;
-
-#define SV_PTR(p, v) ((v)->raw ? (v)->raw : (p)->scratch.b + (v)->off)
-
-enum { V_NONE = 0, V_STR, V_INT, V_DOUBLE, V_BOOL, V_LIST, V_DICT };
-
-/* One attribute value, as hot_columns needs it. */
-typedef struct {
-    int type;
-    SV s; /* V_STR */
-    long long i;
-    double d;
-} Val;
-
-/* -- the reader ---------------------------------------------------------------------------- */
-
-typedef struct {
-    const unsigned char *p, *end;
-    Buf scratch;  /* decoded strings kept while a span is read (keys, hot values) */
-    const char *key_s; /* the key just read by obj_next: in the line, or in `key` */
-    size_t key_n;
-    Buf key;
-    Buf out;      /* JSON text being written */
-    /* key hashes of the attribute lists being read, innermost last (duplicate detection) */
-    uint64_t *hashes;
-    size_t nhash, caphash;
-    size_t small;          /* Limits.max_attribute_bytes >> 2 */
-    size_t max_attr_bytes; /* Limits.max_attribute_bytes */
-    long max_depth;        /* Limits.max_depth */
-    size_t max_attributes; /* Limits.max_attributes */
-    PyObject *rows, *spans, *events;
-    Columns *span_cols, *event_cols; /* the same two, as what they are */
-} P;
 
 static inline void ws(P *p) {
     while (p->p < p->end && (*p->p == ' ' || *p->p == '\t' || *p->p == '\n' || *p->p == '\r')) p->p++;
@@ -274,7 +207,7 @@ static inline int expect_sv(P *p, SV *v) {
 
 /* Decoded UTF-8 as JSON text the way orjson writes it: quotes, backslashes and control
    characters escaped, everything else as is. */
-static int put_escaped(Buf *b, const char *s, size_t n) {
+int put_escaped(Buf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
     if (putc_(b, '"')) return ERR;
     size_t i = 0;
@@ -484,7 +417,7 @@ static int skip_value(P *p, int depth) {
     }
 }
 
-static PyObject *new_str(const char *s, size_t n, int ascii) {
+PyObject *new_str(const char *s, size_t n, int ascii) {
     if (ascii) {
         PyObject *o = PyUnicode_New((Py_ssize_t)n, 127);
         if (o) memcpy(PyUnicode_DATA(o), s, n);
@@ -494,7 +427,7 @@ static PyObject *new_str(const char *s, size_t n, int ascii) {
 }
 
 /* a double as orjson writes it */
-static int put_double(Buf *b, double d) {
+int put_double(Buf *b, double d) {
     PyObject *f = PyFloat_FromDouble(d);
     if (!f) return ERR;
     PyObject *j = PyObject_CallOneArg(G.dumps, f);
@@ -513,7 +446,7 @@ static inline uint64_t hash_bytes(const char *s, size_t n) {
 
 /* Notes a key of the attribute list that starts at hashes[first]; NO if it repeats an
    earlier one (a dict keeps the first place and the last value: left to Python). */
-static int note_key(P *p, size_t first, const char *k, size_t n) {
+int note_key(P *p, size_t first, const char *k, size_t n) {
     uint64_t h = hash_bytes(k, n);
     for (size_t i = first; i < p->nhash; i++)
         if (p->hashes[i] == h) return NO; /* a repeat, or (rarely) a collision: Python decides */
@@ -529,6 +462,18 @@ static int note_key(P *p, size_t first, const char *k, size_t n) {
     }
     p->hashes[p->nhash++] = h;
     return OK;
+}
+
+/* Notes the value of an attribute whose key is one of the hot keys (or openinference.span.kind)
+   in vals[] / hot[] (or *oi), for hot_columns. */
+void note_hot(const char *k, size_t n, const Val *val, Val *vals, int (*hot)[MAX_HOT_KEYS], Val *oi) {
+    for (int c = 0; c < N_HOT; c++)
+        for (int j = 0; j < G.nkeys[c]; j++)
+            if (G.keys[c][j].n == (Py_ssize_t)n && memcmp(G.keys[c][j].s, k, n) == 0) {
+                vals[c * MAX_HOT_KEYS + j] = *val;
+                hot[c][j] = 1;
+            }
+    if (oi && (Py_ssize_t)n == G.oi_kind.n && memcmp(G.oi_kind.s, k, n) == 0) *oi = *val;
 }
 
 static int any_value(P *p, Buf *out, long depth, Val *v);
@@ -591,15 +536,7 @@ static int key_values(P *p, Buf *out, long depth, Val *vals, int (*hot)[MAX_HOT_
             memmove(base, base + vlen, klen);             /* "key": to the front */
             memcpy(base + klen, out->b + out->len, vlen); /* the value after it */
         }
-        if (hot) {
-            for (int c = 0; c < N_HOT; c++)
-                for (int j = 0; j < G.nkeys[c]; j++)
-                    if (G.keys[c][j].n == (Py_ssize_t)key_len && memcmp(G.keys[c][j].s, k, key_len) == 0) {
-                        vals[c * MAX_HOT_KEYS + j] = val;
-                        hot[c][j] = 1;
-                    }
-            if (oi && (Py_ssize_t)key_len == G.oi_kind.n && memcmp(G.oi_kind.s, k, key_len) == 0) *oi = val;
-        }
+        if (hot) note_hot(k, key_len, &val, vals, hot, oi);
     }
     if (r) return r;
     p->nhash = first;
@@ -780,7 +717,7 @@ static const Val *first_val(const Val *vals, int (*hot)[MAX_HOT_KEYS], int c) {
 
 /* Appends mapping.hot_columns(attrs, resource, trace_id) to cols[0 .. 13). A non-empty string
    of the line goes in as it is; anything else through its Python value, as hot_columns has it. */
-static int hot_columns(P *p, Col *cols, const Val *vals, int (*hot)[MAX_HOT_KEYS], const Val *oi, PyObject *res,
+int hot_columns(P *p, Col *cols, const Val *vals, int (*hot)[MAX_HOT_KEYS], const Val *oi, PyObject *res,
                        const char *tid) {
     for (int c = 0; c < N_HOT; c++) {
         PyObject *x = NULL;
@@ -915,10 +852,6 @@ static int enum_value(P *p, PyObject **names, int count, int *out) {
     return OK;
 }
 
-typedef struct {
-    PyObject *res_json, *res, *service, *scope;
-} Ctx;
-
 /* A list of events: rows appended to `ev` as (name, time_us, attributes) until the span's ids
    are known. Python: the events loop of walk_fast. */
 static int read_events(P *p, PyObject *ev) {
@@ -1017,6 +950,45 @@ static int read_links(P *p, Buf *out, int *any) {
     return putc_(out, ']');
 }
 
+/* The row of one span (and of its events) at the end of p->spans (and p->events): all of
+   it, or nothing and ERR. Python: the rows.spans.append of walk_fast / _pb_span. */
+int append_span(P *p, Ctx *ctx, const SpanRow *s) {
+    Columns *t = p->span_cols;
+    Col *c = t->cols;
+    Py_ssize_t n;
+    const char *kind_s = PyUnicode_AsUTF8AndSize(G.kinds[s->kind], &n);
+    if (!kind_s || col_str(&c[0], s->tid, 32) || col_str(&c[1], s->sid, 16) ||
+        (s->psid ? col_str(&c[2], s->psid, 16) : col_null(&c[2])) ||
+        col_str(&c[3], s->name, s->name_len) || col_str(&c[4], kind_s, (size_t)n) ||
+        col_i64(&c[5], (long long)(s->start / 1000)) || col_i64(&c[6], (long long)(s->end / 1000)) ||
+        /* (end - start) / 1e6: the int difference rounded to a double, as Python does */
+        col_f64(&c[7], (double)(s->end - s->start) / 1e6) || col_obj(&c[8], G.codes[s->code]) ||
+        (s->msg ? col_str(&c[9], s->msg, s->msg_len) : col_null(&c[9])) || col_obj(&c[10], ctx->service) ||
+        col_obj(&c[11], ctx->scope) || hot_columns(p, c + 12, s->vals, s->hot, s->oi, ctx->res, s->tid) ||
+        col_str(&c[25], s->attrs->b, s->attrs->len) || col_obj(&c[26], ctx->res_json) ||
+        (s->links ? col_str(&c[27], s->links->b, s->links->len) : col_null(&c[27])) || columns_end_row(t)) {
+        columns_truncate(t, t->rows); /* no half row stays behind */
+        return ERR;
+    }
+    if (!s->events) return OK;
+    t = p->event_cols;
+    c = t->cols;
+    Py_ssize_t ne = PyList_GET_SIZE(s->events);
+    for (Py_ssize_t i = 0; i < ne; i++) {
+        PyObject *e = PyList_GET_ITEM(s->events, i); /* (name, time_us, attributes) */
+        PyObject *seq = PyLong_FromSsize_t(i);
+        int bad = !seq || col_str(&c[0], s->tid, 32) || col_str(&c[1], s->sid, 16) || col_obj(&c[2], seq) ||
+                  col_obj(&c[3], PyTuple_GET_ITEM(e, 0)) || col_obj(&c[4], PyTuple_GET_ITEM(e, 1)) ||
+                  col_obj(&c[5], PyTuple_GET_ITEM(e, 2)) || columns_end_row(t);
+        Py_XDECREF(seq);
+        if (bad) {
+            columns_truncate(t, t->rows);
+            return ERR;
+        }
+    }
+    return OK;
+}
+
 static int read_span(P *p, Ctx *ctx) {
     int r = open_obj(p);
     if (r) return r;
@@ -1101,45 +1073,12 @@ static int read_span(P *p, Ctx *ctx) {
     if (psid.len && !is_hex_id(SV_PTR(p, &psid), psid.len, 16)) goto done;
     if (!name.len || !start || start > end) goto done;
     if (!(seen & (1u << 7)) && put(&attrs, "{}", 2)) { r = ERR; goto done; }
-    r = ERR;
     {
-        Columns *t = p->span_cols;
-        Col *c = t->cols;
-        Py_ssize_t n;
-        const char *kind_s = PyUnicode_AsUTF8AndSize(G.kinds[kind], &n);
-        if (!kind_s || col_str(&c[0], SV_PTR(p, &tid), 32) || col_str(&c[1], SV_PTR(p, &sid), 16) ||
-            (psid.len ? col_str(&c[2], SV_PTR(p, &psid), 16) : col_null(&c[2])) ||
-            col_str(&c[3], SV_PTR(p, &name), name.len) || col_str(&c[4], kind_s, (size_t)n) ||
-            col_i64(&c[5], (long long)(start / 1000)) || col_i64(&c[6], (long long)(end / 1000)) ||
-            /* (end - start) / 1e6: the int difference rounded to a double, as Python does */
-            col_f64(&c[7], (double)(end - start) / 1e6) || col_obj(&c[8], G.codes[code]) ||
-            (msg.len ? col_str(&c[9], SV_PTR(p, &msg), msg.len) : col_null(&c[9])) || col_obj(&c[10], ctx->service) ||
-            col_obj(&c[11], ctx->scope) || hot_columns(p, c + 12, vals, hot, &oi, ctx->res, SV_PTR(p, &tid)) ||
-            col_str(&c[25], attrs.b, attrs.len) || col_obj(&c[26], ctx->res_json) ||
-            (have_links ? col_str(&c[27], links.b, links.len) : col_null(&c[27])) || columns_end_row(t)) {
-            columns_truncate(t, t->rows); /* no half row stays behind */
-            goto done;
-        }
+        SpanRow s = {SV_PTR(p, &tid), SV_PTR(p, &sid), psid.len ? SV_PTR(p, &psid) : NULL, SV_PTR(p, &name), name.len,
+                     kind, code, start, end, msg.len ? SV_PTR(p, &msg) : NULL, msg.len, vals, hot, &oi, &attrs,
+                     have_links ? &links : NULL, ev};
+        r = append_span(p, ctx, &s);
     }
-    if (ev) {
-        Columns *t = p->event_cols;
-        Col *c = t->cols;
-        Py_ssize_t ne = PyList_GET_SIZE(ev);
-        for (Py_ssize_t i = 0; i < ne; i++) {
-            PyObject *e = PyList_GET_ITEM(ev, i); /* (name, time_us, attributes) */
-            PyObject *seq = PyLong_FromSsize_t(i);
-            int bad = !seq || col_str(&c[0], SV_PTR(p, &tid), 32) || col_str(&c[1], SV_PTR(p, &sid), 16) ||
-                      col_obj(&c[2], seq) || col_obj(&c[3], PyTuple_GET_ITEM(e, 0)) ||
-                      col_obj(&c[4], PyTuple_GET_ITEM(e, 1)) || col_obj(&c[5], PyTuple_GET_ITEM(e, 2)) ||
-                      columns_end_row(t);
-            Py_XDECREF(seq);
-            if (bad) {
-                columns_truncate(t, t->rows);
-                goto done;
-            }
-        }
-    }
-    r = OK;
 done:
     Py_XDECREF(ev);
     free(attrs.b);
@@ -1160,7 +1099,7 @@ static int read_spans(P *p, Ctx *ctx) {
 }
 
 /* rows.scope(name) once per scopeSpans entry, as walk_fast calls it */
-static int make_scope(P *p, Ctx *ctx, PyObject *name) {
+int make_scope(P *p, Ctx *ctx, PyObject *name) {
     if (ctx->scope) return OK;
     ctx->scope = name ? PyObject_CallMethodOneArg(p->rows, G.s_scope, name) : Py_NewRef(Py_None);
     return ctx->scope ? OK : ERR;
@@ -1224,7 +1163,7 @@ static int read_scope_spans(P *p, Ctx *rctx) {
 }
 
 /* rows.resource_json(text) once per resourceSpans entry: (redacted text, dict, service) */
-static int make_resource(P *p, PyObject **got, Ctx *ctx, int have_attrs) {
+int make_resource(P *p, PyObject **got, Ctx *ctx, int have_attrs) {
     if (*got) return OK;
     if (!have_attrs) p->out.len = 0;
     if (!have_attrs && put(&p->out, "{}", 2)) return ERR;
@@ -1332,7 +1271,7 @@ static long long attr_int(PyObject *o, PyObject *name) {
 }
 
 /* The reader for `rows`: its lists and limits. ERR (an exception set) when rows is not a Rows. */
-static int open_reader(P *p, PyObject *rows, long long *max_line) {
+int open_reader(P *p, PyObject *rows, long long *max_line) {
     memset(p, 0, sizeof *p);
     if (!G.ready) {
         PyErr_SetString(PyExc_RuntimeError, "afterfix.ingest._otlpjson.setup() was not called");
@@ -1363,7 +1302,7 @@ static int open_reader(P *p, PyObject *rows, long long *max_line) {
     return OK;
 }
 
-static void close_reader(P *p) {
+void close_reader(P *p) {
     Py_XDECREF(p->spans);
     Py_XDECREF(p->events);
     free(p->scratch.b);
@@ -1525,6 +1464,8 @@ static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "walk(text, rows) -> bool: the rows of one OTLP/JSON line, or False (see the module)"},
     {"count_newlines", count_newlines, METH_VARARGS, "count_newlines(data, start, end) -> int, without copying data"},
     {"walk_lines", walk_lines, METH_VARARGS, "walk_lines(data, pos, index, rows) -> (pos, index): walk() line by line"},
+    {"walk_protobuf", walk_protobuf, METH_VARARGS,
+     "walk_protobuf(body, rows) -> bool: the rows of one OTLP protobuf request upb has parsed, or False (_otlppb.c)"},
     {"setup", setup, METH_VARARGS, "setup(...): the hot keys and constants, once (afterfix.ingest.otlp calls it)"},
     {NULL, NULL, 0, NULL},
 };

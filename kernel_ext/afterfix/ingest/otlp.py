@@ -21,7 +21,10 @@ Accepted inputs:
 The formats' details live in `otlp_json` and `otlp_proto`; `rows` holds the result types and
 builds the tables. OTLP/JSON lines go first through a compiled walker (`_otlpjson.c`), which
 stores exactly what `otlp_json`'s fast path stores and leaves every line it does not read the
-same way to it; `otlp_json` stays the reference the walker is tested against.
+same way to it; `otlp_json` stays the reference the walker is tested against. Protobuf is
+parsed by opentelemetry-proto (upb), which decides what is a valid request; a compiled reader
+(`_otlppb.c`) then reads the rows from the same bytes, and leaves every request it does not
+read exactly as `otlp_proto.walk` would to that walk over upb's message, its reference.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from .rows import _KINDS, _STATUS, RECORD_MAX, Bad, Decoded, Limits, Refusal, Ro
 __all__ = ["Limits", "Refusal", "Decoded", "decode_json_lines", "decode_json_body", "decode_protobuf",
            "decode_protobuf_file", "decode_path", "JSON_SUFFIXES", "PROTOBUF_SUFFIXES"]  # fmt: skip
 
-try:  # the compiled fast path (setup.py); without it the same rows come from otlp_json, slower
+try:  # the compiled fast paths (setup.py); without them the same rows come from otlp_json / otlp_proto, slower
     from . import _otlpjson as _native
 except ImportError:  # pragma: no cover - depends on the build
     _native = None
@@ -203,6 +206,18 @@ def _parse_request(body) -> ExportTraceServiceRequest:
     return req
 
 
+def _walk_request(body, req: ExportTraceServiceRequest, rows: Rows, at: str) -> None:
+    """Every span of `req`, which upb parsed from `body`: the compiled reader reads the body
+    again when it can (no Python object per field), else `otlp_proto.walk` walks `req`, which
+    it is tested against. What it leaves (anything unusual) is read by the walk from scratch."""
+    if _native is not None:
+        mark = rows.mark()
+        if _native.walk_protobuf(body, rows):
+            return
+        rows.rollback(mark)
+    otlp_proto.walk(req, rows, at)
+
+
 @_gc_paused
 def decode_protobuf(
     body: bytes,
@@ -223,7 +238,7 @@ def decode_protobuf(
         raise DecodeError(f"{name}: not an OTLP ExportTraceServiceRequest in protobuf ({e}); "
                           "check the Content-Type (application/x-protobuf or application/json)") from None  # fmt: skip
     rows = Rows(source, limits, redactor, ingested_at)
-    otlp_proto.walk(req, rows, at)
+    _walk_request(body, req, rows, at)
     return rows.finish()
 
 
@@ -257,7 +272,7 @@ def decode_protobuf_file(
         except _PbDecodeError as e:
             rows.refuse(f"byte {first_byte}", f"neither length-prefixed frames nor one OTLP protobuf message ({e})", None)
             return rows.finish(), n
-        otlp_proto.walk(req, rows, "")
+        _walk_request(data, req, rows, "")
         return rows.finish(), n
     pos = frame = 0
     while pos + 4 <= n:
@@ -270,12 +285,13 @@ def decode_protobuf_file(
         if pos + 4 + size > n:
             break  # not written completely yet
         frame += 1
+        body = data[pos + 4 : pos + 4 + size]
         try:
-            req = _parse_request(data[pos + 4 : pos + 4 + size])
+            req = _parse_request(body)
         except _PbDecodeError as e:
             rows.refuse(where, f"the frame is not an OTLP ExportTraceServiceRequest ({e}); frame skipped", None)
         else:
-            otlp_proto.walk(req, rows, where + ", ")
+            _walk_request(body, req, rows, where + ", ")
         pos += 4 + size
     return rows.finish(), pos
 
