@@ -157,6 +157,36 @@ def test_half_the_pending_limit_commits_at_once_instead_of_at_the_next_round(sto
         ing.stop()
 
 
+def test_under_a_heavy_stream_what_arrives_during_a_commit_is_the_next_commit_not_a_small_one(store):
+    # Half the limit counts only what waits, not the commit in progress: else the spans that
+    # arrive during a commit woken by half the limit reached it again at once, and went into a
+    # small commit of their own right after, every other commit.
+    ing = Ingester(store, interval=3600, max_pending_spans=10)
+    real_append = store.append
+    sizes = []
+    arrivals = iter([make_batch(3, start=100)])
+
+    def append_while_more_arrives(spans=None, **kw):
+        sizes.append(spans.num_rows)
+        nxt = next(arrivals, None)
+        if nxt is not None:
+            ing.submit(nxt)  # 5 in the commit + 3 waiting: half the limit only with the commit
+        return real_append(spans=spans, **kw)
+
+    store.append = append_while_more_arrives
+    ing.start()
+    try:
+        ing.submit(make_batch(5))  # half the limit: committed now
+        assert wait_until(lambda: count(store) == 5, timeout=30)
+        time.sleep(0.5)
+        assert sizes == [5] and ing.stats().pending == 3, "the 3 that arrived meanwhile went in a commit of their own"
+        ing.submit(make_batch(2, start=200))  # 5 waiting: half the limit
+        assert wait_until(lambda: count(store) == 10, timeout=30)
+        assert sizes == [5, 5]
+    finally:
+        ing.stop()
+
+
 def test_wait_for_room_waits_for_a_commit_and_gives_up_when_the_store_stays_busy(tmp_path):
     Store(tmp_path / "s").create()
     busy = Store(tmp_path / "s", busy_timeout_ms=20, retries=1)
