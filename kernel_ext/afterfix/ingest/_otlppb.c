@@ -452,29 +452,30 @@ done:
     return r;
 }
 
-/* One ScopeSpans: rows.scope(scope.name) first, wherever the scope comes, then its spans in
-   order. Python: the scope loop of otlp_proto.walk. */
-static int pb_scope_spans(P *p, Ctx *rctx, W w) {
-    W again = w, name = {0};
+/* The first pass over a ResourceSpans or a ScopeSpans: its singular field 1 (the resource, or
+   the scope) in `one`, wherever it comes (empty when absent), and each field 2 (the list that
+   the second pass reads) checked to be length-delimited. NO when field 1 is given twice. */
+static int first_pass(W w, W *one) {
     uint32_t num;
-    int r, wt, have_scope = 0, have_name = 0;
+    int r, wt, have = 0;
+    one->p = one->end = NULL;
     while ((r = next_field(&w, &num, &wt)) == FIELD) {
-        if (num == 1) { /* InstrumentationScope: name (1) */
-            W sc;
-            uint32_t m;
-            int mt;
-            if (wt != WT_LEN || have_scope++ || read_len(&w, &sc)) return NO;
-            while ((r = next_field(&sc, &m, &mt)) == FIELD) {
-                r = m != 1 ? skip_field(&sc, mt) : (mt != WT_LEN || have_name++) ? NO : read_len(&sc, &name);
-                if (r) return r;
-            }
-        } else if (num == 2 && wt != WT_LEN) {
-            return NO;
-        } else {
-            r = skip_field(&w, wt);
-        }
+        if (num == 1) r = (wt != WT_LEN || have++) ? NO : read_len(&w, one);
+        else if (num == 2 && wt != WT_LEN) r = NO;
+        else r = skip_field(&w, wt);
         if (r) return r;
     }
+    return r;
+}
+
+/* One ScopeSpans: rows.scope(scope.name) first, then its spans in order. Python: the scope loop
+   of otlp_proto.walk. */
+static int pb_scope_spans(P *p, Ctx *rctx, W w) {
+    W scope, name = {0};
+    uint32_t num;
+    int wt, have_name = 0, r = first_pass(w, &scope);
+    while (!r && (r = next_field(&scope, &num, &wt)) == FIELD) /* InstrumentationScope: name (1) */
+        r = num != 1 ? skip_field(&scope, wt) : (wt != WT_LEN || have_name++) ? NO : read_len(&scope, &name);
     if (r) return r;
     SV nm;
     PyObject *name_obj = NULL;
@@ -486,10 +487,10 @@ static int pb_scope_spans(P *p, Ctx *rctx, W w) {
     ctx.scope = NULL;
     r = make_scope(p, &ctx, name_obj);
     Py_XDECREF(name_obj);
-    while (!r && (r = next_field(&again, &num, &wt)) == FIELD) {
+    while (!r && (r = next_field(&w, &num, &wt)) == FIELD) {
         W sp;
-        if (num != 2) r = skip_field(&again, wt);
-        else r = read_len(&again, &sp) ? NO : pb_span(p, &ctx, sp);
+        if (num != 2) r = skip_field(&w, wt);
+        else r = read_len(&w, &sp) ? NO : pb_span(p, &ctx, sp);
     }
     Py_XDECREF(ctx.scope);
     return r;
@@ -497,38 +498,23 @@ static int pb_scope_spans(P *p, Ctx *rctx, W w) {
 
 /* One ResourceSpans: rows.resource_json of its attributes first, then its scopes in order. */
 static int pb_resource_spans(P *p, W w) {
-    W again = w;
+    W res;
     uint32_t num;
-    int r, wt, have_resource = 0;
+    int wt, r = first_pass(w, &res);
     size_t n = 0;
     p->out.len = 0;
-    while ((r = next_field(&w, &num, &wt)) == FIELD) {
-        if (num == 1) { /* Resource: attributes (1) */
-            W res;
-            uint32_t m;
-            int mt;
-            if (wt != WT_LEN || have_resource++ || read_len(&w, &res)) return NO;
-            while ((r = next_field(&res, &m, &mt)) == FIELD) {
-                r = m == 1 ? add_kv(p, &p->out, 0, &res, mt, &n, 0, NULL, NULL, NULL) : skip_field(&res, mt);
-                if (r) return r;
-            }
-        } else if (num == 2 && wt != WT_LEN) {
-            return NO;
-        } else {
-            r = skip_field(&w, wt);
-        }
-        if (r) return r;
-    }
+    while (!r && (r = next_field(&res, &num, &wt)) == FIELD) /* Resource: attributes (1) */
+        r = num == 1 ? add_kv(p, &p->out, 0, &res, wt, &n, 0, NULL, NULL, NULL) : skip_field(&res, wt);
     if (r) return r;
     p->nhash = 0;
     if (n && putc_(&p->out, '}')) return ERR;
     PyObject *got = NULL;
     Ctx ctx = {0};
     r = make_resource(p, &got, &ctx, n > 0);
-    while (!r && (r = next_field(&again, &num, &wt)) == FIELD) {
+    while (!r && (r = next_field(&w, &num, &wt)) == FIELD) {
         W ss;
-        if (num != 2) r = skip_field(&again, wt);
-        else r = read_len(&again, &ss) ? NO : pb_scope_spans(p, &ctx, ss);
+        if (num != 2) r = skip_field(&w, wt);
+        else r = read_len(&w, &ss) ? NO : pb_scope_spans(p, &ctx, ss);
     }
     Py_XDECREF(got);
     return r;
