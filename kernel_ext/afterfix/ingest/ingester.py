@@ -6,8 +6,7 @@ input offsets that say how far each input is now stored. A batch leaves the inge
 its commit succeeded: when the store stays busy the batch is kept and retried, so nothing that
 was acknowledged is dropped. Memory is bounded by callers checking `overloaded` before they read
 more input (the receiver waits a moment for room, `wait_for_room`, then answers 503; the tailer
-waits). Under a heavy stream a commit starts as soon as half the limit is pending, and the next
-round an interval after it ends.
+waits). Under a heavy stream a commit starts as soon as half the limit is waiting.
 """
 
 from __future__ import annotations
@@ -153,7 +152,6 @@ class Ingester:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._wake = False
-        self._heavy = False  # the wake came from half the limit pending (see submit)
         self._stats = IngestStats()
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._last_committed_at: dt.datetime | None = None
@@ -202,7 +200,7 @@ class Ingester:
             # really is behind. Counted without the commit in progress: what arrives during it is
             # the next commit, not a small one of its own right after it.
             if (self._pending_spans - self._inflight_spans) * 2 >= self.max_pending_spans and not self._wake:
-                self._wake = self._heavy = True
+                self._wake = True
                 self._cond.notify_all()
 
     def flush(self, timeout: float = 10) -> bool:
@@ -285,7 +283,6 @@ class Ingester:
                     if not self._wake and not self._stopping and delay > 0:
                         self._cond.wait(delay)
                     self._wake = False
-                    heavy, self._heavy = self._heavy, False
                     next_round = time.monotonic() + self.interval
                     stopping = self._stopping
                     empty = not self._queue
@@ -299,12 +296,6 @@ class Ingester:
                 # cost (~35 ms) would then be paid a few hundred spans at a time.
                 while ok and self._queue and (stopping or self._queue[0].seq <= due):
                     ok = self._commit_once()
-                if heavy:
-                    # Under a heavy stream, commits start at half the limit; what arrived during
-                    # this one waits an interval from its end, not from its start: else it went
-                    # in a small commit of its own soon after, paying the fixed cost (~50 ms of
-                    # CPU) for a few thousand spans, every other commit.
-                    next_round = time.monotonic() + self.interval
                 backoff = 0.0 if ok else min(max(backoff * 2, self.interval, 0.05), _MAX_BACKOFF_S)
                 if stopping and not ok:
                     time.sleep(min(backoff, max(0.0, self._stop_deadline - time.monotonic())))
