@@ -462,6 +462,7 @@ TAKEN = {
     "the scope after the spans": field(1, LEN, field(2, LEN, ONE_SPAN + field(1, LEN, field(1, LEN, "late")))),
     "the resource after its scopes": field(1, LEN, field(2, LEN, ONE_SPAN) + field(1, LEN, field(1, LEN, SERVICE))),
 }
+
 # Span fields that make the extension leave the request to the walk (the test wraps them in one).
 DECLINED = {
     "a name given twice": field(5, LEN, "again"),
