@@ -9,6 +9,26 @@
 #define WALK_ATTRIBUTES 256 /* entries of one attribute list the walker reads itself (repeated
                                keys are found by comparing with every earlier one) */
 
+/* Length of the valid UTF-8 sequence at s (lead byte >= 0x80), or 0: strict as Python's
+   decoder is (no overlong forms, no surrogates, nothing past U+10FFFF). */
+static inline int utf8_seq(const unsigned char *s, const unsigned char *end) {
+    unsigned char c = s[0];
+    if (c >= 0xC2 && c <= 0xDF) return (end - s >= 2 && (s[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (end - s < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && s[1] < 0xA0) return 0; /* overlong */
+        if (c == 0xED && s[1] > 0x9F) return 0; /* surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (end - s < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) return 0;
+        if (c == 0xF0 && s[1] < 0x90) return 0; /* overlong */
+        if (c == 0xF4 && s[1] > 0x8F) return 0; /* past U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
 /* -- set up once from Python ------------------------------------------------------------- */
 
 #define N_HOT 13 /* mapping.HOT_COLUMNS */

@@ -93,31 +93,19 @@ static int skip_field(W *w, int wt) {
 
 static inline size_t wlen(const W *w) { return (size_t)(w->end - w->p); }
 
-/* 1 when s[0..n) is UTF-8 as Python decodes it (strict), with *ascii set; else 0 */
+/* 1 when s[0..n) is UTF-8 as Python decodes it (strict: utf8_seq), with *ascii set; else 0 */
 static int utf8_ok(const unsigned char *s, size_t n, int *ascii) {
-    size_t i = 0;
+    const unsigned char *end = s + n;
     *ascii = 1;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
+    while (s < end) {
+        if (*s < 0x80) {
+            s++;
             continue;
         }
         *ascii = 0;
-        size_t k;
-        unsigned cp;
-        if (c >= 0xc2 && c <= 0xdf) { k = 1; cp = c & 0x1f; }
-        else if (c >= 0xe0 && c <= 0xef) { k = 2; cp = c & 0x0f; }
-        else if (c >= 0xf0 && c <= 0xf4) { k = 3; cp = c & 0x07; }
-        else return 0;
-        if (n - i <= k) return 0;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if (k == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) return 0;
-        if (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) return 0;
-        i += k + 1;
+        int k = utf8_seq(s, end);
+        if (!k) return 0;
+        s += k;
     }
     return 1;
 }
