@@ -139,11 +139,8 @@ def _walk_fast(text: bytes, rows: Rows, native: bool = True) -> bool:
     path) refuses: non-ASCII text is checked here. `native=False` skips the compiled walker
     (for a line it already left).
     """
-    if native and _native is not None:
-        mark = rows.mark()
-        if _native.walk(text, rows):
-            return True
-        rows.rollback(mark)
+    if native and _native is not None and _native_took(_native.walk, text, rows):
+        return True
     if not text.isascii():
         try:
             text.decode()
@@ -210,12 +207,18 @@ def _walk_request(body, req: ExportTraceServiceRequest, rows: Rows, at: str) -> 
     """Every span of `req`, which upb parsed from `body`: the compiled reader reads the body
     again when it can (no Python object per field), else `otlp_proto.walk` walks `req`, which
     it is tested against. What it leaves (anything unusual) is read by the walk from scratch."""
-    if _native is not None:
-        mark = rows.mark()
-        if _native.walk_protobuf(body, rows):
-            return
-        rows.rollback(mark)
-    otlp_proto.walk(req, rows, at)
+    if _native is None or not _native_took(_native.walk_protobuf, body, rows):
+        otlp_proto.walk(req, rows, at)
+
+
+def _native_took(walk, data, rows: Rows) -> bool:
+    """Whether the compiled `walk` read `data` into `rows`; when it did not, what it appended
+    before leaving the data to Python is rolled back."""
+    mark = rows.mark()
+    if walk(data, rows):
+        return True
+    rows.rollback(mark)
+    return False
 
 
 @_gc_paused
