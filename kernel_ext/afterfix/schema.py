@@ -71,8 +71,36 @@ OFFSET_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
     ("committed_at", _TS, "TIMESTAMP", False),
 ]
 
+# One row per metric data point. Gauges and sums fill `value`; histograms fill `count`, `sum` and
+# the quantiles people read (estimated from the buckets); summaries fill the same from their
+# quantile values. A point is stored once per (series_id, time).
+METRIC_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("name", pa.string(), "VARCHAR", False),
+    ("kind", pa.string(), "VARCHAR", False),  # gauge, sum, histogram, exponential_histogram, summary
+    ("unit", pa.string(), "VARCHAR", True),
+    ("time", _TS, "TIMESTAMP", False),  # the point's timeUnixNano
+    ("start_time", _TS, "TIMESTAMP", True),  # startTimeUnixNano of a cumulative or delta point
+    ("value", pa.float64(), "DOUBLE", True),  # gauge or sum value
+    ("count", pa.int64(), "BIGINT", True),  # histogram / summary
+    ("sum", pa.float64(), "DOUBLE", True),
+    ("p50", pa.float64(), "DOUBLE", True),
+    ("p90", pa.float64(), "DOUBLE", True),
+    ("p95", pa.float64(), "DOUBLE", True),
+    ("p99", pa.float64(), "DOUBLE", True),
+    ("service_name", pa.string(), "VARCHAR", True),  # resource service.name
+    ("namespace", pa.string(), "VARCHAR", True),  # k8s.namespace.name (point, else resource)
+    ("workload", pa.string(), "VARCHAR", True),  # k8s.deployment.name / statefulset / daemonset / job
+    ("series_id", pa.string(), "VARCHAR", False),  # hash of name, resource and point attributes
+    ("attributes", pa.string(), "VARCHAR", False),  # JSON object: the point's attributes
+    ("resource_attributes", pa.string(), "VARCHAR", False),  # JSON object
+    ("scope_name", pa.string(), "VARCHAR", True),
+    ("source", pa.string(), "VARCHAR", False),  # file path, or "otlp-http"
+    ("ingested_at", _TS, "TIMESTAMP", False),
+]
+
 TABLES: dict[str, list[tuple[str, pa.DataType, str, bool]]] = {
     "spans": SPAN_COLUMNS,
+    "metrics": METRIC_COLUMNS,
     "events": EVENT_COLUMNS,
     "quarantine": QUARANTINE_COLUMNS,
     "ingest_offsets": OFFSET_COLUMNS,
@@ -88,6 +116,7 @@ SPAN_SCHEMA = arrow_schema("spans")
 EVENT_SCHEMA = arrow_schema("events")
 QUARANTINE_SCHEMA = arrow_schema("quarantine")
 OFFSET_SCHEMA = arrow_schema("ingest_offsets")
+METRIC_SCHEMA = arrow_schema("metrics")
 
 
 def create_table_sql(table: str, prefix: str = "") -> str:
