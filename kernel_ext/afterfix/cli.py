@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.set_defaults(func=cmd_status)
 
+    from . import commands
+
+    commands.register_all(sub)
+
     try:  # the demo ships separately; the command line works without it
         from .nightshift import demo
     except ImportError:
