@@ -20,6 +20,7 @@ INCIDENT_TITLE = "afterfix.incident.title"
 INCIDENT_SEVERITY = "afterfix.incident.severity"  # critical | high | medium | low | info
 INCIDENT_SERVICE = "afterfix.incident.service"  # namespace/name of the affected workload
 INCIDENT_STATUS = "afterfix.incident.status"  # open | mitigated | resolved | escalated
+INCIDENT_PAGED = "afterfix.incident.paged"  # list of strings: people or rotations paged
 
 INCIDENT_SEVERITIES = ("critical", "high", "medium", "low", "info")
 INCIDENT_STATUSES = ("open", "mitigated", "resolved", "escalated")

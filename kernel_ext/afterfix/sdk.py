@@ -226,6 +226,11 @@ class IncidentHandle(_Handle):
     def set_status(self, status: str) -> None:
         self.span.set_attribute(c.INCIDENT_STATUS, _choice(status, c.INCIDENT_STATUSES, "incident status"))
 
+    def page(self, *who: str) -> None:
+        """People or rotations paged about this incident (added to those already recorded)."""
+        self._paged = list(dict.fromkeys([*getattr(self, "_paged", []), *map(str, who)]))
+        self.span.set_attribute(c.INCIDENT_PAGED, self._paged)
+
 
 class ToolCallHandle(_Handle):
     def __init__(self, rec, span, call_id: str):

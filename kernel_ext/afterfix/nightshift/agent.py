@@ -112,7 +112,9 @@ class Outcome:
 
 
 def _summary(obj: Any) -> Any:
-    """The part of a Kubernetes object worth recording as a tool result (no managedFields)."""
+    """The part of a Kubernetes object worth recording as a tool result. A Deployment keeps its
+    managedFields, as `kubectl get --show-managed-fields` shows them: who last set each field, and
+    when, is what a reviewer needs to see what a rollback would also undo."""
     if isinstance(obj, dict) and "items" in obj:
         return {"kind": obj.get("kind"), "items": [_summary(i) for i in obj["items"]]}
     if not isinstance(obj, dict) or "metadata" not in obj:
@@ -125,6 +127,8 @@ def _summary(obj: Any) -> Any:
             out[key] = obj[key]
     if obj.get("kind") in ("ReplicaSet", "Deployment"):
         out["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("deployment.")}
+    if obj.get("kind") == "Deployment" and meta.get("managedFields"):
+        out["managedFields"] = meta["managedFields"]
     if obj.get("kind") == "Pod":
         out.pop("spec", None)
     return out
@@ -361,7 +365,11 @@ class Agent:
                 with self.rec.incident(incident_id, title, severity=severity, service=svc.key) as inc:
                     self.rec.detection(signal, value, threshold,
                                        f"{svc.key} {signal}={value:.3g} crossed {threshold:.3g}")
+                    if self.team != "sre" and severity in ("critical", "high"):
+                        inc.page(f"{self.team}-oncall")  # alert routing pages the team's own rotation
                     status = runbooks.for_signal(svc, signal)(self, out, svc, defect=defect, **context)
+                    if status == "escalated":
+                        inc.page(f"{self.team}-oncall")
                     inc.set_status(status)
         except Exception as e:  # recorded on the spans by the recorder; reported, not raised
             out.error = f"{type(e).__name__}: {e}"
