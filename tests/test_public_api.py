@@ -7,7 +7,7 @@ import afterfix
 
 EXPECTED = {
     "AfterfixError", "AppendResult", "Capture", "ConfigError", "DecodeError", "Decoded", "IngestSummary",
-    "Limits", "ReadOnlyQuery", "Redactor", "Refusal", "Store", "StoreBusy", "StoreError", "decode_path",
+    "Limits", "NotFound", "ReadOnlyQuery", "Redactor", "Refusal", "Store", "StoreBusy", "StoreError", "decode_path",
     "default_store_path", "ingest_paths", "load_ipython_extension", "unload_ipython_extension", "__version__",
 }
 
@@ -19,7 +19,7 @@ def test_all_names_the_public_api():
 
 
 def test_every_library_error_is_an_afterfix_error():
-    for name in ("ConfigError", "DecodeError", "ReadOnlyQuery", "StoreBusy", "StoreError"):
+    for name in ("ConfigError", "DecodeError", "NotFound", "ReadOnlyQuery", "StoreBusy", "StoreError"):
         assert issubclass(getattr(afterfix, name), afterfix.AfterfixError)
 
 

@@ -7,7 +7,7 @@ its decisions and actions through the OpenTelemetry SDK.
 The names in `__all__` are the public API; everything else may change.
 """
 
-from ._exceptions import AfterfixError, ConfigError, DecodeError, ReadOnlyQuery, StoreBusy, StoreError
+from ._exceptions import AfterfixError, ConfigError, DecodeError, NotFound, ReadOnlyQuery, StoreBusy, StoreError
 from .ingest.capture import Capture
 from .ingest.files import IngestSummary, ingest_paths
 from .ingest.otlp import Decoded, Limits, Refusal, decode_path
@@ -25,6 +25,7 @@ __all__ = [
     "Decoded",
     "IngestSummary",
     "Limits",
+    "NotFound",
     "ReadOnlyQuery",
     "Redactor",
     "Refusal",

@@ -5,6 +5,7 @@
     │   └── StoreBusy         still locked by other processes after every retry
     ├── DecodeError           a whole input cannot be read (garbage body, wrong content type)
     ├── ConfigError           an option has a value that cannot work
+    ├── NotFound              a run, incident or other id the store does not hold
     └── ReadOnlyQuery         a query would write, and writing was not asked for
 
 Single refused records are not exceptions: decoders return them as `Refusal`s with the place
@@ -41,3 +42,8 @@ class ConfigError(AfterfixError):
 
 class ReadOnlyQuery(AfterfixError):
     """A query would change the store, and writing was not asked for."""
+
+
+class NotFound(AfterfixError):
+    """An id (run, incident, ...) that the store does not hold; the message says how to list
+    the ids it does hold."""
