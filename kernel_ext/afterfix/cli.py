@@ -226,6 +226,8 @@ def cmd_query(args) -> int:
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     if not sql.strip():
         raise UsageError("no SQL given" + (" on stdin" if args.sql == "-" else ""))
+    from .analysis import findings  # noqa: F401  (makes the `findings` view queryable)
+
     df = _store(args).query(sql, write=args.write)
     out = sys.stdout
     if len(df.columns) == 0:

@@ -26,6 +26,7 @@ import fcntl
 import logging
 import os
 import random
+import re
 import shutil
 import threading
 import time
@@ -270,11 +271,18 @@ class Store:
 
     # -- reading ----------------------------------------------------------------
 
+    # Views computed in Python rather than SQL (the findings), registered by the layer that computes
+    # them: {name: function(store) -> DataFrame}. A query that names one gets it, fresh, as a table.
+    computed_views: dict = {}
+
     def query(self, sql: str, params: list | dict | None = None, *, write: bool = False):
         """Run SQL and return a pandas DataFrame. Refuses statements that write unless write=True."""
         if not write:
             check_read_only(sql)
         con = self.connection(read_only=not write)
+        for name, build in self.computed_views.items():
+            if re.search(rf"\b{name}\b", sql, re.IGNORECASE):
+                con.register(name, build(self))
         rel = self._retry(lambda: con.execute(sql, params) if params is not None else con.execute(sql), "query")
         if rel.description is None:
             import pandas as pd

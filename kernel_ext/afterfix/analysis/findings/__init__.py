@@ -69,3 +69,14 @@ def findings_frame(store=None, findings: list[Finding] | None = None, **filters)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["time"] = pd.to_datetime(frame["time"])
     return frame
+
+
+def _view(store) -> pd.DataFrame:
+    return findings_frame(store)
+
+
+# `SELECT * FROM findings` works in every query of a store once analysis is imported (the CLI's
+# `query`, `%%sql`, templates): the store computes the view when a query names it.
+from afterfix.store import Store  # noqa: E402
+
+Store.computed_views["findings"] = _view

@@ -1,0 +1,83 @@
+"""`afterfix findings`: the failure modes found in the store, most severe first.
+
+    afterfix findings [--since 24h|TIME] [--until TIME] [--incident ID] [--namespace NS]
+                      [--kind KIND] [--format table|json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+from afterfix.analysis.model import FINDING_KINDS
+
+
+def _when(text: str):
+    from afterfix.analysis.window import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def register(subparsers) -> None:
+    from afterfix.cli import _store_option
+
+    p = subparsers.add_parser(
+        "findings", help="what went wrong overnight: masked issues, bundled rollbacks, first bad steps, ...",
+        description="Find the failure modes a reviewer looks for: masked issues, bundled rollbacks, first bad "
+                    "steps (and what they tainted), duplicate investigations, unverified actions and side "
+                    "effects to watch. Most severe first.")
+    _store_option(p)
+    p.add_argument("--since", type=_when, default=None, metavar="WHEN",
+                   help="only findings from this time on: a duration back from now (24h, 7d) or an ISO time")
+    p.add_argument("--until", type=_when, default=None, metavar="WHEN", help="only findings before this time")
+    p.add_argument("--incident", default=None, metavar="ID", help="only this incident's findings")
+    p.add_argument("--namespace", default=None, metavar="NS", help="only findings about this namespace")
+    p.add_argument("--kind", action="append", choices=FINDING_KINDS, default=None, metavar="KIND",
+                   help=f"only this kind (repeatable): {', '.join(FINDING_KINDS)}")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    p.set_defaults(func=cmd_findings)
+
+
+def cmd_findings(args) -> int:
+    from afterfix.analysis.findings import find
+    from afterfix.cli import EXIT_OK, _store
+
+    found = find(_store(args), since=args.since, until=args.until, incident=args.incident,
+                 namespace=args.namespace, kinds=args.kind)
+    if args.format == "json":
+        json.dump([f.to_dict() for f in found], sys.stdout, ensure_ascii=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_findings(found))
+    return EXIT_OK
+
+
+def format_findings(found) -> str:
+    """A table of the findings, then each one's explanation and evidence, every trace text escaped."""
+    import pandas as pd
+
+    from afterfix.cli import format_table, safe
+
+    if not found:
+        return "no findings\n"
+    table = pd.DataFrame([{"#": i + 1, "severity": f.severity, "kind": f.kind,
+                           "time": f.time.strftime("%Y-%m-%d %H:%M") if f.time else None,
+                           "incident": f.incident_id, "target": f.target, "title": f.title}
+                          for i, f in enumerate(found)])
+    out = [format_table(table)]
+    for i, f in enumerate(found, 1):
+        out.append(f"\n{i}. [{f.severity}] {safe(f.title, newlines=False)}")
+        out += textwrap.wrap(safe(f.explanation, newlines=False), 100, initial_indent="   ", subsequent_indent="   ")
+        for e in f.evidence:
+            ref = f" (span {e.span_id})" if e.span_id else (f" ({safe(e.metric, newlines=False)})" if e.metric else "")
+            out.append(f"   - {safe(e.text, newlines=False)}{ref}")
+        path = f.details.get("path")
+        if path:
+            out.append("   path: " + " → ".join(safe(step.get("name", step.get("span_id", "?")), newlines=False)
+                                                for step in path))
+    return "\n".join(out) + "\n"
