@@ -1,0 +1,163 @@
+"""Reading one run's (or one incident's) spans and option events, for trees and timelines.
+
+Only the rows of the runs asked for are read: `WHERE run_id IN (...)` on `spans`, which DuckLake
+and the Parquet reader push down to every file and row group (skipped whole where their run_id
+statistics exclude it), and the option events of those runs' decision spans only. The physical
+tables are read rather than the views, so no JSON is extracted for rows that are not wanted.
+
+Each span comes back as a dict of its columns plus `attrs` (its attributes parsed) and, for
+decision spans, `options` (its option events as {seq, time, attrs}, in the order they were weighed).
+Spans that lack an agent name inherit the nearest ancestor's, else the run's agent span's
+(OpenTelemetry agent frameworks name the agent only on the invoke_agent / AGENT span).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from afterfix import convention as c
+from afterfix._exceptions import NotFound
+
+SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_time", "end_time", "duration_ms",
+                "status_code", "status_message", "service_name", "operation", "afterfix_kind", "run_id",
+                "incident_id", "agent_name", "tool_name", "tool_call_id", "decision_id", "action_id", "model",
+                "input_tokens", "output_tokens", "error_type", "attributes")  # fmt: skip
+
+LIST_RUNS = 'afterfix query "SELECT run_id FROM runs"'
+LIST_INCIDENTS = 'afterfix query "SELECT incident_id FROM incidents"'
+LLM_OPERATIONS = ("chat", "text_completion", "generate_content")
+
+
+@dataclass
+class RunSpans:
+    """One run's spans in start order (parents before children that start with them)."""
+
+    run_id: str
+    spans: list[dict[str, Any]]
+    by_id: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (trace_id, span_id) -> span
+    agent_name: str | None = None
+    incident_id: str | None = None
+
+    @property
+    def start(self) -> datetime | None:
+        return self.spans[0]["start_time"] if self.spans else None
+
+    @property
+    def end(self) -> datetime | None:
+        return max(s["end_time"] for s in self.spans) if self.spans else None
+
+    def parent(self, span: dict) -> dict | None:
+        """The span's parent when it belongs to this run (a parent elsewhere, or missing, is none)."""
+        return self.by_id.get((span["trace_id"], span["parent_span_id"])) if span["parent_span_id"] else None
+
+
+def json_attrs(text: Any) -> dict[str, Any]:
+    """A JSON object column as a dict; anything else (malformed, not an object) as {}."""
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _placeholders(values) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def load_runs(store, run_ids: list[str], *, options: bool = True) -> list[RunSpans]:
+    """The spans of `run_ids` (in that order), each run kept apart. Raises NotFound for a run id
+    the store holds no span of."""
+    run_ids = list(dict.fromkeys(run_ids))
+    if not run_ids:
+        return []
+    rows = store.arrow(
+        f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE run_id IN ({_placeholders(run_ids)})", run_ids,
+    ).to_pylist()
+    grouped: dict[str, list[dict]] = {r: [] for r in run_ids}
+    for row in rows:
+        row["attrs"] = json_attrs(row.pop("attributes"))
+        grouped[row["run_id"]].append(row)
+    missing = [r for r, spans in grouped.items() if not spans]
+    if missing:
+        raise NotFound(f"no run {missing[0]!r} in {store.root}: list the run ids with {LIST_RUNS}")
+    if options:
+        _attach_options(store, [s for spans in grouped.values() for s in spans if s["afterfix_kind"] == "decision"])
+    return [_prepare(run_id, spans) for run_id, spans in grouped.items()]
+
+
+def _attach_options(store, decisions: list[dict]) -> None:
+    for span in decisions:
+        span["options"] = []
+    if not decisions:
+        return
+    keys = {(s["trace_id"], s["span_id"]): s for s in decisions}
+    traces = sorted({t for t, _ in keys})
+    span_ids = sorted({s for _, s in keys})
+    events = store.arrow(
+        f"SELECT trace_id, span_id, seq, time, attributes FROM events WHERE name = ? "
+        f"AND trace_id IN ({_placeholders(traces)}) AND span_id IN ({_placeholders(span_ids)}) ORDER BY seq",
+        [c.OPTION_EVENT, *traces, *span_ids],
+    ).to_pylist()
+    for ev in events:
+        span = keys.get((ev["trace_id"], ev["span_id"]))
+        if span is not None:
+            span["options"].append({"seq": ev["seq"], "time": ev["time"], "attrs": json_attrs(ev["attributes"])})
+
+
+def _prepare(run_id: str, spans: list[dict]) -> RunSpans:
+    # Ties in start time (instant spans, a parent and the child it starts with) put the longer
+    # span first, as a parent usually outlasts its children; the span id makes the order stable.
+    spans.sort(key=lambda s: (s["start_time"], -s["duration_ms"], s["span_id"]))
+    run = RunSpans(run_id, spans, {(s["trace_id"], s["span_id"]): s for s in spans})
+    agents = [s for s in spans if s["operation"] == "invoke_agent" and s["agent_name"]]
+    named = agents[0]["agent_name"] if agents else next((s["agent_name"] for s in spans if s["agent_name"]), None)
+    run.agent_name = named or next((s["service_name"] for s in spans if s["service_name"]), None)
+    run.incident_id = next((s["incident_id"] for s in spans if s["incident_id"]), None)
+    for span in spans:
+        if not span["agent_name"]:
+            span["agent_name"] = _inherited_agent(run, span) or named
+    return run
+
+
+def _inherited_agent(run: RunSpans, span: dict) -> str | None:
+    seen = {span["span_id"]}
+    parent = run.parent(span)
+    while parent is not None and parent["span_id"] not in seen:  # a cycle of parents in bad input ends here
+        if parent["agent_name"]:
+            return parent["agent_name"]
+        seen.add(parent["span_id"])
+        parent = run.parent(parent)
+    return None
+
+
+def incident_run_ids(store, incident_id: str) -> list[str]:
+    """The runs that worked on `incident_id`, in order of their first span. Raises NotFound."""
+    rows = store.arrow(
+        "SELECT run_id, min(start_time) AS t FROM spans WHERE incident_id = ? GROUP BY run_id ORDER BY t, run_id",
+        [incident_id],
+    ).to_pylist()
+    if not rows:
+        raise NotFound(f"no incident {incident_id!r} in {store.root}: list the incident ids with {LIST_INCIDENTS}")
+    return [r["run_id"] for r in rows]
+
+
+def span_kind(span: dict) -> str:
+    """The node kind of a span (model.py): its afterfix.span.kind, else tool, llm or step."""
+    kind = span["afterfix_kind"]
+    if kind in c.SPAN_KINDS:
+        return kind
+    if span["operation"] == "execute_tool" or span["tool_name"]:
+        return "tool"
+    if span["operation"] in LLM_OPERATIONS or span["model"]:
+        return "llm"
+    return "step"
+
+
+def status(span: dict) -> str:
+    return {"OK": "ok", "ERROR": "error"}.get(span["status_code"] or "", "unset")
