@@ -5,8 +5,9 @@ and the Parquet reader push down to every file and row group (skipped whole wher
 statistics exclude it), and the option events of those runs' decision spans only. The physical
 tables are read rather than the views, so no JSON is extracted for rows that are not wanted.
 
-Each span comes back as a dict of its columns plus `attrs` (its attributes parsed) and, for
-decision spans, `options` (its option events as {seq, time, attrs}, in the order they were weighed).
+Each span comes back as a dict of its columns plus `attrs` (its attributes parsed), `depth` (0 for
+a span whose parent is not in the run) and, for decision spans, `options` (its option events as
+{seq, time, attrs}, in the order they were weighed).
 Spans that lack an agent name inherit the nearest ancestor's, else the run's agent span's
 (OpenTelemetry agent frameworks name the agent only on the invoke_agent / AGENT span).
 """
@@ -111,10 +112,12 @@ def _attach_options(store, decisions: list[dict]) -> None:
 
 
 def _prepare(run_id: str, spans: list[dict]) -> RunSpans:
-    # Ties in start time (instant spans, a parent and the child it starts with) put the longer
-    # span first, as a parent usually outlasts its children; the span id makes the order stable.
-    spans.sort(key=lambda s: (s["start_time"], -s["duration_ms"], s["span_id"]))
     run = RunSpans(run_id, spans, {(s["trace_id"], s["span_id"]): s for s in spans})
+    for key, depth in _depths(run).items():
+        run.by_id[key]["depth"] = depth
+    # Ties in start time (instant spans, a parent and the child it starts with) put parents first;
+    # the span id makes the order stable.
+    spans.sort(key=lambda s: (s["start_time"], s["depth"], s["span_id"]))
     agents = [s for s in spans if s["operation"] == "invoke_agent" and s["agent_name"]]
     named = agents[0]["agent_name"] if agents else next((s["agent_name"] for s in spans if s["agent_name"]), None)
     run.agent_name = named or next((s["service_name"] for s in spans if s["service_name"]), None)
@@ -123,6 +126,25 @@ def _prepare(run_id: str, spans: list[dict]) -> RunSpans:
         if not span["agent_name"]:
             span["agent_name"] = _inherited_agent(run, span) or named
     return run
+
+
+def _depths(run: RunSpans) -> dict[tuple[str, str], int]:
+    """Each span's depth under the run's top spans (0: no parent in the run)."""
+    depths: dict[tuple[str, str], int] = {}
+    for span in run.spans:
+        chain, seen, node = [], set(), span
+        while node is not None and (node["trace_id"], node["span_id"]) not in depths:
+            key = (node["trace_id"], node["span_id"])
+            if key in seen:  # a cycle of parents (bad input): where it closes counts as a top span
+                break
+            chain.append(key)
+            seen.add(key)
+            node = run.parent(node)
+        base = depths[(node["trace_id"], node["span_id"])] + 1 if node is not None and (
+            node["trace_id"], node["span_id"]) in depths else 0
+        for i, key in enumerate(reversed(chain)):
+            depths[key] = base + i
+    return depths
 
 
 def _inherited_agent(run: RunSpans, span: dict) -> str | None:

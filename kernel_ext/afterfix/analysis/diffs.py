@@ -82,6 +82,35 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _flatten_pair(before: Any, after: Any, prefix: str, old: dict, new: dict) -> None:
+    """flatten() of both sides at once, so that a list is keyed by name only where both sides'
+    items carry distinct names (else an item would have a different path on each side)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in list(before) + [k for k in after if k not in before]:
+            _flatten_pair(before.get(key, _MISSING), after.get(key, _MISSING), _join(prefix, str(key)), old, new)
+        _empty_leaves(before, after, prefix, old, new, {})
+        return
+    if isinstance(before, (list, tuple)) and isinstance(after, (list, tuple)) and not (
+            _named_items(list(before)) and _named_items(list(after))):
+        for i in range(max(len(before), len(after))):
+            _flatten_pair(before[i] if i < len(before) else _MISSING, after[i] if i < len(after) else _MISSING,
+                          f"{prefix}[{i}]", old, new)
+        _empty_leaves(before, after, prefix, old, new, [])
+        return
+    if before is not _MISSING:
+        old.update(flatten(before, prefix))
+    if after is not _MISSING:
+        new.update(flatten(after, prefix))
+
+
+def _empty_leaves(before, after, prefix: str, old: dict, new: dict, empty) -> None:
+    # An empty object or list is a leaf of its own, as in flatten() (not at the top).
+    if prefix and not before:
+        old[prefix] = empty
+    if prefix and not after:
+        new[prefix] = type(empty)()
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal as JSON values: 2 and 2.0 are the same number, but true is not 1 and "2" is not 2."""
     number = (int, float)
@@ -110,8 +139,9 @@ def field_diff(before: Any, after: Any) -> list[FieldChange]:
             return []
         change = "added" if before is None else "removed" if after is None else "changed"
         return [FieldChange(ROOT, before, after, change)]
-    old = flatten(before) if before is not None else {}
-    new = flatten(after) if after is not None else {}
+    old: dict[str, Any] = {}
+    new: dict[str, Any] = {}
+    _flatten_pair(before if before is not None else _MISSING, after if after is not None else _MISSING, "", old, new)
     changes = []
     for path, value in old.items():
         other = new.get(path, _MISSING)

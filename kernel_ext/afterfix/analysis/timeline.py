@@ -32,30 +32,12 @@ def incident_timeline(store, incident_id: str) -> Timeline:
     return build_timeline(sorted(runs, key=lambda r: r.start), incident_id=incident_id)
 
 
-def _depths(run: _load.RunSpans) -> dict[tuple[str, str], int]:
-    depths: dict[tuple[str, str], int] = {}
-    for span in run.spans:
-        chain, node = [], span
-        while node is not None and (node["trace_id"], node["span_id"]) not in depths:
-            key = (node["trace_id"], node["span_id"])
-            if key in chain:  # a cycle of parents (bad input): its first span counts as a top span
-                break
-            chain.append(key)
-            node = run.parent(node)
-        base = depths[(node["trace_id"], node["span_id"])] + 1 if node is not None and (
-            node["trace_id"], node["span_id"]) in depths else 0
-        for i, key in enumerate(reversed(chain)):
-            depths[key] = base + i
-    return depths
-
-
 def build_timeline(runs: list[_load.RunSpans], incident_id: str | None = None) -> Timeline:
     """The timeline of runs already loaded, in the order given."""
     steps: list[Step] = []
     for run in runs:
-        depths = _depths(run)
         for span in run.spans:
-            depth = depths[(span["trace_id"], span["span_id"])]
+            depth = span["depth"]
             kind = _load.span_kind(span)
             if kind == "step" and depth == 0 and span["operation"] == "invoke_agent":
                 kind = "run"  # the run's agent span, as the tree's root
