@@ -8,12 +8,17 @@ model's knobs and from ordinary API writes by other field managers (a CI deploy,
 
 (a) hpa_starvation   a misconfigured HPA (maxReplicas = minReplicas) starves catalog in a spike
 (b) memory_leak      cart leaks memory; the agent restarts it, the leak comes back later
-(c) bad_rollout      a deploy bundles a bad image with a person's env fix; rollback reverts both
+(c) bad_rollout      a deploy bundles a bad image with a person's env fix; rollback reverts both,
+                     and the old DB pool is too small for the 05:30 renewal batch
 (d) wrong_tool       the agent looks up the HPA with the wrong tool and a misspelt namespace
 (e) parallel_teams   three teams' agents investigate one session-cache incident at once
 (f) db_migration     a missing index: the migration waits at Level 2 for a person
 (g) feature_flag     a ConfigMap flag was turned off, but running pods still have it on
 noise                traffic blips that clear by themselves: read-only investigations
+
+Workloads declare what they call (`DEPENDENCIES`, read back with `dependencies()`): each
+Deployment carries its list in the annotation `sim.afterfix.dev/depends-on`, so clients read it
+through the API, and a dependency's trouble reaches its callers in part (see workloads.py).
 """
 
 from __future__ import annotations
@@ -48,6 +53,29 @@ class Scenario:
     trust_level: int = 3
 
 
+# ---- who calls whom ---------------------------------------------------------------------------------------
+# "namespace/name" -> the workloads it calls. shop/orders-db is the orders database (PostgreSQL
+# outside the cluster, whose pg_stat_statements the db runbook reads): declared, not simulated,
+# so nothing propagates from it; payments' DB_POOL_SIZE is its pool of connections to it.
+DEPENDENCIES: dict[str, list[str]] = {
+    "platform/gateway": ["shop/frontend", "platform/auth"],
+    "shop/frontend": ["shop/catalog", "shop/search", "shop/recommendations", "shop/reviews", "shop/cart",
+                      "shop/checkout", "shop/orders"],
+    "shop/checkout": ["shop/payments", "shop/cart", "shop/inventory", "platform/session-cache"],
+    "shop/cart": ["shop/inventory", "platform/session-cache"],
+    "shop/orders": ["shop/orders-db", "platform/session-cache"],
+    "shop/payments": ["shop/orders-db"],
+    "shop/search": ["shop/catalog"],
+    "shop/recommendations": ["shop/catalog"],
+}
+
+
+def dependencies() -> dict[str, list[str]]:
+    """{"namespace/name": the workloads it calls}, as every night's Deployments declare them
+    (a copy: changing it changes no night)."""
+    return {k: list(v) for k, v in DEPENDENCIES.items()}
+
+
 # ---- building blocks ------------------------------------------------------------------------------------
 
 
@@ -72,6 +100,8 @@ def deployment(cluster, ns: str, name: str, *, replicas: int = 2, image: str | N
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}},
     }, field_manager="helm")
+    if f"{ns}/{name}" in DEPENDENCIES:
+        knobs.setdefault("depends_on", ",".join(DEPENDENCIES[f"{ns}/{name}"]))
     if knobs:
         obj = cluster.workloads.configure(ns, name, **knobs)
     return obj
@@ -125,12 +155,19 @@ MEMORY_LEAK = Scenario(
 # ---- (c) ---------------------------------------------------------------------------------------------------
 PAYMENTS = Service("shop", "payments", slo_latency_ms=300, team="payments")
 BAD_IMAGE = "registry.example/payments:2.4.0"
+# Payments is busy but light on CPU; each request holds a connection to the orders database for
+# ~33 ms, and the subscription-renewal batch brings 2.7 times its traffic every day from 05:30 to 06:30.
+# Three pods with DB_POOL_SIZE 5 hold 15 connections: enough for the evening (~70 % busy) but
+# not for the batch (~110 %). With 20 each (60 connections) the batch needs ~30 % of them.
+PAYMENTS_KNOBS = {"base_rps": 250.0, "cpu_per_request": 0.8, "db_hold_ms": 33.0,
+                  "batch_at": "05:30", "batch_minutes": 60.0, "batch_factor": 2.7}
 
 
 def _setup_c(cluster) -> None:
-    # DB_POOL_SIZE=5 is the long-standing bug a person fixes tonight, in the same rollout as 2.4.0.
+    # DB_POOL_SIZE=5 is the long-standing bug a person fixes tonight, in the same rollout as 2.4.0;
+    # rolling back 2.4.0 brings it back, which shows at the next batch.
     deployment(cluster, "shop", "payments", replicas=3, image="registry.example/payments:2.3.1",
-               env={"DB_POOL_SIZE": "5", "LOG_LEVEL": "info"}, bad_images=BAD_IMAGE)
+               env={"DB_POOL_SIZE": "5", "LOG_LEVEL": "info"}, bad_images=BAD_IMAGE, **PAYMENTS_KNOBS)
 
 
 def _deploy_c(cluster) -> None:

@@ -1,13 +1,23 @@
 """How the simulated workloads behave over a night, and the metrics they expose.
 
-Each Deployment gets request traffic from a deterministic curve (seeded noise, optional spike);
-CPU utilization is demand over what its ready pods were given; latency p95 climbs steeply above
-~80 % utilization; memory grows with a leak until the container limit, when the container is
-OOM-killed and restarts; pods running an image in the "bad" set answer with errors; a feature flag
-read from a ConfigMap only affects pods started after the ConfigMap changed (pods remember the
-configuration they started with). Scenario knobs live in Deployment annotations
-`sim.afterfix.dev/<knob>` so a restarted simulator keeps them (`configure()` sets them; `KNOBS`
-lists them with their defaults).
+Each Deployment gets request traffic from a deterministic curve (seeded noise, optional one-off
+spike, optional daily batch); CPU utilization is demand over what its ready pods were given;
+latency p95 climbs steeply above ~80 % utilization; memory grows with a leak until the container
+limit, when the container is OOM-killed and restarts; pods running an image in the "bad" set
+answer with errors; a feature flag read from a ConfigMap only affects pods started after the
+ConfigMap changed (pods remember the configuration they started with).
+
+Two effects reach beyond one knob. A pod whose env sets DB_POOL_SIZE holds that many database
+connections, and each request holds one for `db_hold_ms`: when the traffic needs more than ~80 %
+of the connections its ready pods hold, requests wait for one (latency), and past all of them
+some time out (errors). A Deployment that declares the workloads it calls (`depends_on`) feels
+part of their trouble: `dependency_share` of its requests wait on each dependency, so what a
+dependency answers beyond `dependency_budget_ms` (up to the caller's `dependency_timeout_ms`)
+and its errors above its own base rate reach the caller in that share.
+
+Scenario knobs live in Deployment annotations `sim.afterfix.dev/<knob>` so a restarted simulator
+keeps them and any client can read them (`configure()` sets them; `KNOBS` lists them with their
+defaults; `dependencies()` reads every Deployment's `depends_on`).
 
 Read the model with `metrics(namespace, name)` (now), `history(namespace, name)` (one sample per
 simulated minute), `pod_metrics()` (metrics.k8s.io PodMetrics) or `prometheus_text()` (the
@@ -20,6 +30,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +41,8 @@ from afterfix.nightshift.patches import clone
 if TYPE_CHECKING:
     from afterfix.nightshift.cluster import Cluster
 
-__all__ = ["WorkloadModel", "KNOBS", "parse_cpu", "parse_memory_mb", "ANNOTATION_PREFIX"]
+__all__ = ["WorkloadModel", "KNOBS", "HISTORY_FIELDS", "parse_cpu", "parse_memory_mb", "ANNOTATION_PREFIX",
+           "DEPENDS_ON_ANNOTATION"]
 
 ANNOTATION_PREFIX = "sim.afterfix.dev/"
 CONFIG_AT_START = ANNOTATION_PREFIX + "config-at-start"
@@ -55,7 +67,23 @@ KNOBS: dict[str, Any] = {
     "flag_error_rate": 0.0,       # added to the error rate of pods that started with the flag on
     "flag_latency_ms": 0.0,
     "flag_cpu_factor": 1.0,
+    "batch_at": "",               # HH:MM UTC when a daily batch begins (e.g. "05:30"); empty: no batch
+    "batch_minutes": 60.0,        # how long it lasts, ramps included
+    "batch_factor": 1.0,          # traffic multiplier while it runs (15-minute ramps up and down)
+    "db_hold_ms": 30.0,           # how long a request holds a pooled DB connection (pods with DB_POOL_SIZE)
+    "db_pool_timeout_ms": 2000.0,  # how long a request waits for a connection before it fails
+    "depends_on": "",             # comma-separated namespace/name of the workloads this one calls
+    "dependency_share": 0.1,      # share of this workload's requests that wait on each dependency
+    "dependency_budget_ms": 300.0,  # a dependency answering within this is not felt by callers
+    "dependency_timeout_ms": 1000.0,  # callers give up on a dependency after this
 }
+DEPENDS_ON_ANNOTATION = ANNOTATION_PREFIX + "depends-on"
+BATCH_RAMP_S = 15 * 60.0
+POOL_ENV = "DB_POOL_SIZE"
+POOL_KNEE = 0.8                # share of the pool's connections in use above which requests queue
+# Past the pool's capacity, the excess queues until the pool timeout; clients that retry with
+# back-off (the renewal batch does) absorb most of it, so only this share of it ends in an error.
+POOL_TIMEOUT_SHARE = 0.15
 HISTORY_STEP = 60.0            # seconds between recorded samples
 HISTORY_SPAN = 36 * 3600.0     # how much history the state keeps
 HISTORY_FIELDS = ("latency_p95_ms", "error_rate", "cpu_utilization", "memory_mb", "restarts", "replicas",
@@ -99,6 +127,30 @@ def _epoch(value: Any) -> float | None:
         return _parse_time(str(value))
 
 
+_KEY = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?")
+_HHMM = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
+
+
+def _check(namespace: str, name: str, knob: str, value: Any) -> None:
+    """Refuse a knob value that the model could only ignore, saying what it wants instead."""
+    where = f"WorkloadModel.configure({namespace}/{name})"
+    if value in (None, ""):
+        return
+    if knob == "batch_at" and not _HHMM.fullmatch(str(value)):
+        raise ConfigError(f"{where}: batch_at={value!r} is not a time of day like 05:30 (UTC)")
+    if knob == "depends_on":
+        bad = [d for d in str(value).split(",") if not _KEY.fullmatch(d.strip())]
+        if bad:
+            raise ConfigError(f"{where}: depends_on entries {bad} are not namespace/name "
+                              f"(e.g. depends_on='shop/payments,shop/cart')")
+
+
+@functools.lru_cache(maxsize=64)
+def _minute_of_day(text: str) -> int | None:
+    m = _HHMM.fullmatch(text.strip())
+    return int(m.group(1)) * 60 + int(m.group(2)) if m else None
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_time(text: str) -> float:
     try:
@@ -125,8 +177,9 @@ class WorkloadModel:
                               f"known: {sorted(KNOBS)}")
         annotations = {}
         for knob, value in knobs.items():
-            if knob == "bad_images" and isinstance(value, (list, tuple, set)):
+            if knob in ("bad_images", "depends_on") and isinstance(value, (list, tuple, set)):
                 value = ",".join(sorted(value))
+            _check(namespace, name, knob, value)
             annotations[_annotation(knob)] = None if value is None else str(value)
         with self.cluster.lock:
             return self.cluster.patch("apps/v1", "Deployment", namespace, name,
@@ -157,7 +210,18 @@ class WorkloadModel:
             else:
                 out[knob] = raw
         out["bad_images"] = {i.strip() for i in str(out["bad_images"]).split(",") if i.strip()}
+        out["depends_on"] = [d for d in (i.strip() for i in str(out["depends_on"]).split(",")) if _KEY.fullmatch(d)]
         return out
+
+    def dependencies(self) -> dict[str, list[str]]:
+        """{"namespace/name": the workloads it declares it calls} for every Deployment that declares any."""
+        with self.cluster.lock:
+            out = {}
+            for deploy in self.cluster.objects("Deployment"):
+                deps = self.knobs(deploy)["depends_on"]
+                if deps:
+                    out[f"{deploy['metadata']['namespace']}/{deploy['metadata']['name']}"] = list(deps)
+            return out
 
     # ---- pods -------------------------------------------------------------------------------
     def pod_start_annotations(self, namespace: str, template: dict) -> dict:
@@ -306,47 +370,102 @@ class WorkloadModel:
         start = _epoch(knobs["spike_start"])
         if start is not None and start <= now < start + knobs["spike_minutes"] * 60:
             rps *= knobs["spike_factor"]
-        return max(0.0, rps)
+        return max(0.0, rps * self._batch(knobs, now))
+
+    @staticmethod
+    def _batch(knobs: dict, now: float) -> float:
+        """The daily batch's traffic multiplier at `now`: ramps up, holds, ramps down."""
+        begins = _minute_of_day(str(knobs["batch_at"])) if knobs["batch_at"] else None
+        length = knobs["batch_minutes"] * 60
+        if begins is None or knobs["batch_factor"] == 1.0 or length <= 0:
+            return 1.0
+        into = (now - begins * 60) % 86400
+        if into >= length:
+            return 1.0
+        ramp = min(BATCH_RAMP_S, length / 2)
+        return 1 + (knobs["batch_factor"] - 1) * min(1.0, into / ramp, (length - into) / ramp)
 
     def metrics(self, namespace: str, name: str) -> dict:
         """The current metrics of one Deployment, computed from the cluster's state now."""
+        with self.cluster.lock:
+            return self._metrics(self.cluster._require(_kind("Deployment"), namespace, name), ())
+
+    def _metrics(self, deploy: dict, callers: tuple[str, ...]) -> dict:
+        """Its own metrics, then what its dependencies pass on (`callers`: who asked, so that a
+        declared cycle ends instead of recursing)."""
+        out = self._own_metrics(deploy)
+        knobs = self.knobs(deploy)
+        if not knobs["depends_on"] or not out["ready_replicas"]:
+            return out
+        me = f"{deploy['metadata']['namespace']}/{deploy['metadata']['name']}"
+        share, budget, timeout = knobs["dependency_share"], knobs["dependency_budget_ms"], knobs["dependency_timeout_ms"]
+        for key in knobs["depends_on"]:
+            dep = self.cluster._find(_kind("Deployment"), *key.split("/", 1))
+            if dep is None or key in callers or key == me:
+                continue  # declared but not simulated (a database outside the cluster), or a cycle
+            m = self._metrics(dep, (*callers, me))
+            waited = max(0.0, min(m["latency_p95_ms"], timeout) - budget)
+            failed = max(0.0, m["error_rate"] - self.knobs(dep)["base_error_rate"])
+            out["latency_p95_ms"] = min(TIMEOUT_MS, out["latency_p95_ms"] + share * waited)
+            out["error_rate"] = min(1.0, out["error_rate"] + share * failed)
+        return out
+
+    def _own_metrics(self, deploy: dict) -> dict:
         from afterfix.nightshift.controllers import pod_ready
 
-        with self.cluster.lock:
-            deploy = self.cluster._require(_kind("Deployment"), namespace, name)
-            knobs = self.knobs(deploy)
-            now = self.cluster.clock.now()
-            pods = [p for p in self.pods(deploy) if p.get("status", {}).get("phase") == "Running"]
-            ready = [p for p in pods if pod_ready(p)]
-            rps = self.traffic(namespace, name, knobs, now)
-            restarts = self.cluster.sim.get("restarts", {}).get(f"{namespace}/{name}", 0)
-            memory = (sum(self._memory_mb(p, knobs, now) if pod_ready(p) else knobs["base_memory_mb"] for p in pods)
-                      / len(pods)) if pods else 0.0
-            out = {"rps": rps, "replicas": len(pods), "ready_replicas": len(ready), "restarts": restarts,
-                   "memory_mb": memory}
-            if not ready:
-                return dict(out, cpu_utilization=0.0, latency_p95_ms=TIMEOUT_MS, error_rate=1.0 if rps else 0.0)
-            container = deploy["spec"]["template"]["spec"]["containers"][0]
-            resources = container.get("resources") or {}
-            request = parse_cpu((resources.get("requests") or {}).get("cpu"), DEFAULT_CPU_REQUEST_M)
-            limit = parse_cpu((resources.get("limits") or {}).get("cpu"), request)
-            flags = [self._flag_on(p, knobs) for p in ready]
-            flag_share = sum(flags) / len(ready)
-            cpu_factor = 1 + (knobs["flag_cpu_factor"] - 1) * flag_share
-            load = rps * knobs["cpu_per_request"] * cpu_factor / (len(ready) * request)
-            cpu = min(load, limit / request)
-            # Queueing: latency is flat until ~80 % busy, then climbs steeply; past saturation,
-            # requests that cannot be served time out and count as errors.
-            factor = 1 + 0.4 * load if load <= 0.8 else min(50.0, 1.32 + 30 * (load - 0.8) ** 2)
-            latency = knobs["base_latency_ms"] * factor + knobs["flag_latency_ms"] * flag_share
-            per_pod = [knobs["base_error_rate"]
-                       + (knobs["bad_image_error_rate"] if _image(p) in knobs["bad_images"] else 0.0)
-                       + (knobs["flag_error_rate"] if on else 0.0) for p, on in zip(ready, flags, strict=True)]
-            errors = sum(per_pod) / len(per_pod)
-            if load > 1:
-                errors += 0.5 * (1 - 1 / load)
-            return dict(out, cpu_utilization=cpu, latency_p95_ms=min(latency, TIMEOUT_MS),
-                        error_rate=min(1.0, errors))
+        namespace, name = deploy["metadata"]["namespace"], deploy["metadata"]["name"]
+        knobs = self.knobs(deploy)
+        now = self.cluster.clock.now()
+        pods = [p for p in self.pods(deploy) if p.get("status", {}).get("phase") == "Running"]
+        ready = [p for p in pods if pod_ready(p)]
+        rps = self.traffic(namespace, name, knobs, now)
+        restarts = self.cluster.sim.get("restarts", {}).get(f"{namespace}/{name}", 0)
+        memory = (sum(self._memory_mb(p, knobs, now) if pod_ready(p) else knobs["base_memory_mb"] for p in pods)
+                  / len(pods)) if pods else 0.0
+        out = {"rps": rps, "replicas": len(pods), "ready_replicas": len(ready), "restarts": restarts,
+               "memory_mb": memory}
+        if not ready:
+            return dict(out, cpu_utilization=0.0, latency_p95_ms=TIMEOUT_MS, error_rate=1.0 if rps else 0.0)
+        container = deploy["spec"]["template"]["spec"]["containers"][0]
+        resources = container.get("resources") or {}
+        request = parse_cpu((resources.get("requests") or {}).get("cpu"), DEFAULT_CPU_REQUEST_M)
+        limit = parse_cpu((resources.get("limits") or {}).get("cpu"), request)
+        flags = [self._flag_on(p, knobs) for p in ready]
+        flag_share = sum(flags) / len(ready)
+        cpu_factor = 1 + (knobs["flag_cpu_factor"] - 1) * flag_share
+        load = rps * knobs["cpu_per_request"] * cpu_factor / (len(ready) * request)
+        cpu = min(load, limit / request)
+        # Queueing: latency is flat until ~80 % busy, then climbs steeply; past saturation,
+        # requests that cannot be served time out and count as errors.
+        factor = 1 + 0.4 * load if load <= 0.8 else min(50.0, 1.32 + 30 * (load - 0.8) ** 2)
+        latency = knobs["base_latency_ms"] * factor + knobs["flag_latency_ms"] * flag_share
+        per_pod = [knobs["base_error_rate"]
+                   + (knobs["bad_image_error_rate"] if _image(p) in knobs["bad_images"] else 0.0)
+                   + (knobs["flag_error_rate"] if on else 0.0) for p, on in zip(ready, flags, strict=True)]
+        errors = sum(per_pod) / len(per_pod)
+        if load > 1:
+            errors += 0.5 * (1 - 1 / load)
+        waited, failed = self._pool(ready, rps, knobs)
+        return dict(out, cpu_utilization=cpu, latency_p95_ms=min(latency + waited, TIMEOUT_MS),
+                    error_rate=min(1.0, errors + failed))
+
+    @staticmethod
+    def _pool(ready: list[dict], rps: float, knobs: dict) -> tuple[float, float]:
+        """(ms a request waits for a database connection, share of requests that time out).
+
+        Only pods whose env sets DB_POOL_SIZE hold a pool; each ready pod holds its own, sized
+        from the env it started with. No such pod: no pool, no effect."""
+        sizes = [s for s in (_pool_size(p) for p in ready) if s is not None]
+        if not sizes:
+            return 0.0, 0.0
+        connections = sum(sizes)
+        if connections <= 0:
+            return knobs["db_pool_timeout_ms"], 1.0
+        busy = rps * knobs["db_hold_ms"] / 1000 / connections
+        if busy <= POOL_KNEE:
+            return 0.0, 0.0
+        wait = min(knobs["db_pool_timeout_ms"], knobs["db_hold_ms"] * 200 * (busy - POOL_KNEE) ** 2)
+        return wait, (POOL_TIMEOUT_SHARE * (1 - 1 / busy) if busy > 1 else 0.0)
 
     def pod_metrics(self, namespace: str | None = None) -> list[dict]:
         """metrics.k8s.io/v1beta1 PodMetrics for the pods of every Deployment (what `kubectl top
@@ -441,6 +560,25 @@ class WorkloadModel:
 
 def _image(pod: dict) -> str:
     return pod["spec"]["containers"][0].get("image", "")
+
+
+def _pool_size(pod: dict) -> int | None:
+    """The pod's DB_POOL_SIZE: its first container's env value, or the ConfigMap key it names as
+    the pod saw it at start; None when the pod sets none. A value that is not a whole number
+    gives no connections (the application could not open its pool)."""
+    for env in pod["spec"]["containers"][0].get("env") or []:
+        if env.get("name") != POOL_ENV:
+            continue
+        value = env.get("value")
+        ref = (env.get("valueFrom") or {}).get("configMapKeyRef") or {}
+        if value is None and ref.get("name"):
+            seen = json.loads((pod["metadata"].get("annotations") or {}).get(CONFIG_AT_START, "{}"))
+            value = (seen.get(ref["name"]) or {}).get(ref.get("key", ""))
+        try:
+            return max(0, int(str(value).strip()))
+        except ValueError:
+            return 0
+    return None
 
 
 def _escape(value: str) -> str:
