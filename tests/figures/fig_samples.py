@@ -153,3 +153,81 @@ def big_tree(decisions: int = 60) -> DecisionTree:
                 details={"run_id": "run-sweep", "agent_name": "sweeper", "incident_id": None, "trace_ids": [],
                          "status": "ok", "spans": len(children) + 1}, children=children)
     return DecisionTree(run_id="run-sweep", agent_name="sweeper", incident_id=None, root=root)
+
+
+def hpa_timeline(*, hostile: str | None = None) -> Timeline:
+    """The steps of hpa_tree's run (same span ids, so the tree's outcomes apply), plus a second
+    agent's shorter run on the same incident with a failed tool call."""
+    def step(span, parent, run, agent, name, kind, t0, t1, depth, *, tool=None, status="unset", message=None):
+        return Step(span_id=span, parent_span_id=parent, trace_id="d13c513a42f8eda197b1165f0971b7c4", run_id=run,
+                    incident_id="INC-1", agent_name=agent, name=name, kind=kind, tool=tool, status=status,
+                    status_message=message, start=at(t0), end=at(t1), duration_ms=(t1 - t0) * 1000, depth=depth)
+
+    a, b = "night-shift-agent", hostile or "capacity-agent"
+    root, inc = "9000000000000001", "b000000000000001"
+    steps = [
+        step(root, None, "run-0247", a, "invoke_agent night-shift-agent", "run", 0.0, 373.0, 0),
+        step(inc, root, "run-0247", a, "incident checkout p95 latency above SLO", "incident", 0.1, 373.0, 1),
+        step("f000000000000001", inc, "run-0247", a, "detect latency_p95", "detection", 0.5, 0.5, 2),
+        step("c000000000000001", inc, "run-0247", a, "execute_tool get_hpa", "tool", 2.0, 2.2, 2, tool="get_hpa"),
+        step("c000000000000002", inc, "run-0247", a, "execute_tool prometheus_query", "tool", 4.0, 4.2, 2,
+             tool="prometheus_query"),
+        step("c000000000000005", inc, "run-0247", a, "execute_tool get_events", "tool", 10.0, 10.2, 2,
+             tool="get_events", status="error", message="Forbidden: events is forbidden"),
+        step("e000000000000001", inc, "run-0247", a, "chat reasoner-1", "llm", 20.0, 31.0, 2),
+        step("d000000000000001", inc, "run-0247", a, "decide: checkout p95 latency over SLO", "decision", 31.05, 31.05, 2),
+        step("a0000000000000a1", inc, "run-0247", a, "patch HorizontalPodAutoscaler shop/checkout", "action",
+             31.55, 31.76, 2),
+        step("a0000000000000b1", inc, "run-0247", a, "verify latency_p95", "verification", 372.9, 372.9, 2),
+        step("9000000000000009", None, "run-cap-1", b, "invoke_agent capacity-agent", "run", 60.0, 150.0, 0),
+        step("c000000000000091", "9000000000000009", "run-cap-1", b, hostile or "execute_tool get_hpa", "tool",
+             62.0, 63.0, 1, tool="get_hpa", status="error", message=hostile or "timeout after 1 s"),
+        step("e000000000000091", "9000000000000009", "run-cap-1", b, "chat reasoner-1", "llm", 70.0, 90.0, 1),
+    ]
+    return Timeline(incident_id="INC-1", run_ids=["run-0247", "run-cap-1"], steps=steps, start=at(0.0), end=at(373.0))
+
+
+def hpa_metrics() -> pd.DataFrame:
+    """checkout's p95 latency every 30 s from five minutes before the run to a minute after it:
+    over the SLO until the patch at +31 s, then settling."""
+    times = [at(s) for s in range(-300, 450, 30)]
+    values = [2.41 if s <= 30 else round(max(0.46, 2.41 - (s - 30) * 0.012), 3) for s in range(-300, 450, 30)]
+    values[:4] = [0.42, 0.61, 1.2, 1.9]
+    return pd.DataFrame({"time": times, "value": values})
+
+
+def incidents_rows(*, hostile: str | None = None) -> pd.DataFrame:
+    """Rows of the `incidents` view for a night of six incidents (two with a scenario column value)."""
+    rows = [
+        ("INC-01", "shop/frontend: latency_p95_ms 4e+03 over 300", "high", "shop/frontend", "resolved", -290, "noise"),
+        ("INC-02", "shop/catalog: latency_p95_ms 2.85e+03 over 300", "high", "shop/catalog", "resolved", -245,
+         "hpa_starvation"),
+        ("INC-03", "shop/cart: memory_mb 397 over 384", "medium", "shop/cart", "mitigated", -180, "memory_leak"),
+        ("INC-04", "shop/checkout: error_rate 0.302 over 0.05", "critical", "shop/checkout", "resolved", -120, None),
+        ("INC-05", hostile or "shop/cart: memory_mb 408 over 384", "medium", "shop/cart", "escalated", -60, None),
+        ("INC-06", "checkout p95 latency above SLO", "high", "shop/checkout", "open", 0, None),
+    ]
+    frame = pd.DataFrame([
+        {"incident_id": i, "title": title, "severity": sev, "service": svc, "status": status,
+         "start_time": at(m * 60), "end_time": at(m * 60 + 300), "runs": 1, "agents": 1, "spans": 14,
+         "decisions": 1, "changes": 1, "errors": 0, "scenario": scenario}
+        for i, title, sev, svc, status, m, scenario in rows])
+    return frame
+
+
+def actions_rows() -> pd.DataFrame:
+    """Rows of the `actions` view: seven actions across the four trust levels, one read-only."""
+    rows = [
+        ("act-1", "INC-02", "patch", True, "applied", 3),
+        ("act-2", "INC-03", "restart", True, "applied", 3),
+        ("act-3", "INC-04", "rollback", True, "applied", 4),
+        ("act-4", "INC-04", "create", True, "awaiting_approval", 2),
+        ("act-5", "INC-05", "restart", True, "recommended", 1),
+        ("act-6", "INC-05", "get", False, "applied", 3),
+        ("act-7", "INC-06", "patch", True, "failed", 3),
+    ]
+    return pd.DataFrame([
+        {"action_id": a, "incident_id": inc, "verb": verb, "mutating": mut, "status": status, "trust_level": level,
+         "target_kind": "Deployment", "target_namespace": "shop", "target_name": "cart",
+         "start_time": at(k * 600 - 14000), "failed": status == "failed"}
+        for k, (a, inc, verb, mut, status, level) in enumerate(rows)])
