@@ -53,7 +53,9 @@ def base_layout(title: str, subtitle: str | None = None, **more) -> dict:
         title=dict(text=title, x=0.01, xanchor="left", yref="container", y=1, yanchor="top",
                    pad=dict(t=14), font=dict(size=16),
                    subtitle=dict(text=subtitle or "", font=dict(size=12, color=MUTED))),
-        hoverlabel=dict(align="left", font=dict(family=FONT_FAMILY, size=FONT_SIZE), bgcolor="white",
+        # Dark text on white: left to plotly, hover text takes a colour contrasting with the trace's, which
+        # on a white label is pale grey.
+        hoverlabel=dict(align="left", font=dict(family=FONT_FAMILY, size=FONT_SIZE, color=INK), bgcolor="white",
                         bordercolor=GRID),
     )
     layout.update(more)
