@@ -142,6 +142,8 @@ class AppendResult:
     spans_duplicate: int = 0
     events: int = 0
     quarantined: int = 0
+    metrics_new: int = 0
+    metrics_duplicate: int = 0
     commit_ms: float = 0.0
 
 
@@ -149,7 +151,7 @@ class Store:
     """A handle on one store folder. Cheap to create; connections are made on demand.
 
     `query()` reads through a connection that attaches the lake read-only; `append()` writes
-    spans, events, quarantined records and input offsets in one transaction.
+    spans, events, metric points, quarantined records and input offsets in one transaction.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, busy_timeout_ms: int = 5000, retries: int = 60,
@@ -325,11 +327,13 @@ class Store:
         events: pa.Table | None = None,
         quarantine: pa.Table | None = None,
         offsets: pa.Table | None = None,
+        metrics: pa.Table | None = None,
     ) -> AppendResult:
         """Store one batch atomically: all of it or none of it.
 
-        Spans already stored (same trace_id and span_id) are skipped with their events, so a
-        redelivered batch stores nothing twice. Offsets are committed in the same transaction,
+        Spans already stored (same trace_id and span_id) are skipped with their events, and so
+        are metric points already stored (same series_id and time), so a redelivered batch
+        stores nothing twice. Offsets are committed in the same transaction,
         which is what lets a tailer resume exactly where the committed data ends.
 
         A batch with no duplicate (the usual case) is written as Parquet by pyarrow and handed
@@ -349,6 +353,8 @@ class Store:
             try:
                 if spans is not None and spans.num_rows:
                     self._insert_spans(con, spans, events, res, files)
+                if metrics is not None and metrics.num_rows:
+                    self._insert_metrics(con, metrics, res, files)
                 if quarantine is not None and quarantine.num_rows:
                     con.register("afterfix_batch_q", quarantine)
                     con.execute("INSERT INTO lake.quarantine SELECT * FROM afterfix_batch_q")
@@ -415,6 +421,29 @@ class Store:
             ).fetchone()
             res.events = n[0] if n else 0
 
+    @staticmethod
+    def _insert_metrics(con, metrics: pa.Table, res: AppendResult, files: "_DataFiles") -> None:
+        """The batch's points not stored yet (by series_id and time), each once: the spans' anti-join."""
+        con.register("afterfix_batch_m", metrics)
+        lo, hi = con.execute("SELECT min(time), max(time) FROM afterfix_batch_m").fetchone()
+        params = {"lo": lo, "hi": hi}
+        res.metrics_new = con.execute(f"SELECT count(*) FROM ({_NEW_POINTS})", params).fetchone()[0]
+        res.metrics_duplicate = metrics.num_rows - res.metrics_new
+        if res.metrics_duplicate == 0:
+            files.insert(con, "metrics", metrics, "afterfix_batch_m")
+            return
+        if res.metrics_new:
+            con.register("afterfix_new_points", con.execute(_NEW_POINTS, params).to_arrow_table())
+            con.execute(
+                """
+                INSERT INTO lake.metrics
+                SELECT * EXCLUDE (rn) FROM (
+                    SELECT b.*, row_number() OVER (PARTITION BY b.series_id, b.time) AS rn
+                    FROM afterfix_batch_m b SEMI JOIN afterfix_new_points k USING (series_id, time))
+                WHERE rn = 1
+                """
+            )
+
     def compact(self) -> None:
         """Move inlined rows to Parquet, merge small files, drop files no snapshot needs.
 
@@ -479,6 +508,15 @@ _NEW_KEYS = """
     WHERE NOT EXISTS (
         SELECT 1 FROM lake.spans s
         WHERE s.start_time BETWEEN $lo AND $hi AND s.trace_id = b.trace_id AND s.span_id = b.span_id)
+"""
+
+
+# The same for metric points, keyed by (series_id, time).
+_NEW_POINTS = """
+    SELECT DISTINCT b.series_id, b.time FROM afterfix_batch_m b
+    WHERE NOT EXISTS (
+        SELECT 1 FROM lake.metrics m
+        WHERE m.time BETWEEN $lo AND $hi AND m.series_id = b.series_id AND m.time = b.time)
 """
 
 
@@ -549,7 +587,8 @@ def release_free_heap() -> bool:
     return True
 
 
-_BATCH_VIEWS = ("afterfix_batch_s", "afterfix_batch_e", "afterfix_batch_q", "afterfix_batch_o", "afterfix_new_keys")
+_BATCH_VIEWS = ("afterfix_batch_s", "afterfix_batch_e", "afterfix_batch_q", "afterfix_batch_o", "afterfix_new_keys",
+                "afterfix_batch_m", "afterfix_new_points")
 
 
 def _unregister_batch(con: duckdb.DuckDBPyConnection) -> None:

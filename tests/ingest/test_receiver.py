@@ -135,7 +135,7 @@ def _bomb(limit: int) -> bytes:
 
 # (description, receiver options, request kwargs, expected status, text expected in the message)
 ERRORS = [
-    ("other path", {}, dict(path="/v1/metrics", data=request_pb(1).SerializeToString(), headers=PB), 404, "/v1/traces"),
+    ("other path", {}, dict(path="/v1/logs", data=request_pb(1).SerializeToString(), headers=PB), 404, "/v1/traces"),
     ("root path", {}, dict(path="/", data=b"{}", headers=JS), 404, "/v1/traces"),
     ("GET", {}, dict(method="GET", headers=JS), 405, "POST"),
     ("text/plain", {}, dict(data=b"hello", headers={"Content-Type": "text/plain"}), 415, "application/x-protobuf"),

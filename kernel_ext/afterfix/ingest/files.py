@@ -1,7 +1,8 @@
 """Synchronous ingest of trace files and folders into the store (what `afterfix ingest` runs).
 
-`ingest_paths()` decodes OTLP/JSON lines and OTLP protobuf files, commits them in batches of
-about `batch_spans` spans (or BATCH_BYTES of Arrow data, whichever comes first) so memory stays
+`ingest_paths()` decodes OTLP/JSON lines (traces and metrics, told apart line by line: see
+`otlp_metrics.decode_lines`) and OTLP protobuf trace files, commits them in batches of about
+`batch_spans` spans and metric points (or BATCH_BYTES of Arrow data, whichever comes first) so memory stays
 bounded, keeps every refused record in the store's quarantine table, and records each file's final offset in the same transaction as its last
 batch. The offsets use the inbox tailer's fingerprint, so a file the tailer (or an earlier
 ingest) has already read is skipped, and a file that has grown is read from where it ended.
@@ -31,7 +32,8 @@ import pyarrow as pa
 from .. import schema
 from ..store import Store
 from .otlp import _native as native
-from .otlp import Decoded, Limits, Refusal, decode_json_lines, decode_protobuf_file
+from .otlp import Decoded, Limits, Refusal, decode_protobuf_file
+from .otlp_metrics import MetricsDecoded, decode_lines
 from .redact import Redactor
 # the tailer's file types, fingerprints and line counts: a file it already read adds nothing
 from .tail import JSON_SUFFIXES, PROTOBUF_SUFFIXES, fingerprint, newlines_before, same_file
@@ -60,6 +62,8 @@ class IngestSummary:
     unchanged: int = 0  # files whose whole content was already committed (per their offsets)
     events_stored: int = 0
     bytes_read: int = 0
+    points_stored: int = 0  # metric data points
+    point_duplicates: int = 0  # metric data points already in the store, skipped
 
     @property
     def spans_per_second(self) -> float:
@@ -151,7 +155,7 @@ def _decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> 
                                            f"the file ends inside a frame ({task.size - consumed} bytes after the last "
                                            "complete one); was the writer cut off?", None))
         return decoded, task.start + consumed
-    return decode_json_lines(data, first_line=task.first_line, **kw), task.end
+    return decode_lines(data, first_line=task.first_line, **kw), task.end
 
 
 def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: int, on_read) -> Iterator[_Task]:
@@ -263,7 +267,7 @@ def ingest_paths(
     batch_spans: int = 200_000,
     workers: int | None = None,
 ) -> IngestSummary:
-    """Decode every trace file under `paths` and store it; returns what was done.
+    """Decode every trace (and OTLP/JSON metrics) file under `paths` and store it; returns what was done.
 
     Refused records do not stop the ingest: they are returned in `summary.refused` (each with
     file and line) and kept in the quarantine table. `redactor=None` applies the decoder's
@@ -322,17 +326,20 @@ def ingest_paths(
             committing = committer.submit(open_writer)
 
     def store_batch(parts: list[Decoded], offsets: list[tuple[str, str, int]]) -> None:
-        batch = Decoded.concat(parts) if parts else None
+        batch = MetricsDecoded.concat(parts) if parts else None
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         result = store.append(
             spans=batch.spans if batch is not None else None,
             events=batch.events if batch is not None else None,
             quarantine=batch.quarantine_table() if batch is not None and batch.refused else None,
             offsets=_offset_rows(offsets, now) if offsets else None,
+            metrics=batch.metrics if batch is not None and batch.metrics.num_rows else None,
         )
         summary.spans_stored += result.spans_new
         summary.duplicates += result.spans_duplicate
         summary.events_stored += result.events
+        summary.points_stored += result.metrics_new
+        summary.point_duplicates += result.metrics_duplicate
 
     def commit() -> None:
         nonlocal pending, pending_offsets, pending_spans, pending_bytes, committing
@@ -348,8 +355,9 @@ def ingest_paths(
     def take(task: _Task, decoded: Decoded, position: int) -> None:
         nonlocal pending_spans, pending_bytes
         pending.append(decoded)
-        pending_spans += decoded.spans.num_rows
-        pending_bytes += decoded.spans.nbytes + decoded.events.nbytes
+        metrics = getattr(decoded, "metrics", None)
+        pending_spans += decoded.spans.num_rows + (metrics.num_rows if metrics is not None else 0)
+        pending_bytes += decoded.spans.nbytes + decoded.events.nbytes + (metrics.nbytes if metrics is not None else 0)
         summary.refused.extend(decoded.refused)
         summary.redactions += decoded.redactions
         if bar is not None:
@@ -397,6 +405,8 @@ class _Shipped:
     events: str
     refused: list[Refusal]
     redactions: int
+    metrics: str | None = None  # None: no metric points
+    rejected_points: int = 0
 
 
 def _decode_shipped(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime, folder: str | None):
@@ -411,12 +421,17 @@ def _decode_shipped(task: _Task, limits: Limits, redactor, ingested_at: dt.datet
     if folder is None:
         return decoded, position
     paths = []
-    for name, table in (("spans", decoded.spans), ("events", decoded.events)):
+    metrics = getattr(decoded, "metrics", None)
+    tables = [("spans", decoded.spans), ("events", decoded.events)]
+    if metrics is not None and metrics.num_rows:
+        tables.append(("metrics", metrics))
+    for name, table in tables:
         path = os.path.join(folder, f"{os.getpid()}-{task.file_index}-{task.start}.{name}.arrow")
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         paths.append(path)
-    return _Shipped(paths[0], paths[1], decoded.refused, decoded.redactions), position
+    return _Shipped(paths[0], paths[1], decoded.refused, decoded.redactions, paths[2] if len(paths) > 2 else None,
+                    getattr(decoded, "rejected_points", 0)), position
 
 
 def _received(result) -> Decoded:
@@ -425,11 +440,14 @@ def _received(result) -> Decoded:
     if not isinstance(result, _Shipped):
         return result
     tables = []
-    for path in (result.spans, result.events):
+    for path in (result.spans, result.events, result.metrics):
+        if path is None:
+            tables.append(None)
+            continue
         with pa.memory_map(path) as source:
             tables.append(pa.ipc.open_file(source).read_all())
         os.unlink(path)
-    return Decoded(tables[0], tables[1], result.refused, result.redactions)
+    return MetricsDecoded(tables[0], tables[1], result.refused, result.redactions, tables[2], result.rejected_points)
 
 
 def _shared_folder() -> str | None:

@@ -42,16 +42,22 @@ def utcnow() -> dt.datetime:
 
 @dataclass
 class Batch:
-    """What the ingester commits for one input chunk: rows for spans, events and quarantine."""
+    """What the ingester commits for one input chunk: rows for spans, events, metric points and quarantine."""
 
     spans: pa.Table
     events: pa.Table
     quarantine: pa.Table
     redactions: int = 0
+    metrics: pa.Table | None = None  # None: no points
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            self.metrics = schema.METRIC_SCHEMA.empty_table()
 
     @classmethod
     def of(cls, decoded: Any) -> "Batch":
-        """A Batch from a decoder's `Decoded` (or a Batch, returned as is), checked against the schema."""
+        """A Batch from a decoder's `Decoded` or `MetricsDecoded` (or a Batch, returned as is),
+        checked against the schema."""
         if isinstance(decoded, Batch):
             return decoded
         return cls(
@@ -59,6 +65,7 @@ class Batch:
             events=_conform(decoded.events, schema.EVENT_SCHEMA, "events"),
             quarantine=_conform(decoded.quarantine_table(), schema.QUARANTINE_SCHEMA, "quarantine"),
             redactions=int(getattr(decoded, "redactions", 0) or 0),
+            metrics=_conform(getattr(decoded, "metrics", None), schema.METRIC_SCHEMA, "metrics"),
         )
 
     @property
@@ -66,18 +73,23 @@ class Batch:
         return self.spans.num_rows
 
     @property
+    def num_points(self) -> int:
+        return self.metrics.num_rows
+
+    @property
     def refused(self) -> int:
         return self.quarantine.num_rows
 
     @property
     def weight(self) -> int:
-        """Rows held in memory until committed: what `max_pending_spans` bounds."""
-        return self.spans.num_rows + self.quarantine.num_rows
+        """Rows held in memory until committed: what `max_pending_spans` bounds (a metric point,
+        at ~0.5 KB as Arrow, counts as one row like a span)."""
+        return self.spans.num_rows + self.quarantine.num_rows + self.metrics.num_rows
 
     @property
     def nbytes(self) -> int:
         """Arrow bytes held until committed: what `_MAX_BYTES_PER_COMMIT` bounds."""
-        return self.spans.nbytes + self.events.nbytes + self.quarantine.nbytes
+        return self.spans.nbytes + self.events.nbytes + self.quarantine.nbytes + self.metrics.nbytes
 
     @staticmethod
     def concat(parts: list["Batch"]) -> "Batch":
@@ -86,6 +98,7 @@ class Batch:
             events=pa.concat_tables([p.events for p in parts]),
             quarantine=pa.concat_tables([p.quarantine for p in parts]),
             redactions=sum(p.redactions for p in parts),
+            metrics=pa.concat_tables([p.metrics for p in parts]),
         )
 
 
@@ -108,10 +121,12 @@ def _conform(table: pa.Table | None, target: pa.Schema, what: str) -> pa.Table:
 class IngestStats:
     spans_stored: int = 0
     duplicates: int = 0
+    points_stored: int = 0  # metric data points
+    point_duplicates: int = 0
     refused: int = 0
     redacted: int = 0
     batches: int = 0
-    pending: int = 0  # rows (spans and refused records) submitted and not yet committed
+    pending: int = 0  # rows (spans, metric points, refused records) submitted and not yet committed
     rate_per_s: float = 0.0  # spans stored per second over the last 10 s
     lag_s: float = 0.0  # age of the oldest pending batch
     last_commit_at: dt.datetime | None = None
@@ -341,10 +356,12 @@ class Ingester:
                 events=batch.events if batch.events.num_rows else None,
                 quarantine=batch.quarantine if batch.refused else None,
                 offsets=self._offsets_table(items),
+                metrics=batch.metrics if batch.num_points else None,
             )
         except Exception as e:  # kept and retried: acknowledged data is never dropped
             kind = "store busy" if isinstance(e, StoreBusy) else type(e).__name__
-            log.warning("afterfix ingester: commit of %d spans failed (%s: %s); will retry", batch.num_spans, kind, e)
+            log.warning("afterfix ingester: commit of %d spans and %d metric points failed (%s: %s); will retry",
+                        batch.num_spans, batch.num_points, kind, e)
             self._put_back(items)
             with self._cond:
                 self._stats.errors += 1
@@ -355,12 +372,14 @@ class Ingester:
             st = self._stats
             st.spans_stored += result.spans_new
             st.duplicates += result.spans_duplicate
+            st.points_stored += result.metrics_new
+            st.point_duplicates += result.metrics_duplicate
             st.refused += batch.refused
             st.redacted += batch.redactions
             st.batches += 1
             st.last_commit_at = utcnow()
             self._recent.append((now, result.spans_new))
-            self._stored_since_compact += result.spans_new
+            self._stored_since_compact += result.spans_new + result.metrics_new
             self._pending_spans -= batch.weight
             self._inflight_since = None
             self._inflight_spans = 0

@@ -1,8 +1,8 @@
-"""The OTLP/HTTP receiver: `POST /v1/traces` in protobuf or JSON, optionally gzipped.
+"""The OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/metrics` in protobuf or JSON, optionally gzipped.
 
 A request is answered 200 only once its decoded (and redacted) rows are fsynced in the spool;
-the ingester commits them afterwards. Refused spans go to the quarantine table and are
-reported in `partial_success`. Everything else gets the status OTLP/HTTP clients expect:
+the ingester commits them afterwards. Refused spans and metric data points go to the quarantine
+table and are reported in `partial_success` (`rejected_spans`, `rejected_data_points`). Everything else gets the status OTLP/HTTP clients expect:
 400 undecodable (the reason in a google.rpc.Status, or its JSON), 401 bad token, 404 other
 paths, 413 too large (gzip bombs included), 415 other content types, 503 with Retry-After
 while the ingester is behind, so that memory stays bounded and clients retry later.
@@ -10,7 +10,8 @@ while the ingester is behind, so that memory stays bounded and clients retry lat
 Two control routes serve whoever runs the capture (the notebook extension's capture process,
 monitoring): `GET /afterfix/status` answers the capture's status as JSON, `POST /afterfix/flush`
 commits what was received and answers `{"flushed": true|false, "status": {...}}`. They follow the
-same bearer token rule as `/v1/traces`.
+same bearer token rule as `/v1/traces`. Both signals share everything but their decoder
+(`otlp` for traces, `otlp_metrics` for metrics) and their response message.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from urllib.parse import urlsplit
 
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from .._exceptions import ConfigError, DecodeError
-from . import otlp
+from . import otlp, otlp_metrics
 
 if TYPE_CHECKING:
     from .ingester import Ingester
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATH = "/v1/traces"
+METRICS_PATH = "/v1/metrics"
+SIGNALS = {PATH: "traces", METRICS_PATH: "metrics"}
 STATUS_PATH = "/afterfix/status"
 FLUSH_PATH = "/afterfix/flush"
 FLUSH_TIMEOUT_S = 10.0
@@ -84,6 +88,8 @@ class ReceiverStats:
     accepted: int = 0  # requests answered 200
     spans: int = 0  # spans accepted (spooled)
     refused_spans: int = 0
+    points: int = 0  # metric data points accepted (spooled)
+    refused_points: int = 0
     rejected_requests: int = 0  # answered with an error status
     busy: int = 0  # answered 503 because the ingester was behind
     last_error: str | None = None
@@ -103,7 +109,7 @@ def status_json(status: dict[str, Any]) -> dict[str, Any]:
 
 
 class Receiver:
-    """OTLP/HTTP trace receiver on a background thread (ThreadingHTTPServer).
+    """OTLP/HTTP trace and metrics receiver on a background thread (ThreadingHTTPServer).
 
     `control` (set by the capture that owns the receiver) answers the status and flush routes;
     without it they answer 404.
@@ -134,6 +140,11 @@ class Receiver:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}{PATH}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where OTLP/HTTP metric exporters post: `url` with `/v1/metrics` instead of `/v1/traces`."""
+        return self.url[: -len(PATH)] + METRICS_PATH
 
     @property
     def stats(self) -> ReceiverStats:
@@ -202,6 +213,7 @@ class Receiver:
         """Answer one POST; every outcome is a response, never an exception."""
         number = self._next_request_no()
         kind = _kind(h.headers.get("Content-Type"))
+        signal = SIGNALS.get(urlsplit(h.path).path)
         body_read = False
         try:
             self._check(h, kind)
@@ -215,9 +227,9 @@ class Receiver:
                     self._count(busy=1)
                     raise _Refuse(503, "the store is behind: retry later", retry_after=RETRY_AFTER_S)
                 body = _decompress(h.headers.get("Content-Encoding"), body, self.limits.max_body_bytes)
-                decoded = self._decode(kind, body, number)
+                decoded = self._decode(kind, body, number, signal)
                 del body
-                if decoded.spans.num_rows or decoded.refused:
+                if decoded.spans.num_rows or decoded.refused or (signal == "metrics" and decoded.metrics.num_rows):
                     try:
                         self.spool.submit(decoded, self.ingester)
                     except OSError as e:  # the spool cannot persist it: do not acknowledge
@@ -240,13 +252,18 @@ class Receiver:
             self._count(rejected_requests=1, last_error=f"HTTP 500: {type(e).__name__}: {e}")
             h.answer(500, *_status_body(kind, 500, f"internal error: {type(e).__name__}: {e}"))
             return
+        if signal == "metrics":
+            refused = decoded.rejected_points
+            self._count(accepted=1, points=decoded.metrics.num_rows, refused_points=refused)
+            h.answer(200, *_success_body(kind, refused, _refusal_message(decoded.refused, "data point", refused), signal))
+            return
         refused = len(decoded.refused)
         self._count(accepted=1, spans=decoded.spans.num_rows, refused_spans=refused)
         h.answer(200, *_success_body(kind, refused, _refusal_message(decoded.refused)))
 
     def _check(self, h: "_Handler", kind: str | None) -> None:
-        if urlsplit(h.path).path != PATH:
-            raise _Refuse(404, f"no such path {urlsplit(h.path).path!r}: traces are received at POST {PATH}")
+        if urlsplit(h.path).path not in SIGNALS:
+            raise _Refuse(404, f"no such path {urlsplit(h.path).path!r}: {_WHERE}")
         self._check_token(h)
         if kind is None:
             raise _Refuse(415, f"Content-Type {h.headers.get('Content-Type')!r} is not supported: "
@@ -285,16 +302,18 @@ class Receiver:
         close = not _discard_body(h, self.limits.max_body_bytes)
         h.answer(200, JSON, json.dumps(body, default=str).encode(), close=close)
 
-    def _decode(self, kind: str, body: bytes, number: int):
+    def _decode(self, kind: str, body: bytes, number: int, signal: str = "traces"):
         kwargs: dict[str, Any] = {"source": "otlp-http", "request": number, "limits": self.limits}
         if self.redactor is not None:
             kwargs["redactor"] = self.redactor
+        decoder = otlp_metrics if signal == "metrics" else otlp
         try:
             if kind == "protobuf":
-                return otlp.decode_protobuf(body, **kwargs)
-            return otlp.decode_json_body(body, **kwargs)
+                return decoder.decode_protobuf(body, **kwargs)
+            return decoder.decode_json_body(body, **kwargs)
         except DecodeError as e:
-            raise _Refuse(e.status, f"request {number}: {e}") from e
+            where = f"request {number}"  # the decoders name it already; older messages may not
+            raise _Refuse(e.status, str(e) if str(e).startswith(where) else f"{where}: {e}") from e
 
 
 class _Server(ThreadingHTTPServer):
@@ -343,8 +362,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._wrong_method("POST")
         if path == STATUS_PATH:
             return self._wrong_method("GET")
-        status, msg = (405, f"{self.command} is not supported: POST to {PATH}") if path == PATH else \
-            (404, f"no such path {path!r}: traces are received at POST {PATH}")
+        status, msg = (405, f"{self.command} is not supported: POST to {path}") if path in SIGNALS else \
+            (404, f"no such path {path!r}: {_WHERE}")
         self.receiver._next_request_no()
         self.receiver._count(rejected_requests=1, last_error=f"HTTP {status}: {msg}")
         close = not _discard_body(self, self.receiver.limits.max_body_bytes)
@@ -369,6 +388,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the http.server signature
         log.debug("afterfix receiver: %s " + format, self.address_string(), *args)
+
+
+_WHERE = f"traces are received at POST {PATH}, metrics at POST {METRICS_PATH}"
 
 
 # -- bodies ----------------------------------------------------------------------------------
@@ -464,19 +486,27 @@ def _status_body(kind: str | None, status: int, message: str) -> tuple[str, byte
     return JSON, json_format.MessageToJson(msg, indent=None).encode()
 
 
-def _success_body(kind: str, rejected: int, message: str) -> tuple[str, bytes]:
-    resp = trace_service_pb2.ExportTraceServiceResponse()
-    if rejected:
-        resp.partial_success.rejected_spans = rejected
-        resp.partial_success.error_message = message
+def _success_body(kind: str, rejected: int, message: str, signal: str = "traces") -> tuple[str, bytes]:
+    if signal == "metrics":
+        resp = metrics_service_pb2.ExportMetricsServiceResponse()
+        if rejected or message:  # a refused line of no points still says why
+            resp.partial_success.rejected_data_points = rejected
+            resp.partial_success.error_message = message
+    else:
+        resp = trace_service_pb2.ExportTraceServiceResponse()
+        if rejected:
+            resp.partial_success.rejected_spans = rejected
+            resp.partial_success.error_message = message
     if kind == "protobuf":
         return PROTOBUF, resp.SerializeToString()
     return JSON, json_format.MessageToJson(resp, indent=None).encode()
 
 
-def _refusal_message(refused: list) -> str:
+def _refusal_message(refused: list, what: str = "span", count: int | None = None) -> str:
+    """What was refused, for partial_success: how many `what`s (`count`, else one per refusal) and the first three places."""
     if not refused:
         return ""
     shown = "; ".join(f"{r.location}: {r.reason}" for r in refused[:3])
     more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
-    return f"{len(refused)} span(s) refused and kept in the quarantine table: {shown}{more}"
+    n = len(refused) if count is None else count
+    return f"{n} {what}(s) refused and kept in the quarantine table: {shown}{more}"

@@ -73,20 +73,25 @@ def _ipc(table: pa.Table) -> bytes:
 
 def encode_record(batch: Batch) -> bytes:
     parts = [_ipc(batch.spans), _ipc(batch.events), _ipc(batch.quarantine)]
+    if batch.num_points:  # a fourth part; records without it read as they always did
+        parts.append(_ipc(batch.metrics))
     payload = _PART.pack(batch.redactions) + b"".join(_PART.pack(len(p)) + p for p in parts)
     return _HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
 def _decode_payload(payload: bytes) -> Batch:
+    """A record's batch: spans, events, quarantine, then metric points when the record has them
+    (records written before metrics were received have three parts)."""
     (redactions,) = _PART.unpack_from(payload, 0)
     at = _PART.size
     tables = []
-    for _ in range(3):
+    while at < len(payload):
         (n,) = _PART.unpack_from(payload, at)
         at += _PART.size
         tables.append(pa.ipc.open_stream(pa.py_buffer(payload[at:at + n])).read_all())
         at += n
-    return Batch(spans=tables[0], events=tables[1], quarantine=tables[2], redactions=redactions)
+    return Batch(spans=tables[0], events=tables[1], quarantine=tables[2], redactions=redactions,
+                 metrics=tables[3] if len(tables) > 3 else None)
 
 
 def read_records(path: Path, start: int = 0) -> Iterator[tuple[int, Batch]]:

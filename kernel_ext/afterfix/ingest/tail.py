@@ -1,6 +1,7 @@
 """Inbox tailing: trace files dropped or growing in a folder are ingested as they grow.
 
-`*.jsonl`, `*.json`, `*.ndjson` are OTLP/JSON lines (only complete lines are read; a last line
+`*.jsonl`, `*.json`, `*.ndjson` are OTLP/JSON lines of traces or metrics, told apart line by line
+by their top-level key (`otlp_metrics.decode_lines`; only complete lines are read; a last line
 without its newline is taken once the file has stopped growing for `idle_complete_s`), and
 `*.pb`, `*.binpb` are OTLP protobuf files (only complete frames are read). How far each file is
 stored is committed to `ingest_offsets` in the same transaction as its spans, keyed by the
@@ -28,7 +29,7 @@ import pyarrow as pa
 
 from .. import schema
 from .._exceptions import DecodeError
-from . import otlp
+from . import otlp, otlp_metrics
 from .ingester import Batch, utcnow
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class TailStats:
     files: int = 0
     bytes_read: int = 0
     spans: int = 0  # spans submitted to the ingester
+    points: int = 0  # metric data points submitted to the ingester
     refused: int = 0
     last_error: str | None = None
 
@@ -269,7 +271,7 @@ class InboxTailer:
                 return 0  # the writer is still writing this line
             cut = len(data)  # the file stopped growing: its last line has no newline
         chunk = data[:cut]
-        decoded = otlp.decode_json_lines(chunk, source=f.source, first_line=f.line, **self._decode_kwargs())
+        decoded = otlp_metrics.decode_lines(chunk, source=f.source, first_line=f.line, **self._decode_kwargs())
         self._submit(f, decoded, f.pos + cut)
         f.line += chunk.count(b"\n")
         return cut
@@ -316,6 +318,7 @@ class InboxTailer:
         with self._stats_lock:
             self._stats.bytes_read += end - f.pos
             self._stats.spans += batch.num_spans
+            self._stats.points += batch.num_points
             self._stats.refused += batch.refused
         f.pos = end
 
