@@ -212,8 +212,11 @@ def format_summary(s) -> str:
     files = f"{s.files:,} file{'s' if s.files != 1 else ''}"
     if s.unchanged:
         files += f" ({s.unchanged:,} unchanged, skipped)"
+    points = ""
+    if getattr(s, "points_stored", 0) or getattr(s, "point_duplicates", 0):  # inputs with metrics only
+        points = f"{s.points_stored:,} metric points stored ({s.point_duplicates:,} duplicates skipped), "
     return (
-        f"{files}: {s.spans_stored:,} spans stored, {s.duplicates:,} duplicates skipped, "
+        f"{files}: {s.spans_stored:,} spans stored, {s.duplicates:,} duplicates skipped, {points}"
         f"{len(s.refused):,} records refused, {s.redactions:,} redactions, "
         f"{s.spans_per_second:,.0f} spans/s ({s.seconds:.2f} s)"
     )
@@ -382,6 +385,7 @@ def _describe_counts(status: dict) -> str:
 STATUS_SQL = """
 SELECT (SELECT count(*) FROM spans) AS spans,
        (SELECT count(*) FROM events) AS events,
+       (SELECT count(*) FROM metrics) AS metric_points,
        (SELECT count(DISTINCT run_id) FROM spans) AS runs,
        (SELECT count(DISTINCT incident_id) FROM spans) AS incidents,
        (SELECT count(*) FROM quarantine) AS quarantined,
