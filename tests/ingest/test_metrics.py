@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -223,3 +226,41 @@ def test_other_methods_and_the_traces_endpoint_are_unchanged(store, rec):
     r = requests.post(rec.url, data=json.dumps(gauge_json([(0, 1.0)])).encode(), headers=JS, timeout=10)
     assert r.status_code == 400 and "only traces are read" in r.json()["message"]  # metrics sent to /v1/traces
     assert rec.metrics_url.endswith("/v1/metrics") and rec.url.endswith("/v1/traces")
+
+
+_ACKNOWLEDGE_AND_DIE = """
+import sys, requests
+from afterfix import Store
+from afterfix.ingest.ingester import Ingester
+from afterfix.ingest.receiver import Receiver
+from afterfix.ingest.spool import Spool
+store = Store(sys.argv[1])
+ing = Ingester(store, interval=3600)  # never commits on its own
+ing.start()
+rec = Receiver(ing, Spool(store), port=0)
+rec.start()
+r = requests.post(rec.metrics_url, data=open(sys.argv[2], "rb").read(), headers={"Content-Type": "application/json"})
+print(r.status_code, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_points_acknowledged_by_a_process_that_died_are_replayed_from_its_spool(store, tmp_path):
+    body = tmp_path / "body.json"
+    body.write_bytes(json.dumps(gauge_json([(0, 1.0), (60, 2.0), (120, 3.0)])).encode())
+    proc = subprocess.Popen([sys.executable, "-c", _ACKNOWLEDGE_AND_DIE, str(store.root), str(body)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "200", proc.stderr.read()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert count(store) == 0  # acknowledged, never committed
+    spool, ing = Spool(store), Ingester(store, interval=0.05)
+    ing.start()
+    try:
+        assert spool.recover(ing) == 1 and ing.flush()
+    finally:
+        ing.stop()
+        spool.close()
+    assert [x["value"] for x in rows(store)] == [1.0, 2.0, 3.0]

@@ -13,6 +13,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from afterfix.ingest import otlp_metrics as om
+from afterfix.ingest import quantiles as qt
 
 from .test_metrics import T_NS, gauge_json, kv
 
@@ -22,34 +23,34 @@ INF = math.inf
 HISTOGRAMS = [
     # counts 2,3,4,1 over bounds 1,2,4 (10 in all). p50: rank 5 ends (1,2] -> 2. p90: rank 9 ends
     # (2,4] -> 4. p95, p99: in (4,+Inf), which answers its lower bound 4, as Prometheus does.
-    ("Prometheus rules", om.explicit_buckets([1, 2, 4], [2, 3, 4, 1]), None, None, (2.0, 4.0, 4.0, 4.0)),
+    ("Prometheus rules", qt.explicit_buckets([1, 2, 4], [2, 3, 4, 1]), None, None, (2.0, 4.0, 4.0, 4.0)),
     # with max 6 the +Inf bucket is (4,6]: p95 rank 9.5 -> 4 + 2 * 0.5; p99 rank 9.9 -> 4 + 2 * 0.9
-    ("max bounds the +Inf bucket", om.explicit_buckets([1, 2, 4], [2, 3, 4, 1]), 0.5, 6.0, (2.0, 4.0, 5.0, 5.8)),
+    ("max bounds the +Inf bucket", qt.explicit_buckets([1, 2, 4], [2, 3, 4, 1]), 0.5, 6.0, (2.0, 4.0, 5.0, 5.8)),
     # 4 in (-inf,10] with min 2: [2,10]; p50 rank 2 -> 2 + 8 * 0.5 = 6; p90 9.2 is past max 9
-    ("min starts the first bucket", om.explicit_buckets([10], [4, 0]), 2.0, 9.0, (6.0, 9.0, 9.0, 9.0)),
+    ("min starts the first bucket", qt.explicit_buckets([10], [4, 0]), 2.0, 9.0, (6.0, 9.0, 9.0, 9.0)),
     # (-inf,-5]:3 (-5,0]:1: p50 rank 2 in the first bucket, upper bound <= 0: answers -5 (Prometheus);
     # p90 rank 3.6 -> -5 + 5 * 0.6; p95 -> -5 + 5 * 0.8; p99 -> -5 + 5 * 0.96
-    ("negative first bucket", om.explicit_buckets([-5, 0], [3, 1, 0]), None, None, (-5.0, -2.0, -1.0, -0.2)),
+    ("negative first bucket", qt.explicit_buckets([-5, 0], [3, 1, 0]), None, None, (-5.0, -2.0, -1.0, -0.2)),
     # a first bucket with a positive bound starts at 0: (-inf,4]:4 -> [0,4], p50 = 2
-    ("first bucket from 0", om.explicit_buckets([4], [4, 0]), None, None, (2.0, 3.6, 3.8, 3.96)),
-    ("empty", om.explicit_buckets([1], [0, 0]), None, None, (None, None, None, None)),
+    ("first bucket from 0", qt.explicit_buckets([4], [4, 0]), None, None, (2.0, 3.6, 3.8, 3.96)),
+    ("empty", qt.explicit_buckets([1], [0, 0]), None, None, (None, None, None, None)),
     # scale 0 (base 2), positive offset 0: (1,2]:1 (2,4]:2 (4,8]:1. p50 rank 2 -> 2 + 2 * 0.5;
     # p90 rank 3.6 -> 4 + 4 * 0.6; p95 -> 4 + 4 * 0.8; p99 -> 4 + 4 * 0.96
-    ("exponential", om.exponential_buckets(0, 0, 0.0, (0, [1, 2, 1]), (0, [])), None, None, (3.0, 6.4, 7.2, 7.84)),
+    ("exponential", qt.exponential_buckets(0, 0, 0.0, (0, [1, 2, 1]), (0, [])), None, None, (3.0, 6.4, 7.2, 7.84)),
     # [-2,-1):2, zero bucket [0,0]:2, (2,4]:4. p50 rank 4 ends the zero bucket -> 0; p90 rank 7.2
     # -> 2 + 2 * 3.2/4; p95 -> 2 + 2 * 0.9; p99 -> 2 + 2 * 0.98
-    ("exponential with negatives and zeros", om.exponential_buckets(0, 2, 0.0, (1, [4]), (0, [2])), None, None,
+    ("exponential with negatives and zeros", qt.exponential_buckets(0, 2, 0.0, (1, [4]), (0, [2])), None, None,
      (0.0, 3.6, 3.8, 3.96)),
     # scale 1 (base sqrt 2), offset 2: (2, 2.828]:1 (2.828, 4]:1. p50 rank 1 -> 2^1.5; p90 rank 1.8
     # -> 2^1.5 + (4 - 2^1.5) * 0.8
-    ("exponential scale 1", om.exponential_buckets(1, 0, 0.0, (2, [1, 1]), (0, [])), None, None,
+    ("exponential scale 1", qt.exponential_buckets(1, 0, 0.0, (2, [1, 1]), (0, [])), None, None,
      (2**1.5, 2**1.5 + (4 - 2**1.5) * 0.8, 2**1.5 + (4 - 2**1.5) * 0.9, 2**1.5 + (4 - 2**1.5) * 0.98)),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case, buckets, lo, hi, expected", HISTOGRAMS, ids=[c[0] for c in HISTOGRAMS])
 def test_histogram_quantiles(case, buckets, lo, hi, expected):
-    got = tuple(om.bucket_quantile(q, buckets, lo, hi) for q in om.QUANTILES)
+    got = tuple(qt.bucket_quantile(q, buckets, lo, hi) for q in qt.QUANTILES)
     assert got == pytest.approx(expected)
 
 
@@ -59,7 +60,7 @@ def test_histogram_quantiles(case, buckets, lo, hi, expected):
     ([], (None, None, None, None)),
 ])  # fmt: skip
 def test_summary_quantiles(pairs, expected):
-    assert tuple(om.summary_quantile(q, pairs) for q in om.QUANTILES) == pytest.approx(expected)
+    assert tuple(qt.summary_quantile(q, pairs) for q in qt.QUANTILES) == pytest.approx(expected)
 
 
 def one(kind: str, point: dict) -> dict:

@@ -8,16 +8,9 @@ A bad point refuses that point only; a bad metric, scope or resource refuses its
 How each point becomes a row:
 
 * gauge and sum: `value` (asDouble, or asInt as a double); `start_time` from startTimeUnixNano.
-* histogram (explicit buckets): `count`, `sum`, and p50/p90/p95/p99 estimated from the buckets
-  as Prometheus' `histogram_quantile` does: find the bucket where the rank q*count falls and
-  interpolate linearly inside it. The lowest bucket starts at 0 when its upper bound is positive
-  and the highest (+Inf) bucket answers its lower bound, as Prometheus does; where the point
-  carries `min`/`max` (OTLP's exact extremes), they bound those two buckets instead and every
-  estimate is kept within [min, max].
-* exponential histogram: the same over its buckets (base 2^(2^-scale): bucket i holds
-  (base^i, base^(i+1)], negatives mirrored, the zero bucket [-zeroThreshold, zeroThreshold]).
-* summary: `count`, `sum`, and each pN from its quantile values: the value at quantile N/100
-  when sent, else interpolated linearly between the nearest sent quantiles, else null.
+* histogram (explicit buckets) and exponential histogram: `count`, `sum`, and p50/p90/p95/p99
+  estimated from the buckets as Prometheus' `histogram_quantile` does (see `quantiles`).
+* summary: `count`, `sum`, and each pN from its quantile values (see `quantiles`).
 * A point flagged NO_RECORDED_VALUE is stored with null value and quantiles (a staleness marker).
 
 `namespace` and `workload` read `k8s.namespace.name` and `k8s.deployment.name` (else statefulset,
@@ -37,7 +30,6 @@ their top-level key (`resourceSpans` or `resourceMetrics`).
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
@@ -52,19 +44,17 @@ from .._exceptions import DecodeError
 from . import mapping, otlp
 from .otlp_json import _json_attrs
 from .otlp_proto import _pb_attrs
+from .quantiles import QUANTILES, exponential, histogram, summary
 from .redact import DEFAULT, Redactor
 from .rows import RECORD_MAX, Bad, Decoded, Limits, Rows, _FLOAT_WORDS, _U64, _I64, _kind, _reparse, _show, paused_gc
 
-__all__ = ["MetricsDecoded", "decode_json_body", "decode_protobuf", "decode_lines", "explicit_buckets",
-           "exponential_buckets", "bucket_quantile", "summary_quantile", "QUANTILES"]  # fmt: skip
+__all__ = ["MetricsDecoded", "decode_json_body", "decode_protobuf", "decode_lines"]
 
-QUANTILES = (0.5, 0.9, 0.95, 0.99)  # p50, p90, p95, p99
 NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 _WORKLOAD_KEYS = ("k8s.deployment.name", "k8s.statefulset.name", "k8s.daemonset.name", "k8s.job.name")
 _NAMESPACE = "k8s.namespace.name"
 _KINDS = {"gauge": "gauge", "sum": "sum", "histogram": "histogram", "exponentialHistogram": "exponential_histogram",
           "summary": "summary"}  # fmt: skip
-_MAX_BUCKETS = 1 << 16  # per point: far above any SDK's default (160), small enough to walk
 
 
 @dataclass
@@ -87,91 +77,6 @@ class MetricsDecoded(Decoded):
         return MetricsDecoded(traces.spans, traces.events, traces.refused, traces.redactions,
                               pa.concat_tables(metrics) if metrics else None,
                               sum(getattr(p, "rejected_points", 0) for p in parts))  # fmt: skip
-
-
-def empty(refused=(), redactions: int = 0) -> MetricsDecoded:
-    return MetricsDecoded(schema.empty("spans"), schema.empty("events"), list(refused), redactions)
-
-
-# -- quantiles ---------------------------------------------------------------------------------
-
-
-def explicit_buckets(bounds, counts) -> list[tuple[float, float, int]]:
-    """(lower, upper, count) of an explicit-bucket histogram: (-inf, b0], (b0, b1], ..., (bn, +inf)."""
-    edges = [-math.inf, *bounds, math.inf]
-    return [(edges[i], edges[i + 1], c) for i, c in enumerate(counts)]
-
-
-def exponential_buckets(scale: int, zero_count: int, zero_threshold: float, positive: tuple[int, list[int]],
-                        negative: tuple[int, list[int]]) -> list[tuple[float, float, int]]:  # fmt: skip
-    """(lower, upper, count) of an exponential histogram, from the most negative bucket up."""
-
-    def edge(i: int) -> float:
-        try:
-            return 2.0 ** (i * 2.0**-scale)
-        except OverflowError:
-            return math.inf
-
-    n_off, n_counts = negative
-    p_off, p_counts = positive
-    out = [(-edge(n_off + k + 1), -edge(n_off + k), c) for k, c in reversed(list(enumerate(n_counts)))]
-    if zero_count:
-        out.append((-zero_threshold, zero_threshold, zero_count))
-    out += [(edge(p_off + k), edge(p_off + k + 1), c) for k, c in enumerate(p_counts)]
-    return out
-
-
-def bucket_quantile(q: float, buckets: list[tuple[float, float, int]], lo: float | None = None,
-                    hi: float | None = None) -> float | None:  # fmt: skip
-    """The q-quantile (0 < q < 1) estimated from ordered buckets, Prometheus' histogram_quantile
-    way (see the module docstring), bounded by the point's `lo` (min) and `hi` (max) when known;
-    None for an empty histogram or one whose answer is not a number."""
-    total = sum(c for _, _, c in buckets)
-    if total <= 0:
-        return None
-    rank = q * total
-    below = 0
-    for lower, upper, c in buckets:
-        if c and below + c >= rank:
-            break
-        below += c
-    else:  # pragma: no cover - rank <= total always falls in a bucket
-        return None
-    if lower == -math.inf:
-        if lo is not None:
-            lower = min(lo, upper)
-        elif upper > 0:
-            lower = 0.0
-        else:
-            return _bounded(upper, lo, hi)
-    if upper == math.inf:
-        if hi is None:
-            return _bounded(lower, lo, hi)
-        upper = max(hi, lower)
-    v = lower + (upper - lower) * ((rank - below) / c)
-    return _bounded(v, lo, hi)
-
-
-def _bounded(v: float, lo: float | None, hi: float | None) -> float | None:
-    if lo is not None and v < lo:
-        v = lo
-    if hi is not None and v > hi:
-        v = hi
-    return None if math.isnan(v) or math.isinf(v) else v
-
-
-def summary_quantile(q: float, values: list[tuple[float, float]]) -> float | None:
-    """The q-quantile from a summary's (quantile, value) pairs sorted by quantile: exact when
-    sent, else interpolated between the nearest two, else None."""
-    for i, (qi, vi) in enumerate(values):
-        if qi == q:
-            return vi
-        if qi > q:
-            if i == 0:
-                return None
-            q0, v0 = values[i - 1]
-            return v0 + (vi - v0) * (q - q0) / (qi - q0)
-    return None
 
 
 # -- the rows of one decode call -----------------------------------------------------------------
@@ -262,50 +167,6 @@ def _metric_shown(name, redactor: Redactor | None) -> str:
     return _show(text, 60)
 
 
-# -- point checks shared by both encodings ---------------------------------------------------
-
-
-def _histogram(count: int, bounds: list[float], counts: list[int], lo, hi) -> list[float | None] | None:
-    if len(counts) > _MAX_BUCKETS:
-        raise Bad(f"{len(counts)} buckets, over the limit of {_MAX_BUCKETS}")
-    if counts and len(counts) != len(bounds) + 1:
-        raise Bad(f"{len(counts)} bucket counts for {len(bounds)} explicit bounds; OTLP wants one more count than bounds")
-    for i, b in enumerate(bounds):
-        if math.isnan(b) or math.isinf(b) or (i and b <= bounds[i - 1]):
-            raise Bad(f"explicit bounds must be finite and increasing: bound {i} is {b} after {bounds[i - 1] if i else None}")
-    if counts and sum(counts) != count:
-        raise Bad(f"the bucket counts add up to {sum(counts)}, not to the point's count {count}")
-    if not counts:
-        if lo is None or hi is None:
-            return None  # no buckets and no extremes: count and sum only
-        buckets = [(lo, hi, count)]
-    else:
-        buckets = explicit_buckets(bounds, counts)
-    return [bucket_quantile(q, buckets, lo, hi) for q in QUANTILES]
-
-
-def _exponential(count: int, scale: int, zero_count: int, zero_threshold: float, pos, neg, lo, hi) -> list[float | None]:
-    if not -10 <= scale <= 20:
-        raise Bad(f"scale {scale} is outside OTLP's range -10..20")
-    if len(pos[1]) + len(neg[1]) > _MAX_BUCKETS:
-        raise Bad(f"{len(pos[1]) + len(neg[1])} buckets, over the limit of {_MAX_BUCKETS}")
-    if math.isnan(zero_threshold) or zero_threshold < 0:
-        raise Bad(f"zeroThreshold {zero_threshold} is not a non-negative number")
-    total = zero_count + sum(pos[1]) + sum(neg[1])
-    if total != count:
-        raise Bad(f"zeroCount and the bucket counts add up to {total}, not to the point's count {count}")
-    buckets = exponential_buckets(scale, zero_count, zero_threshold, pos, neg)
-    return [bucket_quantile(q, buckets, lo, hi) for q in QUANTILES]
-
-
-def _summary(pairs: list[tuple[float, float]]) -> list[float | None]:
-    for q, _ in pairs:
-        if not 0.0 <= q <= 1.0:
-            raise Bad(f"quantile {q} is outside 0..1")
-    pairs = sorted(pairs)
-    return [summary_quantile(q, pairs) for q in QUANTILES]
-
-
 def _time(t: int) -> int:
     if not t:
         raise Bad("timeUnixNano is missing or 0; every data point needs its time")
@@ -394,18 +255,18 @@ def _j_point(kind: str, p, lim: Limits) -> tuple:
                 raise Bad(f"quantileValues[{i}] is {_kind(qv)}, not an object")
             pairs.append((_j_f64(qv.get("quantile"), f"quantileValues[{i}].quantile", 0.0),
                           _j_f64(qv.get("value"), f"quantileValues[{i}].value", 0.0)))  # fmt: skip
-        qs = _summary(pairs)
+        qs = summary(pairs)
     else:
         lo, hi = _j_f64(g("min"), "min"), _j_f64(g("max"), "max")
         if kind == "histogram":
             bounds = [_j_f64(b, f"explicitBounds[{i}]") for i, b in enumerate(_j_list(g("explicitBounds"), "explicitBounds"))]
             counts = [_j_u64(c, f"bucketCounts[{i}]") for i, c in enumerate(_j_list(g("bucketCounts"), "bucketCounts"))]
-            qs = _histogram(count, bounds, counts, lo, hi)
+            qs = histogram(count, bounds, counts, lo, hi)
         else:
             scale = g("scale", 0)
             if scale.__class__ is not int:
                 raise Bad(f"scale is {_show(scale)}, not an integer")
-            qs = _exponential(count, scale, _j_u64(g("zeroCount"), "zeroCount"), _j_f64(g("zeroThreshold"), "zeroThreshold", 0.0),
+            qs = exponential(count, scale, _j_u64(g("zeroCount"), "zeroCount"), _j_f64(g("zeroThreshold"), "zeroThreshold", 0.0),
                               _j_buckets(g("positive"), "positive"), _j_buckets(g("negative"), "negative"), lo, hi)  # fmt: skip
     return attrs, t, start, None, count, total, None if empty_ else qs
 
@@ -521,14 +382,14 @@ def _pb_point(kind: str, p, lim: Limits) -> tuple:
         return attrs, t, start, value, None, None, None
     total = p.sum if kind == "summary" or p.HasField("sum") else None
     if kind == "summary":
-        qs = _summary([(q.quantile, q.value) for q in p.quantile_values])
+        qs = summary([(q.quantile, q.value) for q in p.quantile_values])
     else:
         lo = p.min if p.HasField("min") else None
         hi = p.max if p.HasField("max") else None
         if kind == "histogram":
-            qs = _histogram(p.count, list(p.explicit_bounds), list(p.bucket_counts), lo, hi)
+            qs = histogram(p.count, list(p.explicit_bounds), list(p.bucket_counts), lo, hi)
         else:
-            qs = _exponential(p.count, p.scale, p.zero_count, p.zero_threshold, (p.positive.offset, list(p.positive.bucket_counts)),
+            qs = exponential(p.count, p.scale, p.zero_count, p.zero_threshold, (p.positive.offset, list(p.positive.bucket_counts)),
                               (p.negative.offset, list(p.negative.bucket_counts)), lo, hi)  # fmt: skip
     return attrs, t, start, None, p.count, total, None if empty_ else qs
 
