@@ -1,4 +1,5 @@
-"""The magics: `%afterfix status|start|stop|restart` and `%%sql` / `%sql`.
+"""The magics: `%afterfix status|start|stop|restart`, `%afterfix tree|timeline|findings`, and
+`%%sql` / `%sql`.
 
 They only parse their input and call the library (`Store.query`, the session's capture). A
 mistake in what was typed raises `UsageError`: one line, no traceback. `{var}` and `$var` are
@@ -18,7 +19,7 @@ import duckdb
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 
-from ._exceptions import AfterfixError, ReadOnlyQuery
+from ._exceptions import AfterfixError, NotFound, ReadOnlyQuery
 
 DISPLAY_LIMIT_ATTR = "afterfix.display_limit"  # set on %sql results: rows to show when displayed
 
@@ -27,7 +28,11 @@ SUBCOMMANDS = {
     "start": "start capturing (receiver and inbox tailer) with the current Afterfix options",
     "stop": "stop capturing; queries keep working",
     "restart": "stop, then start again with the Afterfix options as they are now",
+    "tree": "tree RUN_ID: the run's decision tree, as a figure",
+    "timeline": "timeline INCIDENT_ID: the incident's timeline (a run id works too), as a figure",
+    "findings": "findings [--since WHEN] [--until WHEN] [--incident ID] [--namespace NS] [--kind KIND]: the findings table",
 }
+ANALYSIS = ("tree", "timeline", "findings")
 
 SQL_OPTIONS = {
     "-o NAME, --out NAME": "also bind the result DataFrame to NAME in the user namespace",
@@ -99,6 +104,37 @@ def parse_sql(line: str, cell: str | None = None) -> SqlArgs:
     if not args.query:
         raise UsageError("%sql needs a query, e.g. `%sql SELECT count(*) FROM spans`")
     return args
+
+
+def parse_findings(words: list[str]) -> dict:
+    """`--since 24h --incident ID ...` into find()'s keywords; UsageError on a mistake."""
+    from .analysis.model import FINDING_KINDS
+    from .analysis.window import parse_time
+
+    options = {"--since": "since", "--until": "until", "--incident": "incident", "--namespace": "namespace",
+               "--kind": "kinds"}
+    out: dict = {}
+    items = iter(words)
+    for word in items:
+        name, _, value = word.partition("=")
+        if name not in options:
+            raise UsageError(f"%afterfix findings: unknown option {word!r}: use {', '.join(options)}")
+        value = value or next(items, "")
+        if not value:
+            raise UsageError(f"%afterfix findings {name} needs a value")
+        key = options[name]
+        if key in ("since", "until"):
+            try:
+                out[key] = parse_time(value)
+            except ValueError as e:
+                raise UsageError(f"%afterfix findings {name}: {e}") from None
+        elif key == "kinds":
+            if value not in FINDING_KINDS:
+                raise UsageError(f"%afterfix findings --kind {value}: choose from {', '.join(FINDING_KINDS)}")
+            out.setdefault("kinds", []).append(value)
+        else:
+            out[key] = value
+    return out
 
 
 def with_limit(sql: str, limit: int | None) -> str:
@@ -185,6 +221,57 @@ class StatusReport:
         return f"<table class='afterfix-status'>{body}</table>"
 
 
+def figure_for(store, command: str, ident: str):
+    """The decision tree of a run, or the timeline of an incident (or of a run), as a plotly figure."""
+    if command == "tree":
+        from .analysis.tree import run_tree
+        from .figures.tree import decision_tree
+
+        return decision_tree(run_tree(store, ident))
+    from .analysis.timeline import incident_timeline, run_timeline
+    from .figures.timeline import incident_timeline as timeline_figure
+
+    try:
+        timeline = incident_timeline(store, ident)
+    except NotFound:
+        timeline = run_timeline(store, ident)
+    return timeline_figure(timeline)
+
+
+class FindingsReport:
+    """`%afterfix findings`: one row per finding with its evidence, escaped HTML in Jupyter, text elsewhere."""
+
+    def __init__(self, findings: list):
+        self.findings = findings
+
+    def frame(self):
+        from .analysis.findings import findings_frame
+
+        return findings_frame(findings=self.findings)
+
+    def __len__(self) -> int:
+        return len(self.findings)
+
+    def __repr__(self) -> str:
+        from .commands.findings import format_findings
+
+        return format_findings(self.findings).rstrip("\n")
+
+    def _repr_html_(self) -> str:
+        if not self.findings:
+            return "<p class='afterfix-findings'>No findings.</p>"
+        rows = []
+        for f in self.findings:
+            evidence = "".join(f"<li>{html.escape(e.text)}</li>" for e in f.evidence)
+            rows.append(
+                f"<tr class='severity-{html.escape(f.severity)}'><td>{html.escape(f.severity)}</td>"
+                f"<td>{html.escape(f.kind)}</td><td>{html.escape(f.time.strftime('%Y-%m-%d %H:%M') if f.time else '')}</td>"
+                f"<td>{html.escape(f.target or '')}</td>"
+                f"<td><b>{html.escape(f.title)}</b><br>{html.escape(f.explanation)}<ul>{evidence}</ul></td></tr>")
+        head = "<tr><th>severity</th><th>kind</th><th>time (UTC)</th><th>target</th><th>finding</th></tr>"
+        return f"<table class='afterfix-findings'>{head}{''.join(rows)}</table>"
+
+
 @magics_class
 class AfterfixMagics(Magics):
     """`%afterfix` controls capture; `%sql` / `%%sql` query the store into a pandas DataFrame."""
@@ -199,6 +286,8 @@ class AfterfixMagics(Magics):
         """%afterfix [status|start|stop|restart]: show or control trace capture (default: status)."""
         words = line.split()
         command = words[0] if words else "status"
+        if command in ANALYSIS:
+            return self._analysis(command, words[1:])
         if command not in SUBCOMMANDS or len(words) > 1:
             raise UsageError(f"%afterfix {line.strip()}: use one of {', '.join(SUBCOMMANDS)}")
         session = self.session
@@ -222,6 +311,22 @@ class AfterfixMagics(Magics):
         print(f"afterfix: capturing into {info['store']} (receiver {info['receiver']}, inbox {info['inbox']})")
         return None
 
+    def _analysis(self, command: str, words: list[str]):
+        """`tree`, `timeline` and `findings`: the same library calls, figures and rows as the CLI."""
+        from .analysis import findings as found  # also makes the findings view queryable
+
+        store = self.session.store
+        if store is None:
+            raise UsageError(f"%afterfix {command}: no store is open: run %afterfix start")
+        try:
+            if command == "findings":
+                return FindingsReport(found.find(store, **parse_findings(words)))
+            if len(words) != 1:
+                raise UsageError(f"%afterfix {command} needs one id: {SUBCOMMANDS[command]}")
+            return figure_for(store, command, words[0])
+        except AfterfixError as e:
+            raise UsageError(f"%afterfix {command}: {e}") from None
+
     @no_var_expand
     @line_cell_magic("sql")
     def sql(self, line: str = "", cell: str | None = None):
@@ -234,6 +339,8 @@ class AfterfixMagics(Magics):
         if store is None:
             raise UsageError("%sql: no store is open: run %afterfix start")
         try:
+            from .analysis import findings  # noqa: F401  (makes the `findings` view queryable)
+
             df = store.query(with_limit(args.query, args.limit), write=args.write)
         except ReadOnlyQuery as e:
             raise UsageError(str(e)) from None
