@@ -275,6 +275,42 @@ def test_decision_span_and_option_events(memory):
     assert all(e.timestamp >= span.start_time for e in span.events)
 
 
+
+GET_HPA = {"type": "function", "name": "get_hpa",
+           "parameters": {"type": "object", "properties": {"namespace": {"type": "string", "enum": ["shop"]}}}}
+
+
+def test_tool_definitions_invalid_calls_and_decision_sources(memory):
+    provider, exporter = memory
+    rec = recorder(provider)
+    with rec.run(run_id="run-1", incident_id="INC-1", tool_definitions=[GET_HPA]):
+        with rec.llm_call("m", tool_definitions=[GET_HPA]):
+            pass
+        with rec.tool_call("get_hpa", {"namespace": "sohp"}, call_id="call-1") as call:
+            call.invalid("namespace sohp does not exist")
+        rec.decision("q", OPTIONS, "raise-max", "r", inputs={"hpa": None}, sources={"hpa": "call-1"}, decision_id="d1")
+        rec.decision("q", OPTIONS, "raise-max", "r", sources=["call-1", "call-2"], decision_id="d2")
+    llm, tool, d1, d2, run = exporter.get_finished_spans()
+    defs = '[{"name":"get_hpa","parameters":{"properties":{"namespace":{"enum":["shop"],"type":"string"}},"type":"object"},"type":"function"}]'
+    assert run.attributes[c.GENAI_TOOL_DEFINITIONS] == defs and llm.attributes[c.GENAI_TOOL_DEFINITIONS] == defs
+    assert tool.attributes[c.TOOL_INVALID] == "namespace sohp does not exist"
+    assert d1.attributes[c.DECISION_INPUTS] == '{"hpa":null,"sources":{"hpa":["call-1"]}}'
+    assert d2.attributes[c.DECISION_INPUTS] == '{"sources":["call-1","call-2"]}'
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda rec: rec.decision("q", OPTIONS, "raise-max", "r", inputs={"sources": []}, sources=["c"]), "in one place"),
+    (lambda rec: rec.decision("q", OPTIONS, "raise-max", "r", sources={"hpa": 3}), r"sources\['hpa'\] must be"),
+    (lambda rec: rec.decision("q", OPTIONS, "raise-max", "r", sources=[""]), "must be a call id"),
+    (lambda rec: rec.run(tool_definitions={"name": "x"}).__enter__(), "list of tool definitions"),
+    (lambda rec: rec.tool_call("t").__enter__().invalid(""), "needs a reason"),
+])
+def test_bad_sources_definitions_and_reasons_are_refused(memory, call, match):
+    provider, _ = memory
+    with pytest.raises(ValueError, match=match):
+        call(recorder(provider))
+
+
 VERDICT_CASES = [
     # (options, selected, verdicts or the error text expected)
     ([Option("a", "A"), Option("b", "B", reason="worse")], "a", ["selected", "rejected"]),

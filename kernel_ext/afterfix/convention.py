@@ -51,6 +51,13 @@ OPTION_REASON = "afterfix.option.reason"  # why selected / why rejected
 
 OPTION_VERDICTS = ("selected", "rejected", "considered")
 
+# Inside afterfix.decision.inputs: the tool calls the inputs came from (their gen_ai.tool.call.id),
+# as a list, or as an object {input key: call id or list of call ids}. Policies ignore it.
+DECISION_INPUT_SOURCES = "sources"
+
+# --- tool call span (gen_ai.operation.name = execute_tool) --------------------------
+TOOL_INVALID = "afterfix.tool.invalid"  # string: why the call is known to be wrong (set by the agent or a guard)
+
 # --- action span: something done (or proposed) against production ----------------
 ACTION_ID = "afterfix.action.id"
 ACTION_DECISION_ID = "afterfix.action.decision_id"  # the decision that chose it
@@ -101,6 +108,9 @@ GENAI_TOOL_CALL_ID = "gen_ai.tool.call.id"
 GENAI_TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
 GENAI_TOOL_RESULT = "gen_ai.tool.call.result"
 GENAI_TOOL_TYPE = "gen_ai.tool.type"
+GENAI_TOOL_DEFINITIONS = "gen_ai.tool.definitions"  # JSON array: the tools the agent or model was given
+GENAI_INPUT_MESSAGES = "gen_ai.input.messages"  # JSON array: the messages a model call read
+GENAI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # JSON array: the messages it answered with
 GENAI_REQUEST_MODEL = "gen_ai.request.model"
 GENAI_RESPONSE_MODEL = "gen_ai.response.model"
 GENAI_PROVIDER = "gen_ai.provider.name"

@@ -244,6 +244,12 @@ class ToolCallHandle(_Handle):
     def error(self, error: BaseException | str, error_type: str | None = None) -> None:
         self._rec._fail(self.span, error, error_type)
 
+    def invalid(self, reason: str) -> None:
+        """Mark the call as known to be wrong (bad arguments, the wrong tool), and say why."""
+        if not reason:
+            raise ValueError("invalid() needs a reason: say what is wrong with the call")
+        self.span.set_attribute(c.TOOL_INVALID, str(reason))
+
 
 class LlmCallHandle(_Handle):
     def tokens(self, input: int, output: int) -> None:
@@ -403,8 +409,14 @@ class Recorder:
 
     @contextlib.contextmanager
     def run(self, run_id: str | None = None, incident_id: str | None = None,
-            agent_name: str | None = None) -> Iterator[RunHandle]:
-        """One agent run: an "invoke_agent <agent>" span that every step inside is a child of."""
+            agent_name: str | None = None,
+            tool_definitions: Sequence[Mapping[str, Any]] | None = None) -> Iterator[RunHandle]:
+        """One agent run: an "invoke_agent <agent>" span that every step inside is a child of.
+
+        `tool_definitions` are the tools the agent may call, as GenAI tool definitions
+        (`{"type": "function", "name": ..., "parameters": <JSON schema>}`), recorded as
+        gen_ai.tool.definitions so a review can check each call against them.
+        """
         agent = agent_name or self.agent_name
         state = _RunState(run_id or self.new_id("run"), incident_id, agent, trace.INVALID_SPAN)
         token = self._run.set(state)
@@ -412,6 +424,7 @@ class Recorder:
             attrs = {
                 c.GENAI_OPERATION: "invoke_agent",
                 c.GENAI_CONVERSATION_ID: state.run_id,
+                c.GENAI_TOOL_DEFINITIONS: _definitions(tool_definitions),
             }
             with self._span(f"invoke_agent {agent}", attrs) as span:
                 state.span = span
@@ -473,12 +486,14 @@ class Recorder:
             yield ToolCallHandle(self, span, call_id)
 
     @contextlib.contextmanager
-    def llm_call(self, model: str, provider: str = "none") -> Iterator[LlmCallHandle]:
-        """A "chat <model>" span (GenAI client span)."""
+    def llm_call(self, model: str, provider: str = "none",
+                 tool_definitions: Sequence[Mapping[str, Any]] | None = None) -> Iterator[LlmCallHandle]:
+        """A "chat <model>" span (GenAI client span); `tool_definitions` as for `run()`."""
         attrs = {
             c.GENAI_OPERATION: "chat",
             c.GENAI_REQUEST_MODEL: model,
             c.GENAI_PROVIDER: provider,
+            c.GENAI_TOOL_DEFINITIONS: _definitions(tool_definitions),
         }
         with self._span(f"chat {model}", attrs, kind=SpanKind.CLIENT) as span:
             yield LlmCallHandle(self, span)
@@ -494,14 +509,23 @@ class Recorder:
         policy: str | None = None,
         inputs: Mapping[str, Any] | None = None,
         decision_id: str | None = None,
+        sources: Mapping[str, str | Sequence[str]] | Sequence[str] | None = None,
     ) -> str:
         """Record a choice between `options`; returns the decision id (pass it to `action()`).
+
+        `sources` names the tool calls the inputs came from (their call ids, as a list, or by
+        input key: `{"hpa": [call.call_id]}`); it is recorded inside the inputs under "sources".
 
         One "afterfix.option" span event per option carries its evidence, score, verdict and
         reason. Raises ValueError when the options contradict the selection: an unknown or
         duplicate id, a second "selected" verdict, or a rejected option without a reason.
         """
         verdicts = _verdicts(options, selected)
+        if sources is not None:
+            if inputs is not None and c.DECISION_INPUT_SOURCES in inputs:
+                raise ValueError(f"inputs already have a {c.DECISION_INPUT_SOURCES!r} key: pass the call ids "
+                                 "in one place, sources=... or inputs, not both")
+            inputs = {**dict(inputs or {}), c.DECISION_INPUT_SOURCES: _sources(sources)}
         decision_id = decision_id or self.new_id("dec")
         attrs = {
             c.SPAN_KIND: "decision",
@@ -604,6 +628,29 @@ class Recorder:
             c.APPROVAL_APPROVER: approver,
             c.APPROVAL_REASON: reason,
         })
+
+
+def _definitions(tools: Sequence[Mapping[str, Any]] | None) -> str | None:
+    if tools is None:
+        return None
+    if isinstance(tools, (str, bytes, Mapping)) or not all(isinstance(t, Mapping) for t in tools):
+        raise ValueError("tool_definitions must be a list of tool definitions (dicts such as "
+                         '{"type": "function", "name": "get_hpa", "parameters": {...}})')
+    return dumps([dict(t) for t in tools])
+
+
+def _sources(sources: Mapping[str, Any] | Sequence[str]) -> dict[str, list[str]] | list[str]:
+    """Decision sources as recorded: a list of call ids, or {input key: [call ids]}."""
+    def ids(value: Any, where: str) -> list[str]:
+        values = [value] if isinstance(value, str) else value
+        if isinstance(values, (bytes, Mapping)) or not isinstance(values, Sequence) \
+                or not all(isinstance(v, str) and v for v in values):
+            raise ValueError(f"sources{where} must be a call id or a list of call ids (strings), not {value!r}")
+        return list(values)
+
+    if isinstance(sources, Mapping):
+        return {str(k): ids(v, f"[{k!r}]") for k, v in sources.items()}
+    return ids(sources, "")
 
 
 def _verdicts(options: Sequence[Option], selected: str | None) -> list[str]:
