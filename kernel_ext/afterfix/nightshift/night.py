@@ -5,7 +5,10 @@
 `sweep_minutes` the agent checks every service; an anomaly that was not already firing opens an
 incident and runs its runbook (a scenario with teams runs one agent per team, in parallel).
 The agent's spans go over OTLP/HTTP through the OpenTelemetry SDK exporter, stamped with
-simulated time. The same seed gives the same night, apart from ids and timestamps.
+simulated time. Every workload's metric history (one sample per simulated minute) goes to the
+same receiver's `/v1/metrics` every `metrics_minutes` (`metrics_export.py`), so the store holds
+what the agent saw next to what it did. The same seed gives the same night, apart from ids and
+timestamps.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from afterfix.nightshift.agent import Agent, Outcome, Service
 from afterfix.nightshift.apiserver import ApiServer
 from afterfix.nightshift.clock import SimClock
 from afterfix.nightshift.cluster import Cluster
+from afterfix.nightshift.metrics_export import MetricExportError, MetricHistoryExporter
 from afterfix.store import Store
 
 SERVICE_NAME = "afterfix-reference-agent"
@@ -83,7 +87,7 @@ class NightResult:
         lines = [f"night {self.night} (seed {self.seed}): simulated 22:00 -> {end:%H:%M} in {self.wall_s:.1f} s",
                  f"  incidents {c.get('incidents', len(self.incidents))}, runs {c.get('runs', '?')}, spans {c.get('spans', '?')}, "
                  f"decisions {c.get('decisions', '?')}, actions {c.get('actions', '?')} ({c.get('changes', '?')} changes), "
-                 f"health sweeps {self.sweeps}"]
+                 f"health sweeps {self.sweeps}, metric points {c.get('metric_points', '?')}"]
         for inc in self.incidents:
             picks = ", ".join(f"{o.choice.selected if o.choice else '-'}"
                               f"{' [' + o.action_status + ']' if o.action_status else ''}"
@@ -95,14 +99,16 @@ class NightResult:
 def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, scenarios: list[str] | None = None,
               until: float = sc.NIGHT_END, sweep_minutes: float = 10.0, llm_tokens: bool = True,
               approver: Callable[[dict], str | None] | None = None, transport: str = "otlp",
-              progress: Callable[[str], None] | None = None) -> NightResult:
+              metrics_minutes: float = 10.0, progress: Callable[[str], None] | None = None) -> NightResult:
     """Play one night into `store`; the cluster's final state and its kubeconfig stay in `workdir`.
 
     `scenarios` picks scenario keys (default: all of them, noise included); `until` ends the
     night earlier (epoch seconds) for short runs. Spans go over OTLP/HTTP to a `Capture`
     receiver (`transport="otlp"`); if it cannot start, or with `transport="file"`, they go to an
-    OTLP/JSON file in `workdir/inbox/` that is ingested at the end. Returns what happened, with
-    counts read back from the store.
+    OTLP/JSON file in `workdir/inbox/` that is ingested at the end. The metric history goes to
+    the receiver in batches of `metrics_minutes` simulated minutes (not with `transport="file"`:
+    it then stays in the cluster's state file). Returns what happened, with counts read back
+    from the store.
     """
     if transport not in ("otlp", "file"):
         raise ValueError(f"transport={transport!r}: use 'otlp' or 'file'")
@@ -128,13 +134,27 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
     capture, trace_file = _start_capture(store, transport, workdir / "inbox" / f"night-{night}.jsonl", say)
     server = ApiServer(cluster).start()
     server.write_kubeconfig(kubeconfig)
+    resource = {NIGHT_ATTRIBUTE: night, "afterfix.seed": seed}
     provider = sdk.setup(SERVICE_NAME, endpoint=capture.receiver.url if capture else None,
-                         file=trace_file, batch_file=True, resource={NIGHT_ATTRIBUTE: night, "afterfix.seed": seed})
+                         file=trace_file, batch_file=True, resource=resource)
     now_s = SimTime(clock)
+    history = MetricHistoryExporter(cluster, capture.receiver.url, start=sc.SETUP_AT, resource=resource) \
+        if capture else None
+
+    def send_history(every_s: float = 0.0) -> None:
+        nonlocal history
+        if history is None:
+            return
+        try:
+            history.export(every_s=every_s)
+        except MetricExportError as e:  # the spans still matter; the history stays in the state file
+            say(f"metric history not sent: {e}")
+            history = None
 
     def tick(seconds: float) -> None:
         if seconds > 0:
             cluster.tick(seconds)
+            send_history(metrics_minutes * 60)
 
     agents: dict[tuple, Agent] = {}
 
@@ -174,6 +194,7 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
             t = sc.NIGHT_START + -(-(t - sc.NIGHT_START) // (sweep_minutes * 60)) * sweep_minutes * 60
         tick(until - clock.now())
     finally:
+        send_history()
         provider.force_flush()
         provider.shutdown()
         for agent in agents.values():
@@ -247,7 +268,7 @@ def _handle(incident: Incident, svc: Service, signal: str, value: float, thresho
 
 
 def counts(store: Store, night: str) -> dict:
-    """Incidents, runs, spans, decisions and actions of one night, read back from the store."""
+    """Incidents, runs, spans, decisions, actions and metric points of one night, read back from the store."""
     mine = f"json_extract_string(resource_attributes, '$.\"{NIGHT_ATTRIBUTE}\"') = ?"
     row = store.query(f"""
         SELECT count(*) AS spans,
@@ -259,7 +280,9 @@ def counts(store: Store, night: str) -> dict:
                                 json_extract_string(attributes, '$."afterfix.action.status"') = 'applied') AS changes,
                count(*) FILTER (WHERE operation = 'execute_tool') AS tool_calls
         FROM spans WHERE {mine}""", [night])
-    return {k: int(v) for k, v in row.iloc[0].items()}
+    out = {k: int(v) for k, v in row.iloc[0].items()}
+    out["metric_points"] = int(store.query(f"SELECT count(*) AS n FROM metrics WHERE {mine}", [night])["n"].iloc[0])
+    return out
 
 
 _GENERATED_ID = re.compile(r"\b(run|dec|act|call)-[0-9a-f]{12}\b")
