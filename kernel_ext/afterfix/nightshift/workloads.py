@@ -531,7 +531,16 @@ class WorkloadModel:
 
     def prometheus_text(self) -> str:
         """All metrics in the Prometheus text exposition format (version 0.0.4), no timestamps
-        (a scrape is stamped with the scraper's wall time; simulated time is its own gauge)."""
+        (a scrape is stamped with the scraper's wall time; simulated time is its own gauge).
+
+        Each metric comes twice: `afterfix_sim_*` in Prometheus' base units (what the reference
+        agent queries), and the metric history's own names and units under the mapping
+        `afterfix.metrics.PrometheusMetrics` asks for (`afterfix.workload.latency_p95_ms` ->
+        `afterfix_workload_latency_p95_ms`, restarts -> `afterfix_workload_restarts_total`), so a
+        range read from the store and one read from a Prometheus scraping this give the same values."""
+        from afterfix.metrics.prometheus import prometheus_name
+        from afterfix.nightshift.metrics_export import CUMULATIVE, DESCRIPTIONS, METRIC_NAME
+
         rows = self.snapshot()
         families = [
             ("afterfix_sim_latency_p95_seconds", "gauge", "95th percentile request latency.",
@@ -547,6 +556,8 @@ class WorkloadModel:
             ("afterfix_sim_ready_replicas", "gauge", "Ready pods.", lambda m: m["ready_replicas"]),
             ("afterfix_sim_requests_per_second", "gauge", "Incoming request rate.", lambda m: m["rps"]),
         ]
+        families += [(prometheus_name(METRIC_NAME.format(field=f)), "counter" if f in CUMULATIVE else "gauge",
+                      DESCRIPTIONS[f], lambda m, f=f: m[f]) for f in HISTORY_FIELDS]
         lines = []
         for name, type_, help_, value in families:
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} {type_}"]
