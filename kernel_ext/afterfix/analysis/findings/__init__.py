@@ -41,9 +41,13 @@ COLUMNS = ["severity", "kind", "time", "incident_id", "target", "title", "explan
 
 
 def find(store, since: datetime | None = None, until: datetime | None = None, incident: str | None = None,
-         namespace: str | None = None, kinds: list[str] | None = None) -> list[Finding]:
-    """Every finding in the window (or in one incident), most severe first, then oldest first."""
-    scope = Scope(store, since=since, until=until, incident=incident, namespace=namespace)
+         namespace: str | None = None, kinds: list[str] | None = None, scope: Scope | None = None) -> list[Finding]:
+    """Every finding in the window (or in one incident), most severe first, then oldest first.
+
+    A caller that already holds a `Scope` of the same window (the briefing) passes it, so the
+    frames are read once."""
+    if scope is None:
+        scope = Scope(store, since=since, until=until, incident=incident, namespace=namespace)
     found: list[Finding] = []
     for kind in kinds or FINDING_KINDS:
         if kind not in _MODULES:

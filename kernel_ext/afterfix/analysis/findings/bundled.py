@@ -95,10 +95,15 @@ def _owner(path: str, managed: list[dict] | None, earlier: pd.DataFrame) -> dict
 
 
 def _intended(changes, decision_text: str):
-    """The field the rollback was for: the one whose bad value the decision talks about, else the image."""
+    """The field the rollback was for: the one whose bad value the decision names (as a whole
+    word; the longest such value wins, so a version string beats a stray "20"), else the image."""
+    named = []
     for ch in changes:
-        if isinstance(ch.before, (str, int, float)) and str(ch.before) and str(ch.before) in decision_text:
-            return ch
+        value = str(ch.before) if isinstance(ch.before, (str, int, float)) else ""
+        if value and re.search(rf"(?<![\w.:/-]){re.escape(value)}(?![\w.:/-])", decision_text):
+            named.append((len(value), ch))
+    if named:
+        return max(named, key=lambda pair: pair[0])[1]
     return next((ch for ch in changes if _tokens(ch.path)[-1:] == ["image"]), None)
 
 
@@ -150,7 +155,8 @@ def _finding(scope, act, changes) -> Finding:
     aim = f"meant to undo {intended.path} {intended.before!r}" if intended is not None else "meant to undo a bad rollout"
     return Finding(
         kind="bundled_rollback", severity="high",
-        title=f"{act['verb']} of {target} also undid {len(lines)} other change{'s' if len(lines) != 1 else ''}",
+        title=(f"{act['verb']} of {target} also undid "
+               + ", ".join(f"{f['path']} {_short(f['before'])} → {_short(f['after'])}" for f in fields if not f["intended"])),
         explanation=(f"The agent's {act['verb']} of {target} at {c.hhmm(act['start_time'])} was {aim}, and it also "
                      f"reverted: {'; '.join(lines)}. If those were fixes, they are gone now: restore them alone "
                      f"(only those fields), and watch {target} and its dependents until then."),
@@ -158,3 +164,8 @@ def _finding(scope, act, changes) -> Finding:
         evidence=evidence,
         details={"action_id": act["action_id"], "fields": fields,
                  "also_undone": [f["path"] for f in fields if not f["intended"]]})
+
+
+def _short(value, n: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -7,6 +7,14 @@ deviations, and never narrower than a quarter of the median or the signal's floo
 the change, the series must first be inside the band (the change looked successful), then stay
 outside it for `SUSTAIN` points in a row: that first point is when the side effect started.
 It reads the store's metric history (`afterfix.workload.<signal>` points, one series per workload).
+
+Only what the change can explain counts. The excursion must begin after the change looked
+successful (its last successful verification, if it had one). A workload that depends on the
+changed one counts only while the changed workload is itself outside its band: trouble reaches
+callers from the dependency, so a caller's own trouble with a healthy dependency is another
+story. Severity is high when the signal crossed the alert threshold that detections recorded for
+it (`afterfix.detection.threshold`), or never came back; medium when it left its band by more than
+twice; low otherwise.
 """
 
 from __future__ import annotations
@@ -44,7 +52,10 @@ def band(baseline: pd.Series, floor: float) -> tuple[float, float] | None:
         return None
     median = float(baseline.median())
     spread = max(4 * float((baseline - median).abs().median()), abs(median) * 0.25, floor)
-    return median - spread, median + spread
+    low = median - spread
+    if (baseline >= 0).all():  # latencies and rates do not go below zero, and neither does their band
+        low = max(low, 0.0)
+    return low, median + spread
 
 
 def excursion(series: pd.DataFrame, low: float, high: float, direction: str):
@@ -66,7 +77,8 @@ def excursion(series: pd.DataFrame, low: float, high: float, direction: str):
             stop = begin + (int(back.to_numpy().argmax()) if back.any() else len(rest))
             episode = series.iloc[begin:stop]
             peak = episode["value"].idxmax() if direction == "up" else episode["value"].idxmin()
-            return series.iloc[begin], series.loc[peak], stop < len(series)
+            recovered = stop < len(series)
+            return series.iloc[begin], series.loc[peak], recovered, series.iloc[stop]["time"] if recovered else None
     return None
 
 
@@ -85,6 +97,8 @@ def detect(scope) -> list[Finding]:
     detected = scope.store.query("""SELECT incident_id, min(start_time) AS t FROM spans
                                     WHERE afterfix_kind = 'detection' GROUP BY incident_id""")
     alert_at = dict(zip(detected["incident_id"], detected["t"]))
+    thresholds = _thresholds(scope.store)
+    looked_fine = _verified_at(scope)
     watch = {c.target(a) for _, a in changes.iterrows()}
     watch |= {d for w in list(watch) for d in dependents.get(w, ())}
     end = scope.until or changes["start_time"].max() + pd.Timedelta(days=1)
@@ -97,6 +111,8 @@ def detect(scope) -> list[Finding]:
         nxt = changes[(changes["start_time"] > act["start_time"]) & changes.apply(c.target, axis=1).eq(tgt)]
         until = nxt["start_time"].min() if not nxt.empty else end
         alert = alert_at.get(act["incident_id"], act["start_time"])
+        begin = max(act["start_time"] + SETTLE, looked_fine.get(act["action_id"], act["start_time"]))
+        own: list[tuple] = []  # the changed workload's own excursions: when its callers may feel it
         for w in [tgt, *sorted(dependents.get(tgt, ()))]:
             for signal, (label, floor, direction) in SIGNALS.items():
                 s = series_of.get((w, signal))
@@ -105,16 +121,41 @@ def detect(scope) -> list[Finding]:
                 limits = band(s[(s["time"] >= alert - BASELINE) & (s["time"] < alert)]["value"], floor)
                 if limits is None:
                     continue
-                after = s[(s["time"] >= act["start_time"] + SETTLE) & (s["time"] < until)].reset_index(drop=True)
+                after = s[(s["time"] >= begin) & (s["time"] < until)].reset_index(drop=True)
                 hit = excursion(after, *limits, direction)
                 if hit is None:
                     continue
+                start, peak, recovered, stop = hit
+                if w == tgt:
+                    own.append((start["time"], stop))
+                elif not any(t0 <= start["time"] <= (t1 or start["time"]) for t0, t1 in own):
+                    continue  # the dependency was fine then: not this change's doing
                 claimed.add((w, signal))
-                found.append(_finding(act, w, tgt, signal, label, limits, *hit))
+                found.append(_finding(act, w, tgt, signal, label, limits, start, peak, recovered,
+                                      thresholds.get((w, signal))))
     return found
 
 
-def _finding(act, w, tgt, signal, label, limits, start, peak, recovered) -> Finding:
+def _thresholds(store) -> dict[tuple[str, str], float]:
+    """{(workload, signal): the alert threshold detections recorded for it}."""
+    rows = store.query("""
+        SELECT i.service AS w, json_extract_string(d.attributes, '$."afterfix.detection.signal"') AS signal,
+               min(TRY_CAST(json_extract_string(d.attributes, '$."afterfix.detection.threshold"') AS DOUBLE)) AS t
+        FROM spans d JOIN incidents i USING (incident_id)
+        WHERE d.afterfix_kind = 'detection' AND i.service IS NOT NULL GROUP BY ALL""")
+    return {(w, sig): float(t) for w, sig, t in rows.itertuples(index=False) if isinstance(sig, str) and pd.notna(t)}
+
+
+def _verified_at(scope) -> dict[str, pd.Timestamp]:
+    """{action id: when its last successful verification ended}."""
+    v = scope.verifications
+    if v.empty:
+        return {}
+    ok = v[(v["outcome"] == "success") & v["action_id"].notna()]
+    return ok.groupby("action_id")["end_time"].max().to_dict()
+
+
+def _finding(act, w, tgt, signal, label, limits, start, peak, recovered, threshold: float | None) -> Finding:
     low, high = limits
     lag = (start["time"] - act["start_time"]).total_seconds()
     who = "the changed workload" if w == tgt else f"which depends on {tgt}"
@@ -128,16 +169,19 @@ def _finding(act, w, tgt, signal, label, limits, start, peak, recovered) -> Find
         Evidence("metric", f"{w} {label} peaked at {peak['value']:.4g} at {c.when(peak['time'])}",
                  time=c.py_time(peak["time"]), metric=metric, value=float(peak["value"])),
     ]
-    severity = "high" if not recovered or peak["value"] > 2 * high else "medium"
+    crossed = threshold is not None and peak["value"] > threshold
+    severity = "high" if crossed or not recovered else "medium" if peak["value"] > 2 * high else "low"
     return Finding(
         kind="side_effect", severity=severity,
         title=f"{w} {label} rose {c.duration(lag)} after {act['verb']} of {tgt}",
         explanation=(f"{c.duration(lag)} after the agent's {act['verb']} of {tgt} (at {c.hhmm(act['start_time'])}), "
                      f"{w} ({who}) {label} left its normal band of {low:.4g}–{high:.4g} at {c.hhmm(start['time'])} "
-                     f"and reached {peak['value']:.4g}. {state} Check whether the change caused it (compare "
+                     f"and reached {peak['value']:.4g}"
+                     f"{f', over its alert threshold of {threshold:.4g}' if crossed else ''}. {state} Check whether the change caused it (compare "
                      f"what the change removed), before the next traffic peak."),
         time=c.py_time(start["time"]), incident_id=act["incident_id"], run_ids=[act["run_id"]], target=w,
         evidence=evidence,
         details={"action_id": act["action_id"], "changed": tgt, "workload": w, "signal": signal,
                  "band": [low, high], "started": c.py_time(start["time"]), "peak": float(peak["value"]),
-                 "peak_at": c.py_time(peak["time"]), "recovered": bool(recovered), "lag_s": lag})
+                 "peak_at": c.py_time(peak["time"]), "recovered": bool(recovered), "lag_s": lag,
+                 "threshold": threshold})
