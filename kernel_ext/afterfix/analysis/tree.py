@@ -265,8 +265,8 @@ def _move_under_choices(root: Node) -> None:
         if parents.get(node.id) is under or any(n is under for n in node.walk()):
             return  # already there, or `under` sits inside `node`: moving would make a cycle
         old = parents.get(node.id)
-        if old is not None:
-            old.children.remove(node)
+        if old is not None:  # by identity: list.remove compares nodes field by field, children and all
+            old.children = [n for n in old.children if n is not node]
         under.children.append(node)
         parents[node.id] = under
         fixed = [n for n in under.children if n.kind == "option"]  # options stay first, in the order weighed
