@@ -1,9 +1,15 @@
 """The one compiled part: the fast paths of OTLP decoding (JSON lines, protobuf requests) and
 the column builder they fill (everything else is in pyproject.toml)."""
 
+from glob import glob
+
 from setuptools import Extension, setup
 
 setup(
+    # The papermill templates and manifests, for installs without a checkout: `afterfix brief`
+    # finds them in <prefix>/share/afterfix/templates (reports/render.py template_path).
+    data_files=[("share/afterfix/templates", sorted(glob("templates/*.ipynb") + glob("templates/*.yaml")
+                                                  + glob("templates/*.cron")))],
     ext_modules=[
         Extension(
             "afterfix.ingest._otlpjson",
