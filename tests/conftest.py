@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# The demo night's window, UTC: from the cluster's setup to after the night's end.
+DEMO_WINDOW = (datetime(2026, 11, 26, 21, 0), datetime(2026, 11, 27, 7, 30))
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory) -> Store:
+    """One whole demo night (every scenario, seed 0) in a store, played once per session (~10 s)."""
+    from afterfix.nightshift.night import run_night
+
+    root = tmp_path_factory.mktemp("demo-night")
+    s = Store(root / "store")
+    run_night(s, workdir=root / "work", seed=0)
+    return s

@@ -72,6 +72,10 @@ def test_demo_prints_a_summary_and_fills_the_store(demo_night):
     assert "hpa_starvation" in out and "raise_hpa_max [applied]" in out
     assert str(workdir / "cluster.json") in out and str(workdir / "kubeconfig") in out
     assert ".venv/bin/jupyter lab notebooks/" in out
+    # the morning briefing of the night, rendered and its path printed
+    briefing = workdir / "briefing.html"
+    assert f"briefing    {briefing.resolve()}" in out and briefing.stat().st_size > 1_000_000  # plotly.js inside
+    assert "Morning briefing" in briefing.read_text(encoding="utf-8")
     store = Store(store_dir)
     assert store.query("SELECT count(*) AS n FROM decisions").iloc[0]["n"] >= 2
     store.close()

@@ -1,21 +1,7 @@
-"""One demo night for every reports test (a whole night takes ~10 s: play it once per session)."""
+"""The reports tests read the shared demo night (tests/conftest.py demo_store) over its window."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from tests.conftest import DEMO_WINDOW as NIGHT
 
-import pytest
-
-from afterfix.store import Store
-
-NIGHT = (datetime(2026, 11, 26, 21, 0), datetime(2026, 11, 27, 7, 30))  # the demo night's window, UTC
-
-
-@pytest.fixture(scope="session")
-def demo_store(tmp_path_factory) -> Store:
-    from afterfix.nightshift.night import run_night
-
-    root = tmp_path_factory.mktemp("demo-night")
-    store = Store(root / "store")
-    run_night(store, workdir=root / "work", seed=0)
-    return store
+__all__ = ["NIGHT"]

@@ -91,13 +91,38 @@ def _run_demo(args) -> int:
         ex = ingest_paths(store, [examples], progress=False)
         print(f"  examples    {ex.spans_stored} spans stored from {examples} "
               f"({ex.duplicates} already there, {len(ex.refused)} refused)")
+    briefing = _brief(store, result, workdir)
     print(f"\n  store       {result.store}")
     print(f"  state       {result.state_file}")
     print(f"  kubeconfig  {result.kubeconfig}")
+    if briefing is not None:
+        print(f"  briefing    {briefing}    the morning briefing of this night: open it in a browser")
     print(f"\nServe the cluster the night left behind (official client, kubectl):\n"
           f"  afterfix demo cluster --port 8001 --kubeconfig {result.kubeconfig} --state {result.state_file}")
     print("\nReview it in JupyterLab:\n  .venv/bin/jupyter lab notebooks/    then open review.ipynb")
     return 0
+
+
+def _brief(store, result, workdir: Path) -> Path | None:
+    """Render the night's morning briefing (its window: the cluster's setup to the night's end)."""
+    from datetime import datetime, timezone
+
+    from afterfix._exceptions import AfterfixError
+    from afterfix.nightshift.scenarios import SETUP_AT
+    from afterfix.reports.render import brief
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+    print("  rendering the morning briefing (papermill + nbconvert)...", flush=True)
+    try:
+        done = brief(store, since=iso(SETUP_AT), until=iso(result.ended + 60), output=Path(workdir) / "briefing.html")
+    except AfterfixError as e:  # the night is stored either way; say why there is no briefing
+        print(f"  briefing    not rendered: {e}")
+        return None
+    for line in done.handoff:
+        print(f"    {line}")
+    return done.html.resolve()
 
 
 def _run_cluster(args) -> int:

@@ -1,0 +1,29 @@
+"""The demo night shows every failure mode afterfix looks for, each on the scenario made for it."""
+
+from __future__ import annotations
+
+from afterfix.analysis.findings import find
+from afterfix.analysis.model import FINDING_KINDS
+
+
+def _scenario(store, incident_id):
+    rows = store.query("""SELECT any_value(json_extract_string(attributes, '$."afterfix.scenario"')) AS s
+                          FROM spans WHERE incident_id = ?""", [incident_id])
+    return rows["s"].iloc[0]
+
+
+def test_the_demo_night_yields_every_kind_of_finding_where_it_belongs(demo_store):
+    found = find(demo_store)
+    by_kind = {}
+    for f in found:
+        by_kind.setdefault(f.kind, []).append(f)
+    assert set(by_kind) == set(FINDING_KINDS)
+    masked = by_kind["masked_issue"][0]
+    assert masked.target == "shop/cart" and masked.details["will_recur"] == "yes"
+    (bundled,) = by_kind["bundled_rollback"]
+    assert "env.DB_POOL_SIZE 20 → 5" in bundled.title
+    assert any(f.target == "shop/payments" and f.severity == "high" for f in by_kind["side_effect"])
+    assert _scenario(demo_store, by_kind["duplicate_investigation"][0].incident_id) == "parallel_teams"
+    assert any(f.target == "shop/search" for f in by_kind["unverified_action"])
+    bad = [f for f in by_kind["first_bad_step"] if f.incident_id]
+    assert bad and _scenario(demo_store, bad[0].incident_id) == "wrong_tool"
