@@ -125,8 +125,11 @@ def render(template: str, parameters: dict, html_path: Path | str, *, notebook: 
     html_path.parent.mkdir(parents=True, exist_ok=True)
     executed = Path(notebook) if notebook else Path(tempfile.mkstemp(suffix=".ipynb", prefix=".afterfix-")[1])
     try:
+        # The kernel's own start-up warnings (a loopback TCP notice) would land in every cron mail;
+        # what matters from it, a failing cell, comes back through papermill.
         pm.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=KERNEL,
-                            progress_bar=False, cwd=str(cwd) if cwd else None)
+                            progress_bar=False, cwd=str(cwd) if cwd else None,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except pm.PapermillExecutionError as e:
         kept = executed if notebook else _keep_failed(executed, html_path)
         raise TemplateError(_failed_cell(source, e, kept)) from None
