@@ -290,7 +290,7 @@ class _Night:
                       for _, o in mine.iterrows() if o["verdict"] == "rejected"]
             rows.append({"time": c.hhmm(dec["start_time"]), "incident": dec["incident_id"], "agent": dec["agent_name"],
                          "question": dec["question"], "chose": dec["selected_option"], "because": dec["reason"],
-                         "turned down": "; ".join(turned) if turned else "—"})
+                         "turned down": "\n".join(turned) if turned else "—"})
         table = pd.DataFrame(rows)
         rejected = int((options["verdict"] == "rejected").sum()) if not options.empty else 0
         summary = (f"{_count(len(d), 'decision')} over {_count(d['incident_id'].nunique(), 'incident')}; "

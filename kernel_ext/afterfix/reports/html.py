@@ -27,7 +27,9 @@ __all__ = ["page_style", "handoff_html", "section_html", "show", "offline_figure
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 HANDOFF = "afterfix.handoff"  # output metadata key of the handoff
-MAX_ROWS = 400  # rows shown per table; the rest are counted (the store has them all)
+MAX_ROWS = 400
+# columns of short words (times, ids, names) that read badly when wrapped mid-word
+SHORT_COLUMNS = {"time", "since", "incident", "agent", "chose", "severity", "kind", "status", "trust level", "evidence"}  # rows shown per table; the rest are counted (the store has them all)
 
 STYLE = """
 <style>
@@ -46,7 +48,8 @@ STYLE = """
 .afx table { border-collapse: collapse; font-size: 13px; margin: 6px 0; width: 100%; table-layout: auto; }
 .afx th, .afx td { text-align: left !important; }
 .afx th { background: #f6f8fa; border-bottom: 2px solid #d0d7de; padding: 4px 8px; }
-.afx td { border-bottom: 1px solid #eaeef2; padding: 4px 8px; vertical-align: top; overflow-wrap: anywhere; }
+.afx td { border-bottom: 1px solid #eaeef2; padding: 4px 8px; vertical-align: top; overflow-wrap: break-word; white-space: pre-line; }
+.afx td.short { white-space: nowrap; }
 .afx td.sev-critical { color: #fff; background: #a40e26; font-weight: 600; }
 .afx td.sev-high { color: #a40e26; font-weight: 600; }
 .afx td.sev-medium { color: #9a6700; font-weight: 600; }
@@ -95,7 +98,10 @@ def table_html(frame: pd.DataFrame, max_rows: int = MAX_ROWS) -> str:
     for record in frame.head(max_rows).itertuples(index=False):
         cells = []
         for col, value in zip(frame.columns, record):
-            cls = f" class='sev-{text(value)}'" if col == "severity" and isinstance(value, str) else ""
+            classes = [f"sev-{text(value)}"] if col == "severity" and isinstance(value, str) else []
+            if col in SHORT_COLUMNS:
+                classes.append("short")
+            cls = f" class='{' '.join(classes)}'" if classes else ""
             cells.append(f"<td{cls}>{text(value)}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     more = (f"<p class='more'>and {len(frame) - max_rows} more rows (all of them are in the store)</p>"
