@@ -60,6 +60,14 @@ NUM = r"[\d,.]+"
             rf"^spans stored +: +2,000 in {NUM} s",
             rf"^peak RSS +: +{NUM} MB +\(target <= 400 MB",
         ]),
+        ("tree.py", ["--spans", "2000", "--batch", "1000", "--repeat", "1"], [
+            r"^store: 2,303 spans, 800 events, 2 span files$",
+            r"^target run: 303 spans, 50 decisions, 503 tree nodes$",
+            rf"^run_tree cold \(new Store\) : median {NUM} ms of {NUM} \(target ≤ 200 ms: (met|MISSED)\)$",
+            rf"^run_tree new process +: median {NUM} ms of {NUM} \(target ≤ 200 ms: (met|MISSED)\)$",
+            rf"^run_tree warm \(same Store\): median {NUM} ms of {NUM} \(target ≤ 200 ms: (met|MISSED)\)$",
+            rf"^\(tree\) decision tree from a 2,303-span store: {NUM} ms cold, {NUM} ms in a new process, {NUM} ms warm",
+        ]),
     ],
 )
 def test_benchmark_runs(script, args, figures):
