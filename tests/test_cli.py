@@ -411,3 +411,15 @@ def test_serve_stdio_reports_a_port_in_use_as_one_json_line(tmp_path):
     assert error["event"] == "error" and error["kind"] == "ConfigError"
     assert f"127.0.0.1:{port}" in error["error"] and "Address already in use" in error["error"]
     assert "port 0" in error["error"] and "Traceback" not in err.decode()
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("red\x1b[31m", "red\\x1b[31m"),
+    ("admin\u202e)gnp.exe", "admin\\u202e)gnp.exe"),  # a right-to-left override would reorder what follows
+    ("a\u2066b\u2069", "a\\u2066b\\u2069"),
+    ("tab\tand\nnewline", "tab\tand\nnewline"),
+])
+def test_safe_shows_control_and_bidi_characters_as_escapes(text, shown):
+    from afterfix.cli import safe
+
+    assert safe(text) == shown

@@ -26,8 +26,11 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 TABLE_CELL_MAX = 100  # characters per cell in `--format table`; csv and json keep everything
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters, and the bidirectional overrides and isolates that make a terminal show text
+# in another order than it is (U+202A-U+202E, U+2066-U+2069: "Trojan Source").
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
+_CONTROL_ALL = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
 
 
 class UsageError(Exception):
@@ -41,7 +44,7 @@ def safe(text: object, *, newlines: bool = True) -> str:
     them must not reach the terminal as one.
     """
     pattern = _CONTROL if newlines else _CONTROL_ALL
-    return pattern.sub(lambda m: repr(m.group())[1:-1], str(text))
+    return pattern.sub(lambda m: f"\\u{ord(m.group()):04x}" if ord(m.group()) > 0xff else repr(m.group())[1:-1], str(text))
 
 
 # -- the parser ----------------------------------------------------------------------------
