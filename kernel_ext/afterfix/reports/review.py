@@ -68,8 +68,11 @@ def incident_review(store, incident_id: str, *, figures: bool = True) -> Page:
     header = Header(f"Incident review · {incident_id}", f"store {getattr(store, 'root', store)}", lines,
                     worry=any(f.severity in ("critical", "high") for f in found) or row["status"] not in ("resolved", "mitigated"))
 
-    happened = Section("what_happened", "What happened", f"{len(runs)} run(s) worked on this incident.",
-                       runs.assign(start_time=runs["start_time"].map(c.when)))
+    table = pd.DataFrame({"run": runs["run_id"], "agent": runs["agent_name"], "started": runs["start_time"].map(c.when),
+                          "took": runs["duration_s"].map(lambda s: c.duration(s) if pd.notna(s) else ""),
+                          "decisions": runs["decisions"], "changes": runs["changes"], "errors": runs["errors"],
+                          "status": runs["status"]})
+    happened = Section("what_happened", "What happened", f"{len(runs)} run(s) worked on this incident.", table)
     findings = Section("findings", "Findings", f"{len(found)} finding(s)." if found else "No findings for this incident.",
                        _findings_table(found, evidence=True) if found else None,
                        notes=[f"{f.title}: {f.explanation}" for f in found])
