@@ -168,6 +168,25 @@ def test_definitions_on_the_model_call_before_it_in_either_shape(tmp_path, shape
     assert f.details["reason"] == "'namespace' is a required property"
 
 
+@pytest.mark.parametrize("strict_first", [False, True])
+def test_a_call_repeated_after_the_definitions_changed_is_checked_against_the_new_ones(tmp_path, strict_first):
+    """The same read twice in one run, a model call with other definitions between them: each call is
+    checked against the definitions recorded latest before it, not those of the first."""
+    loose = {**KUBECTL_GET, "parameters": {"type": "object", "properties": {"namespace": {"type": "string"}}}}
+    night = Night(tmp_path)
+    rec = night.rec()
+    with rec.run(tool_definitions=[KUBECTL_GET if strict_first else loose]):
+        for call_id, defs in (("call-1", None), ("call-2", [loose if strict_first else KUBECTL_GET])):
+            if defs is not None:
+                with rec.llm_call("m", tool_definitions=defs):
+                    pass
+            with rec.tool_call("kubectl_get", {"resource": "deployments", "namespace": "sohp"}, call_id=call_id) as call:
+                call.result("[]")
+    (f,) = first_bad(night.store())
+    assert f.details["call_id"] == ("call-1" if strict_first else "call-2")
+    assert f.details["reason"] == "namespace: 'sohp' is not one of ['default', 'platform', 'shop']"
+
+
 def test_a_tool_the_definitions_do_not_know_breaks_them(tmp_path):
     night = Night(tmp_path)
     rec = night.rec()

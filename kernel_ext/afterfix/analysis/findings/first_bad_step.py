@@ -2,8 +2,8 @@
 
 A call is bad when it failed (span status ERROR, or `error.type`), broke its tool's declared schema,
 or was marked `afterfix.tool.invalid`. The schema is the nearest `gen_ai.tool.definitions` recorded
-in the call's run: on the latest span that started before the call (the agent's `invoke_agent`
-span, or the model call that chose the tool); a tool not among them breaks it too. Whatever used
+in the call's run: those of the latest agent span (`invoke_agent`) or model call (`chat`, ...) that
+started before the call; a tool not among them breaks it too. Whatever used
 the bad call's output is tainted, and whatever used that, in turn:
 
     below it            a span under a tainted tool call (parent/child)
@@ -51,6 +51,12 @@ def _a(key: str) -> str:
     return f"json_extract_string(attributes, '$.\"{key}\"')"
 
 
+# Where definitions are read: agent spans and model calls (the hot column first, so the text of
+# every other span is never searched).
+_DEFINED = (f"operation IN ('invoke_agent', 'create_agent', {', '.join(repr(o) for o in sorted(LLM_OPERATIONS))}) "
+            f"AND contains(attributes, '\"{k.GENAI_TOOL_DEFINITIONS}\"')")
+
+
 def _calls_sql(where: str) -> str:
     """Every tool call in the window with the definitions recorded latest before it in its run."""
     sep = "chr(31)"
@@ -65,7 +71,7 @@ def _calls_sql(where: str) -> str:
         ), defs AS (
             SELECT run_id, start_time AS defs_time, span_id AS defs_span_id, md5(d) AS defs_hash
             FROM (SELECT run_id, start_time, span_id, {_a(k.GENAI_TOOL_DEFINITIONS)} AS d FROM spans
-                  WHERE contains(attributes, '"{k.GENAI_TOOL_DEFINITIONS}"') AND run_id IN (SELECT run_id FROM calls))
+                  WHERE {_DEFINED} AND run_id IN (SELECT run_id FROM calls))
             WHERE d IS NOT NULL
         )
         SELECT c.*, d.defs_span_id, d.defs_hash,
@@ -74,29 +80,89 @@ def _calls_sql(where: str) -> str:
         FROM calls c ASOF LEFT JOIN defs d ON c.run_id = d.run_id AND c.start_time >= d.defs_time"""
 
 
-def _schema_breaks(scope, where: str, params: list) -> tuple[dict[str, str], dict[str, Definitions]]:
-    """{combo: why the arguments break the definitions}, for each distinct (definitions, tool, arguments)."""
-    combos = scope.store.query(f"""
-        SELECT DISTINCT defs_hash, tool_name, arguments, input_value, combo FROM ({_calls_sql(where)})
-        WHERE defs_hash IS NOT NULL""", params)
-    if combos.empty:
-        return {}, {}
-    texts = scope.store.query(f"""
-        SELECT md5(d) AS defs_hash, any_value(d) AS d
-        FROM (SELECT {_a(k.GENAI_TOOL_DEFINITIONS)} AS d FROM spans WHERE contains(attributes, '"{k.GENAI_TOOL_DEFINITIONS}"'))
-        WHERE d IS NOT NULL AND list_contains(?::VARCHAR[], md5(d)) GROUP BY 1""",
-                              [sorted(set(combos["defs_hash"]))])
-    parsed = {h: parse(d) for h, d in texts.itertuples(index=False)}
-    breaks = {}
-    for defs_hash, tool, arguments, input_value, combo in combos.itertuples(index=False):
-        defs = parsed.get(defs_hash)
-        if defs is None:
-            continue
-        args = arguments if isinstance(arguments, str) else _input_arguments(input_value)
-        why = defs.check(tool if isinstance(tool, str) else None, args)
-        if why is not None:
-            breaks[combo] = why
-    return breaks, parsed
+_FIRST = "min(struct_pack(t := start_time, s := span_id, tr := trace_id))"  # a run's first call, by time then span id
+_COMBO_COLUMNS = "defs_hash, tool_name, arguments, input_value"
+
+
+def _combos_sql(where: str) -> str:
+    """Each distinct (definitions, tool, arguments) of the window's tool calls, with the first call of
+    it in each run and the first failed or invalid one. `where` is used twice (its parameters twice).
+
+    One scan reads the calls and the definitions. Repeated calls (a night repeats the same reads many
+    times) are grouped per run before the definitions are matched to them, at their first call; a run
+    whose definitions change between two calls of one group is matched call by call instead."""
+    paths = ", ".join(f"'$.\"{key}\"'" for key in (k.TOOL_INVALID, k.GENAI_TOOL_ARGUMENTS, k.OI_TOOL_CALL_ARGUMENTS,
+                                                   k.OI_INPUT_VALUE, k.GENAI_TOOL_DEFINITIONS))
+    is_call = "(operation = 'execute_tool' OR tool_name IS NOT NULL)"
+    by_call = f"{_FIRST}, {_FIRST} FILTER (WHERE bad)"
+    return f"""
+        WITH base AS MATERIALIZED (
+            SELECT run_id, trace_id, span_id, start_time, tool_name, is_call,
+                   status_code = 'ERROR' OR error_type IS NOT NULL OR nullif(j[1], '') IS NOT NULL AS bad,
+                   coalesce(j[2], j[3]) AS arguments, CASE WHEN coalesce(j[2], j[3]) IS NULL THEN j[4] END AS input_value,
+                   CASE WHEN defined THEN j[5] END AS d
+            FROM (SELECT run_id, trace_id, span_id, start_time, tool_name, status_code, error_type,
+                         {is_call} AND {where} AS is_call, {_DEFINED} AS defined,
+                         json_extract_string(attributes, [{paths}]) AS j
+                  FROM spans WHERE ({is_call} AND {where}) OR {_DEFINED})
+        ), defs AS (
+            SELECT run_id, start_time AS defs_time, md5(d) AS defs_hash, d FROM base WHERE d IS NOT NULL
+        ), grouped AS MATERIALIZED (
+            SELECT run_id, tool_name, arguments, input_value, min(start_time) AS t0, max(start_time) AS t1,
+                   {_FIRST} AS first_call, {_FIRST} FILTER (WHERE bad) AS first_bad
+            FROM base WHERE is_call GROUP BY ALL
+        ), at_first AS MATERIALIZED (
+            SELECT g.*, d.defs_hash FROM grouped g ASOF LEFT JOIN defs d ON g.run_id = d.run_id AND g.t0 >= d.defs_time
+        ), mixed AS (
+            SELECT DISTINCT g.run_id FROM at_first g
+            JOIN defs d ON g.run_id = d.run_id AND d.defs_time > g.t0 AND d.defs_time <= g.t1
+            WHERE d.defs_hash IS DISTINCT FROM g.defs_hash
+        ), runs AS (
+            SELECT g.run_id, {_COMBO_COLUMNS}, first_call, first_bad FROM at_first g
+            LEFT JOIN mixed m ON g.run_id = m.run_id WHERE m.run_id IS NULL
+            UNION ALL
+            SELECT c.run_id, d.defs_hash, c.tool_name, c.arguments, c.input_value, {by_call}
+            FROM (SELECT * FROM base WHERE is_call AND run_id IN (SELECT run_id FROM mixed)) c
+            ASOF LEFT JOIN defs d ON c.run_id = d.run_id AND c.start_time >= d.defs_time
+            GROUP BY ALL
+        )
+        SELECT {_COMBO_COLUMNS},
+               md5(coalesce(defs_hash, '') || chr(31) || coalesce(tool_name, '') || chr(31)
+                   || CASE WHEN arguments IS NULL THEN 'i' || coalesce(input_value, '') ELSE 'a' || arguments END) AS combo,
+               any_value(t.d) AS definitions,
+               list(struct_pack(run_id := run_id, first := first_call)) AS firsts,
+               list(struct_pack(run_id := run_id, first := first_bad)) FILTER (WHERE first_bad IS NOT NULL) AS bads
+        FROM runs LEFT JOIN (SELECT defs_hash AS h, any_value(d) AS d FROM defs GROUP BY 1) t ON runs.defs_hash = t.h
+        GROUP BY {_COMBO_COLUMNS}"""
+
+
+def _schema_breaks(scope, where: str, params: list) -> tuple[dict[str, str], dict[str, Definitions], dict]:
+    """{combo: why the arguments break the definitions}, for each distinct (definitions, tool, arguments);
+    the parsed definitions; and {run: (start, span id, trace id) of its first bad call}."""
+    combos = scope.store.query(_combos_sql(where), [*params, *params])
+    parsed: dict[str, Definitions] = {}
+    breaks: dict[str, str] = {}
+    first: dict = {}
+
+    def consider(items) -> None:
+        for item in items:
+            run, call = item["run_id"], item["first"]
+            key = (call["t"], call["s"], call["tr"])
+            if run not in first or key < first[run]:
+                first[run] = key
+
+    for defs_hash, tool, arguments, input_value, combo, text, firsts, bads in combos.itertuples(index=False):
+        if isinstance(defs_hash, str):
+            if defs_hash not in parsed:
+                parsed[defs_hash] = parse(text)
+            args = arguments if isinstance(arguments, str) else _input_arguments(input_value)
+            why = parsed[defs_hash].check(tool if isinstance(tool, str) else None, args)
+            if why is not None:
+                breaks[combo] = why
+                consider(firsts)
+        if not pd.api.types.is_scalar(bads):  # no failed or invalid call: NULL
+            consider(bads)
+    return breaks, parsed, first
 
 
 def _input_arguments(text: Any) -> str | None:
@@ -111,13 +177,17 @@ def _input_arguments(text: Any) -> str | None:
 
 def _first_bad_calls(scope) -> tuple[pd.DataFrame, dict[str, str], dict[str, Definitions]]:
     where, params = scope._where()
-    breaks, parsed = _schema_breaks(scope, where, params)
-    first = scope.store.query(f"""
-        SELECT * FROM ({_calls_sql(where)}) x
-        WHERE failed OR invalid IS NOT NULL OR list_contains(?::VARCHAR[], combo)
+    breaks, parsed, first = _schema_breaks(scope, where, params)
+    if not first:
+        return pd.DataFrame(), breaks, parsed
+    keys = sorted(f"{trace_id}/{span_id}" for _, span_id, trace_id in first.values())
+    # the chosen calls again, each with all its columns (a few rows: only these calls' JSON is read)
+    frame = scope.store.query(f"""
+        SELECT * FROM ({_calls_sql(where + " AND list_contains(?::VARCHAR[], span_id)")}) x
+        WHERE list_contains(?::VARCHAR[], trace_id || '/' || span_id)
         QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY start_time, span_id) = 1
-        ORDER BY start_time""", [*params, sorted(breaks)])
-    return first, breaks, parsed
+        ORDER BY start_time, run_id""", [*params, sorted({s for _, s, _ in first.values()}), keys])
+    return frame, breaks, parsed
 
 
 # -- a run's spans, and what consumed what ------------------------------------------------------------
@@ -433,9 +503,10 @@ def _finding(scope, call, bad: _Span, tainted, reasons, defs: Definitions | None
         more = f"; and {len(tainted) - PATH_IN_TEXT} more" if len(tainted) > PATH_IN_TEXT else ""
         text += f" Later steps used its output: {steps}{more}."
         if changes:
-            text += (f" {'These changes rest' if len(changes) > 1 else 'This change rests'} on it: "
-                     f"{', '.join(_short(s.name) for s in changes)}. Check each against a correct read and roll back "
-                     f"what is wrong.")
+            many = len(changes) > 1
+            text += (f" {'These changes rest' if many else 'This change rests'} on it: "
+                     f"{', '.join(_short(s.name) for s in changes)}. Check {'each' if many else 'it'} against a "
+                     f"correct read and roll back what is wrong.")
         if decisions:
             text += " Decide again on correct inputs to see whether the choice would have been different."
     else:

@@ -12,7 +12,9 @@ The definitions are trace text, so untrusted: a value that is not JSON, not a li
 are not valid JSON schemas is reported as a problem and never raises. Schemas are only checked,
 never fetched (a `$ref` to a URL is not followed), and their regular expressions run on RE2, whose
 time is linear in the input, so a hostile `pattern` cannot stall a review (without google-re2,
-patterns are not checked).
+patterns are not checked). jsonschema is imported on first use: with its optional format checkers
+installed (as JupyterLab installs them) the import takes about a second, which a store without
+definitions should not pay.
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
-
-import jsonschema
-from jsonschema.validators import Draft7Validator, extend, validator_for
 
 try:
     import re2 as _re2
@@ -51,6 +50,8 @@ def _search(pattern: Any, text: str) -> bool | None:
 
 
 def _pattern(validator, pattern, instance, schema):
+    import jsonschema
+
     if validator.is_type(instance, "string") and _search(pattern, instance) is False:
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
@@ -66,6 +67,9 @@ def _pattern_properties(validator, patterns, instance, schema):
 
 def _validator(schema: Any):
     """A validator for one tool's parameters, or a ValueError saying why the schema cannot be used."""
+    import jsonschema
+    from jsonschema.validators import Draft7Validator, extend, validator_for
+
     try:
         cls = validator_for(schema, default=Draft7Validator) if isinstance(schema, dict) else Draft7Validator
         cls.check_schema(schema)
@@ -115,9 +119,11 @@ class Definitions:
                 arguments = json.loads(arguments)
             except (ValueError, RecursionError):
                 return f"its arguments are not JSON: {_short(arguments, 80)!r}"
+        from jsonschema.exceptions import best_match
+
         try:
             errors = list(itertools.islice(validator.iter_errors(arguments), MAX_ERRORS))
-            error = jsonschema.exceptions.best_match(errors)
+            error = best_match(errors)
         except Exception:  # an unresolvable $ref, a schema too deep: the call cannot be checked
             return None
         if error is None:
