@@ -190,3 +190,29 @@ def test_a_failing_runbook_leaves_the_incident_open_and_the_shift_going(world):
     assert tool.status.status_code.name == "ERROR" and json.loads(t["gen_ai.tool.call.arguments"])["name"] == "ghost"
     [(incident, a)] = spans_of(exporter, "incident")
     assert incident.status.status_code.name == "ERROR" and a["afterfix.incident.status"] == "open"
+
+
+def test_runs_record_their_tools_and_decisions_the_calls_they_read(world):
+    from afterfix.analysis.findings.tool_schemas import parse
+
+    cluster, make, exporter = world
+    cluster.tick(sc.at(141) - cluster.clock.now())
+    make(3).handle("INC-W", sc.SEARCH, "latency_p95_ms", 1500, 300, defect="wrong_tool")
+    [(_, run)] = spans_of(exporter, op="invoke_agent")
+    tools = {t["name"]: t["parameters"] for t in json.loads(run["gen_ai.tool.definitions"])}
+    assert set(tools) == {"prometheus_query", "kubectl_get", "kubectl_events", "kubectl_describe", "pg_stat_statements"}
+    namespaces = sorted(n["metadata"]["name"] for n in cluster.list("v1", "Namespace", None))
+    assert "shop" in namespaces and tools["kubectl_get"]["properties"]["namespace"]["enum"] == namespaces
+    calls = [a for _, a in spans_of(exporter, op="execute_tool")]
+    defs = parse(run["gen_ai.tool.definitions"])
+    # every call keeps to the declared tools but the third, whose namespace is misspelt
+    assert [defs.check(a["gen_ai.tool.name"], a["gen_ai.tool.call.arguments"]) for a in calls[:4]] == [
+        None, None, f"namespace: 'sohp' is not one of {namespaces!r}", None]
+    assert all(defs.check(a["gen_ai.tool.name"], a["gen_ai.tool.call.arguments"]) is None for a in calls[3:])
+    [(_, d)] = spans_of(exporter, "decision")
+    inputs = json.loads(d["afterfix.decision.inputs"])
+    ids = {a["gen_ai.tool.call.id"]: a for a in calls}
+    assert inputs["sources"]["hpa"] == [calls[2]["gen_ai.tool.call.id"]]
+    assert inputs["sources"]["deployment"] == [calls[1]["gen_ai.tool.call.id"]]
+    assert {ids[c]["gen_ai.tool.name"] for c in inputs["sources"]["metrics"]} == {"prometheus_query"}
+    assert len(inputs["sources"]["metrics"]) == 6 and set(inputs["sources"]) <= set(inputs)

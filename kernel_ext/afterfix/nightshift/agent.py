@@ -9,10 +9,15 @@ then a merge patch carrying a resourceVersion precondition and fieldManager `aft
 recorded as an `action` span with before/after and resourceVersions, then verified after
 simulated minutes. The trust level decides how far it goes: 1 recommends, 2 asks for approval
 and waits (bounded), 3 and 4 apply.
+
+Each run records the tools the agent may call as `gen_ai.tool.definitions` (their namespace
+parameters list the cluster's namespaces), and each decision names the tool calls its inputs came
+from (`sources`), so a review can tell a bad call and follow it to what it led to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -111,6 +116,42 @@ class Outcome:
     error: str | None = None
 
 
+def tool_definitions(namespaces: list[str] | None) -> list[dict]:
+    """The agent's tools as GenAI tool definitions; `namespaces` (the cluster's) bound every
+    namespace argument, or leave it any string when the cluster could not be asked."""
+    ns = {"type": "string", **({"enum": sorted(namespaces)} if namespaces else {})}
+
+    def tool(name: str, description: str, properties: dict, required: list[str]) -> dict:
+        return {"type": "function", "name": name, "description": description,
+                "parameters": {"type": "object", "properties": properties, "required": required,
+                               "additionalProperties": False}}
+
+    resource = {"type": "string", "enum": sorted(RESOURCES)}
+    return [
+        tool("prometheus_query", "evaluate a PromQL query against the last scrape",
+             {"query": {"type": "string"}}, ["query"]),
+        tool("kubectl_get", "read one object, or list a kind in a namespace",
+             {"resource": resource, "namespace": ns, "name": {"type": "string"}, "labelSelector": {"type": "string"}},
+             ["resource", "namespace"]),
+        tool("kubectl_events", "the latest events about one object",
+             {"namespace": ns, "involvedObject.name": {"type": "string"}}, ["namespace", "involvedObject.name"]),
+        tool("kubectl_describe", "an object with its latest events",
+             {"resource": resource, "namespace": ns, "name": {"type": "string"}}, ["resource", "namespace", "name"]),
+        tool("pg_stat_statements", "the slowest statements of a database",
+             {"database": {"type": "string"}, "order_by": {"type": "string"}, "limit": {"type": "integer", "minimum": 1}},
+             ["database"]),
+    ]
+
+
+@dataclass
+class _Feed:
+    keys: list[str]
+    calls: list[str] = field(default_factory=list)
+
+    def add(self, *keys: str) -> None:
+        self.keys += keys
+
+
 def _summary(obj: Any) -> Any:
     """The part of a Kubernetes object worth recording as a tool result. A Deployment keeps its
     managedFields, as `kubectl get --show-managed-fields` shows them: who last set each field, and
@@ -157,6 +198,35 @@ class Agent:
         self.checkpoint: Callable[[], object] = lambda: None  # called between deciding and acting
         self._scrape: list[tuple[str, dict, float]] | None = None
         self._calls: list[str] = []
+        self._feeds: list[_Feed] = []  # the decision inputs the tool calls in progress feed
+        self._sources: dict[str, list[str]] = {}  # input key -> call ids, for the next decision
+
+    def _start(self) -> None:
+        """A fresh run: no tool calls yet, no sources for a decision."""
+        self._calls, self._feeds, self._sources = [], [], {}
+
+    def tool_definitions(self) -> list[dict]:
+        """The tools this agent may call, with the cluster's namespaces as of now (not a tool call:
+        it is what the agent is given before it starts, as a model is given its tools)."""
+        try:
+            names = [n["metadata"]["name"] for n in self._raw("CoreV1Api", "list_namespace")["items"]]
+        except (ApiException, OSError, KeyError, TypeError, ValueError):
+            names = None
+        return tool_definitions(names)
+
+    @contextlib.contextmanager
+    def feeding(self, *keys: str):
+        """The tool calls made inside are the sources of these decision inputs (keys of the next
+        decision's inputs). Keys only known from a result can be named inside: `feed.add(key)`."""
+        feed = _Feed(list(keys))
+        self._feeds.append(feed)
+        try:
+            yield feed
+        finally:
+            self._feeds.remove(feed)
+            for key in feed.keys:
+                known = self._sources.setdefault(key, [])
+                known += [call for call in feed.calls if call not in known]
 
     def close(self) -> None:
         self.api.close()
@@ -166,6 +236,8 @@ class Agent:
         """Run `fn` as the tool call `name`: one span with its arguments and `summarize(result)`."""
         self._calls.append(name)
         with self.rec.tool_call(name, arguments) as call:
+            for feed in self._feeds:
+                feed.calls.append(call.call_id)
             try:
                 result = fn()
             except ApiException as e:
@@ -246,8 +318,11 @@ class Agent:
         self._think(inputs, choice)
         options = [sdk.Option(o.id, o.description, action=o.action, evidence=list(o.evidence), score=o.score,
                               verdict=o.verdict, reason=o.reason) for o in choice.options]
+        # Sources name only inputs this decision has; a read may have been ready to feed others.
+        sources = {key: calls for key, calls in sorted(self._sources.items()) if key in inputs and calls}
+        self._sources = {}
         decision_id = self.rec.decision(choice.question, options=options, selected=choice.selected, reason=choice.reason,
-                                        policy=policy, inputs=inputs)
+                                        policy=policy, inputs=inputs, sources=sources or None)
         return choice, decision_id
 
     # ---- acting ------------------------------------------------------------------------------------
@@ -337,8 +412,8 @@ class Agent:
         Returns the anomalies found as (service, signal, value, threshold), worst first.
         """
         found = []
-        self._calls = []
-        with self.rec.run(run_id=run_id, agent_name=self.agent_name):
+        self._start()
+        with self.rec.run(run_id=run_id, agent_name=self.agent_name, tool_definitions=self.tool_definitions()):
             self.scrape()
             for svc in services:
                 m = {s: self.prometheus_query(s, svc.namespace, svc.name)
@@ -355,12 +430,13 @@ class Agent:
         A runbook that fails (an API error, a bug) leaves the incident open with its spans marked
         ERROR and the error in `Outcome.error`: one bad incident does not end the shift.
         """
-        self._calls = []
+        self._start()
         title = f"{svc.key}: {signal} {value:.3g} over {threshold:.3g}"
         severity = "critical" if signal == "error_rate" and value > 0.2 else ("high" if signal != "memory_mb" else "medium")
         out = Outcome(run_id or "", incident_id)
         try:
-            with self.rec.run(run_id=run_id, incident_id=incident_id, agent_name=self.agent_name) as run:
+            with self.rec.run(run_id=run_id, incident_id=incident_id, agent_name=self.agent_name,
+                              tool_definitions=self.tool_definitions()) as run:
                 out.run_id = run.run_id
                 with self.rec.incident(incident_id, title, severity=severity, service=svc.key) as inc:
                     self.rec.detection(signal, value, threshold,

@@ -3,7 +3,8 @@
 Each runbook takes the `Agent` (its tools, its recorder, its trust level), the run's `Outcome`
 to fill in, and the service an alert fired for; it returns the incident's closing status
 (resolved, mitigated, escalated, or open while a person has to act). Reads go through the
-agent's tools, choices through `policy.py`, writes through `Agent.change()`.
+agent's tools, choices through `policy.py`, writes through `Agent.change()`. Each read that goes
+into a decision runs inside `agent.feeding(<input keys>)`, so the decision names it as a source.
 """
 
 from __future__ import annotations
@@ -48,20 +49,24 @@ def capacity(agent: Agent, out: Outcome, svc: Service, *, defect: str | None = N
     # Tool call 1: is it still slow; 2: the Deployment; 3: its autoscaler; then the rest.
     agent.wait(180)
     agent.scrape()
-    metrics = {"latency_p95_ms": agent.prometheus_query("latency_p95_ms", svc.namespace, svc.name)}
-    deploy = agent.kubectl_get("deployments", svc.namespace, svc.name)
-    if defect == "wrong_tool":
-        # A subtly wrong call: the wrong resource in a misspelt namespace. It answers with an
-        # empty list, and the steps after it take that for "this service has no HPA".
-        typo = svc.namespace[0] + svc.namespace[2] + svc.namespace[1] + svc.namespace[3:]
-        found = agent.kubectl_get("replicasets", typo, label_selector=f"app={svc.name}")
-        hpa = _hpa_facts(next(iter(found["items"]), None))
-    else:
-        found = agent.kubectl_get("horizontalpodautoscalers", svc.namespace)
-        hpa = _hpa_facts(next((h for h in found["items"]
-                               if h["spec"]["scaleTargetRef"].get("name") == svc.name), None))
-    for signal in ("error_rate", "cpu_utilization", "memory_mb", "restarts", "replicas"):
-        metrics[signal] = agent.prometheus_query(signal, svc.namespace, svc.name)
+    with agent.feeding("metrics"):
+        metrics = {"latency_p95_ms": agent.prometheus_query("latency_p95_ms", svc.namespace, svc.name)}
+    with agent.feeding("deployment"):
+        deploy = agent.kubectl_get("deployments", svc.namespace, svc.name)
+    with agent.feeding("hpa"):
+        if defect == "wrong_tool":
+            # A subtly wrong call: the wrong resource in a misspelt namespace. It answers with an
+            # empty list, and the steps after it take that for "this service has no HPA".
+            typo = svc.namespace[0] + svc.namespace[2] + svc.namespace[1] + svc.namespace[3:]
+            found = agent.kubectl_get("replicasets", typo, label_selector=f"app={svc.name}")
+            hpa = _hpa_facts(next(iter(found["items"]), None))
+        else:
+            found = agent.kubectl_get("horizontalpodautoscalers", svc.namespace)
+            hpa = _hpa_facts(next((h for h in found["items"]
+                                   if h["spec"]["scaleTargetRef"].get("name") == svc.name), None))
+    with agent.feeding("metrics"):
+        for signal in ("error_rate", "cpu_utilization", "memory_mb", "restarts", "replicas"):
+            metrics[signal] = agent.prometheus_query(signal, svc.namespace, svc.name)
     agent.kubectl_events(svc.namespace, svc.name)
     obs = {"service": svc.key, "slo_latency_ms": svc.slo_latency_ms, "metrics": metrics, "hpa": hpa,
            "deployment": {"replicas": deploy["spec"]["replicas"]}, "max_replicas_cap": 12}
@@ -86,10 +91,14 @@ def capacity(agent: Agent, out: Outcome, svc: Service, *, defect: str | None = N
 def memory(agent: Agent, out: Outcome, svc: Service, **_) -> str:
     """Memory near the limit: measure the growth over three minutes, then restart (and escalate
     when it is back after an earlier restart tonight)."""
-    first = agent.observe(svc)
-    metrics = _recheck(agent, svc)
-    deploy = agent.kubectl_get("deployments", svc.namespace, svc.name)
-    pods = agent.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")
+    with agent.feeding("growth_mb_per_hour"):
+        first = agent.observe(svc)
+    with agent.feeding("metrics", "growth_mb_per_hour"):
+        metrics = _recheck(agent, svc)
+    with agent.feeding("memory_limit_mb", "last_rollout_age_h", "agent_restarts_tonight"):
+        deploy = agent.kubectl_get("deployments", svc.namespace, svc.name)
+    with agent.feeding("pods"):
+        pods = agent.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")
     agent.kubectl_events(svc.namespace, svc.name)
     now = agent.now()
     container = deploy["spec"]["template"]["spec"]["containers"][0]
@@ -127,8 +136,11 @@ def _restart(agent: Agent, out: Outcome, svc: Service, decision_id: str) -> str:
 
 def errors(agent: Agent, out: Outcome, svc: Service, **_) -> str:
     """Errors: a fresh rollout is rolled back; a ConfigMap changed under running pods means a restart."""
-    metrics = _recheck(agent, svc)
-    deploy = agent.kubectl_describe("deployments", svc.namespace, svc.name)["object"]
+    with agent.feeding("metrics"):
+        metrics = _recheck(agent, svc)
+    # The Deployment feeds whichever runbook it leads to; the decision keeps the keys it has.
+    with agent.feeding("rollout_age_min", "current", "template_age_h", "configmap", "pods_started_before_change"):
+        deploy = agent.kubectl_describe("deployments", svc.namespace, svc.name)["object"]
     now = agent.now()
     if _rollout_age_h(deploy, now) * 60 <= 90:
         return _bad_rollout(agent, out, svc, deploy, metrics, now)
@@ -136,8 +148,10 @@ def errors(agent: Agent, out: Outcome, svc: Service, **_) -> str:
 
 
 def _bad_rollout(agent: Agent, out: Outcome, svc: Service, deploy: dict, metrics: dict, now: float) -> str:
-    sets = agent.kubectl_get("replicasets", svc.namespace, label_selector=f"app={svc.name}")["items"]
-    pods = agent.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")["items"]
+    with agent.feeding("current", "previous"):
+        sets = agent.kubectl_get("replicasets", svc.namespace, label_selector=f"app={svc.name}")["items"]
+    with agent.feeding("pod_reasons"):
+        pods = agent.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")["items"]
     reasons: dict[str, int] = {}
     for p in pods:
         for cs in p.get("status", {}).get("containerStatuses") or []:
@@ -172,13 +186,15 @@ def _feature_flag(agent: Agent, out: Outcome, svc: Service, deploy: dict, metric
     names = sorted({(src.get("configMapRef") or {}).get("name") for c0 in spec["containers"]
                     for src in c0.get("envFrom") or []} - {None})
     cm, changed, keys = {"data": {}, "metadata": {"name": ""}}, 0.0, []
-    for name in names:
-        obj = agent.kubectl_get("configmaps", svc.namespace, name)
-        t, k = _configmap_change(obj)
-        if t >= changed:
-            cm, changed, keys = obj, t, k
+    with agent.feeding("configmap", "pods_started_before_change"):
+        for name in names:
+            obj = agent.kubectl_get("configmaps", svc.namespace, name)
+            t, k = _configmap_change(obj)
+            if t >= changed:
+                cm, changed, keys = obj, t, k
     cm_name, key = cm["metadata"]["name"], (keys[0] if keys else "")
-    pods = agent.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")["items"]
+    with agent.feeding("pods_started_before_change", "pods_total"):
+        pods = agent.kubectl_get("pods", svc.namespace, label_selector=f"app={svc.name}")["items"]
     stale = sum(1 for p in pods if (_epoch(p.get("status", {}).get("startTime")) or 0) < changed)
     obs = {"service": svc.key, "metrics": metrics,
            "configmap": {"name": cm_name, "key": key, "value": (cm.get("data") or {}).get(key),
@@ -200,10 +216,13 @@ def _feature_flag(agent: Agent, out: Outcome, svc: Service, deploy: dict, metric
 def db(agent: Agent, out: Outcome, svc: Service, *, db_stats: Callable[[str], dict] | None = None, **_) -> str:
     """Latency from the database: read pg_stat_statements (`db_stats`), propose a migration,
     which always waits for a person."""
-    metrics = _recheck(agent, svc)
+    with agent.feeding("metrics"):
+        metrics = _recheck(agent, svc)
     agent.kubectl_describe("deployments", svc.namespace, svc.name)
-    stats = agent.tool("pg_stat_statements", {"database": f"{svc.name}-db", "order_by": "mean_exec_time", "limit": 1},
-                       lambda: db_stats(svc.key) if db_stats else {}, lambda r: r)
+    with agent.feeding() as feed:
+        stats = agent.tool("pg_stat_statements", {"database": f"{svc.name}-db", "order_by": "mean_exec_time", "limit": 1},
+                           lambda: db_stats(svc.key) if db_stats else {}, lambda r: r)
+        feed.add(*stats)
     obs = {"service": svc.key, "metrics": metrics, "slo_latency_ms": svc.slo_latency_ms, **stats}
     choice, did = _settle(agent, out, "db_migration", obs)
     opt = choice.chosen
@@ -221,10 +240,12 @@ def shared_dependency(agent: Agent, out: Outcome, svc: Service, *, own: Service 
                       owner_team: str = "platform", **_) -> str:
     """A team's agent looks at its own service and at the shared dependency, then acts or defers."""
     own = own or svc
-    own_metrics = agent.observe(own)
+    with agent.feeding("metrics"):
+        own_metrics = agent.observe(own)
     agent.kubectl_get("deployments", own.namespace, own.name)
-    dep_metrics = agent.observe(svc)
-    hpas = agent.kubectl_get("horizontalpodautoscalers", svc.namespace)["items"]
+    with agent.feeding("dependency"):
+        dep_metrics = agent.observe(svc)
+        hpas = agent.kubectl_get("horizontalpodautoscalers", svc.namespace)["items"]
     hpa = _hpa_facts(next((h for h in hpas if h["spec"]["scaleTargetRef"].get("name") == svc.name), None))
     agent.kubectl_events(svc.namespace, svc.name)
     obs = {"team": agent.team, "service": own.key, "metrics": own_metrics, "slo_latency_ms": own.slo_latency_ms,
