@@ -345,3 +345,34 @@ def test_a_catastrophic_pattern_is_checked_in_linear_time(tmp_path):
             call.result("fine")
     (f,) = first_bad(night.store())
     assert f.details["why"] == "schema" and "does not match '^(a+)+$'" in f.details["reason"]
+
+
+# -- the night shift: the wrong_tool scenario is found, the others are not ----------------------------------------
+
+
+def test_the_night_shifts_wrong_tool_call_is_the_first_bad_step_of_its_incident(tmp_path):
+    from afterfix.nightshift import scenarios as sc
+    from afterfix.nightshift.night import run_night
+    from afterfix.store import Store
+
+    store = Store(tmp_path / "store")
+    result = run_night(store, workdir=tmp_path / "demo", seed=7, scenarios=["hpa_starvation", "wrong_tool"],
+                       until=sc.at(200))
+    wrong = {i.incident_id for i in result.incidents if i.scenario == "wrong_tool"}
+    assert wrong and {i.scenario for i in result.incidents} == {"hpa_starvation", "wrong_tool"}
+    found = first_bad(store)
+    assert {f.incident_id for f in found} == wrong  # the HPA-starvation runs are clean
+    for f in found:
+        assert f.details["why"] == "schema" and f.details["arguments"]["namespace"] == "sohp"
+        assert [p["kind"] for p in f.details["path"]] == ["tool", "decision", "action", "verification"]
+        assert f.details["path"][1]["why"] == "its input hpa came from it" and f.severity == "high"
+        assert f.target == "shop/search"
+    # every decision names as sources only its own inputs and tool calls of its own run
+    calls = store.query("SELECT run_id, call_id FROM tool_calls")
+    own = set(zip(calls["run_id"], calls["call_id"]))
+    for run_id, inputs in store.query("SELECT run_id, inputs FROM decisions").itertuples(index=False):
+        inputs = json.loads(inputs)
+        sources = inputs.pop("sources")
+        assert set(sources) <= set(inputs) and "metrics" in sources
+        assert all((run_id, call) in own for ids in sources.values() for call in ids)
+    store.close()
