@@ -68,6 +68,21 @@ NUM = r"[\d,.]+"
             rf"^run_tree warm \(same Store\): median {NUM} ms of {NUM} \(target ≤ 200 ms: (met|MISSED)\)$",
             rf"^\(tree\) decision tree from a 2,303-span store: {NUM} ms cold, {NUM} ms in a new process, {NUM} ms warm",
         ]),
+        ("findings.py", ["--spans", "15000", "--copies", "2", "--repeat", "1"], [
+            r"^night: [\d,]+ spans, \d+ incidents, [\d,]+ metric points; window 2026-11-26 21:00 to ",
+            r"^demo night's findings  : bundled_rollback \d+, duplicate_investigation \d+, first_bad_step \d+, masked_issue \d+, "
+            r"side_effect \d+, unverified_action \d+ \(",
+            r"^every kind the demo night yields: present, 2 times as often each$",
+            rf"^one run, kind by kind .*: masked_issue {NUM}, bundled_rollback {NUM}, first_bad_step {NUM}, ",
+            rf"^find\(\): median {NUM} s of {NUM} \(target ≤ 5 s: (met|MISSED)\)$",
+        ]),
+        ("briefing.py", ["--spans", "12000", "--copies", "2", "--repeat", "1"], [
+            r"^night: [\d,]+ spans, \d+ incidents, [\d,]+ metric points; window 2026-11-26 21:00 to ",
+            rf"^briefing: {NUM} MB of HTML; handoff: \S",
+            rf"^time split \(medians\), s: papermill {NUM} \(kernel start and papermill's own {NUM}, cells {NUM}, "
+            rf"of which open_briefing {NUM}\), nbconvert {NUM}, the rest -?{NUM}$",
+            rf"^brief\(\): median {NUM} s of {NUM} \(target ≤ 20 s: (met|MISSED)\)$",
+        ]),
     ],
 )
 def test_benchmark_runs(script, args, figures):
