@@ -112,30 +112,55 @@ def detect(scope) -> list[Finding]:
     if actions.empty:
         return []
     reverts = actions[actions["mutating"] & actions["verb"].isin(REVERT_VERBS) & (actions["status"] == "applied")]
-    found = []
-    for _, act in reverts.iterrows():
+    bundled = []
+    for act in reverts.to_dict("records"):
         changes = [ch for ch in field_diff(c.loads(act["before"]), c.loads(act["after"])) if not BOOKKEEPING.search(ch.path)]
-        if len(changes) < 2:
-            continue
-        found.append(_finding(scope, act, changes))
-    return found
+        if len(changes) >= 2:
+            bundled.append((act, changes))
+    if not bundled:
+        return []
+    context = _Context(scope.store, [act for act, _ in bundled])
+    return [_finding(context, act, changes) for act, changes in bundled]
 
 
-def _finding(scope, act, changes) -> Finding:
-    store = scope.store
-    reads = store.query("""SELECT result FROM tool_calls WHERE run_id = ? AND start_time <= ? AND result IS NOT NULL
-                           ORDER BY start_time DESC""", [act["run_id"], act["start_time"]])
+class _Context:
+    """What the findings read beyond the actions, for every bundled rollback at once: the tool
+    results of their runs, earlier changes to their objects, and their decisions."""
+
+    def __init__(self, store, acts: list[dict]):
+        self.results = store.query("""SELECT run_id, start_time, result FROM tool_calls
+                                      WHERE list_contains(?::VARCHAR[], run_id) AND result IS NOT NULL
+                                      ORDER BY start_time DESC""", [sorted({a["run_id"] for a in acts})])
+        self.actions = store.query("""SELECT * FROM actions WHERE list_contains(?::VARCHAR[], target_name) AND mutating
+                                      ORDER BY start_time""", [sorted({a["target_name"] for a in acts if isinstance(a["target_name"], str)})])
+        self.decisions = store.query("""SELECT decision_id, question, reason, inputs FROM decisions
+                                        WHERE list_contains(?::VARCHAR[], decision_id)""",
+                                     [sorted({a["decision_id"] for a in acts if isinstance(a["decision_id"], str)})])
+
+    def reads(self, act) -> list:
+        """What the rollback's run read up to it, newest first."""
+        r = self.results
+        return list(r.loc[(r["run_id"] == act["run_id"]) & (r["start_time"] <= act["start_time"]), "result"])
+
+    def earlier(self, act) -> pd.DataFrame:
+        """Earlier changes to the same object, oldest first."""
+        a = self.actions
+        return a[(a["target_namespace"] == act["target_namespace"]) & (a["target_name"] == act["target_name"])
+                 & (a["start_time"] < act["start_time"])].reset_index(drop=True)
+
+    def decision_text(self, act) -> str:
+        d = self.decisions[self.decisions["decision_id"] == act["decision_id"]]
+        return " ".join(str(v) for v in d.iloc[0, 1:].tolist()) if not d.empty else ""
+
+
+def _finding(context: _Context, act, changes) -> Finding:
     managed = None
-    for text in reads["result"]:
+    for text in context.reads(act):
         managed = _find_managed_fields(c.loads(text), act["target_name"])
         if managed:
             break
-    earlier = store.query("""SELECT * FROM actions WHERE target_namespace = ? AND target_name = ? AND start_time < ?
-                             AND mutating ORDER BY start_time""",
-                          [act["target_namespace"], act["target_name"], act["start_time"]])
-    decision = store.query("SELECT question, reason, inputs FROM decisions WHERE decision_id = ?", [act["decision_id"]])
-    text = " ".join(str(v) for v in decision.iloc[0].tolist()) if not decision.empty else ""
-    intended = _intended(changes, text)
+    earlier = context.earlier(act)
+    intended = _intended(changes, context.decision_text(act))
     target = c.target(act)
     fields, lines = [], []
     for ch in changes:

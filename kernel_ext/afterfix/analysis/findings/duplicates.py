@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import pandas as pd
 
+from afterfix import convention as k
 from afterfix.analysis.findings import _common as c
 from afterfix.analysis.model import Evidence, Finding
 
 SLACK = pd.Timedelta(minutes=5)  # alerts a few minutes apart about one cause still count as concurrent
+
+
+def _of(kind: str, key: str) -> str:
+    # The JSON of only the spans of that kind is read: a FILTER alone still reads every span's.
+    return f"CASE WHEN s.afterfix_kind = '{kind}' THEN json_extract_string(s.attributes, '$.\"{key}\"') END"
 
 
 def _runs(scope) -> pd.DataFrame:
@@ -23,16 +29,13 @@ def _runs(scope) -> pd.DataFrame:
     return scope.store.query(f"""
         SELECT s.run_id, any_value(s.incident_id) FILTER (WHERE s.incident_id IS NOT NULL) AS incident_id,
                coalesce(any_value(s.agent_name) FILTER (WHERE s.agent_name IS NOT NULL), any_value(s.service_name)) AS agent_name,
-               arg_max(json_extract_string(s.attributes, '$."afterfix.incident.service"'), s.end_time)
-                   FILTER (WHERE s.afterfix_kind = 'incident') AS service,
-               list(json_extract_string(s.attributes, '$."afterfix.incident.paged"'))
-                   FILTER (WHERE s.afterfix_kind = 'incident') AS paged,
+               arg_max({_of('incident', k.INCIDENT_SERVICE)}, s.end_time) FILTER (WHERE s.afterfix_kind = 'incident') AS service,
+               list({_of('incident', k.INCIDENT_PAGED)}) FILTER (WHERE s.afterfix_kind = 'incident') AS paged,
                min(s.start_time) AS start_time, max(s.end_time) AS end_time,
                coalesce(sum(s.input_tokens), 0) + coalesce(sum(s.output_tokens), 0) AS tokens,
                any_value(s.span_id) FILTER (WHERE s.parent_span_id IS NULL) AS root_span_id,
                any_value(s.trace_id) AS trace_id,
-               count(*) FILTER (WHERE s.afterfix_kind = 'action' AND
-                                TRY_CAST(json_extract_string(s.attributes, '$."afterfix.action.mutating"') AS BOOLEAN)) AS changes
+               count(*) FILTER (WHERE TRY_CAST({_of('action', k.ACTION_MUTATING)} AS BOOLEAN)) AS changes
         FROM spans s WHERE s.run_id IN (SELECT run_id FROM spans WHERE incident_id IS NOT NULL) AND {where}
         GROUP BY s.run_id ORDER BY start_time""", params)
 
@@ -71,10 +74,10 @@ def detect(scope) -> list[Finding]:
             i = parent[i]
         return i
 
-    for i in range(len(runs)):
-        a = runs.iloc[i]
-        for j in range(i + 1, len(runs)):
-            b = runs.iloc[j]
+    rows = runs[["incident_id", "agent_name", "service", "start_time", "end_time"]].to_dict("records")
+    for i, a in enumerate(rows):
+        for j in range(i + 1, len(rows)):
+            b = rows[j]
             if b["start_time"] > a["end_time"] + SLACK:
                 break
             if a["agent_name"] != b["agent_name"] and _related(a, b, deps):

@@ -40,6 +40,22 @@ def _history(scope) -> pd.DataFrame:
         ORDER BY a.start_time""", params).drop_duplicates("action_id")
 
 
+class _Points:
+    """The metric source, read once per signal over all of a workload's fixes; each pair of fixes
+    takes its part (one query per signal, not one per pair)."""
+
+    def __init__(self, source, fixes: pd.DataFrame):
+        self.source, self.start, self.end = source, fixes["start_time"].min(), fixes["start_time"].max()
+        self.read: dict[tuple, pd.DataFrame] = {}
+
+    def series(self, signal: str, namespace: str, workload: str, start, end) -> pd.DataFrame:
+        key = (signal, namespace, workload)
+        if key not in self.read:
+            self.read[key] = self.source.series(signal, namespace, workload, self.start, self.end)
+        points = self.read[key]
+        return points[(points["time"] >= start) & (points["time"] <= end)].reset_index(drop=True)
+
+
 def _regrowth(source, row, start, end) -> float | None:
     """How fast the alert's signal grew back between two fixes, per hour (None without history)."""
     if source is None or not isinstance(row["signal"], str):
@@ -85,6 +101,7 @@ def _finding(target: str, verb: str, fixes: pd.DataFrame, later: pd.DataFrame, s
     # a night runs from noon to noon, so 23:00 and 01:00 are the same night
     nights = (fixes["start_time"] - pd.Timedelta(hours=12)).dt.normalize().nunique()
     evidence, rates = [], []
+    points = _Points(source, fixes) if source is not None else None
     for i, row in fixes.iterrows():
         came_back = (f"{row['signal']} {row['value']:.4g} over {row['threshold']:.4g}"
                      if isinstance(row["signal"], str) and pd.notna(row["value"]) else "no alert recorded")
@@ -93,7 +110,7 @@ def _finding(target: str, verb: str, fixes: pd.DataFrame, later: pd.DataFrame, s
                                  trace_id=row["trace_id"], run_id=row["run_id"],
                                  value=float(row["value"]) if pd.notna(row["value"]) else None))
         if i + 1 < len(fixes):
-            rate = _regrowth(source, row, row["start_time"], fixes.iloc[i + 1]["start_time"])
+            rate = _regrowth(points, row, row["start_time"], fixes.iloc[i + 1]["start_time"])
             if rate is not None:
                 rates.append(rate)
     signal = last["signal"] if isinstance(last["signal"], str) else None

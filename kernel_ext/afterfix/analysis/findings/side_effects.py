@@ -19,6 +19,9 @@ twice; low otherwise.
 
 from __future__ import annotations
 
+import bisect
+
+import numpy as np
 import pandas as pd
 
 from afterfix.analysis.findings import _common as c
@@ -47,48 +50,68 @@ def _history(scope, workloads: set[str], start, end) -> pd.DataFrame:
         [c.SIGNAL_METRIC.format(signal=""), *names, start, end, *sorted(workloads)])
 
 
-def band(baseline: pd.Series, floor: float) -> tuple[float, float] | None:
+class _Series:
+    """One workload's signal, oldest first, as arrays: windows are found by bisection, not by masks."""
+
+    def __init__(self, time: np.ndarray, value: np.ndarray):
+        self.time, self.value = time, value
+
+    def between(self, start, end) -> "_Series":
+        """The points at `start` or later and before `end`."""
+        i, j = np.searchsorted(self.time, [_t64(start), _t64(end)], side="left")
+        return _Series(self.time[i:j], self.value[i:j])
+
+    def point(self, i: int) -> dict:
+        return {"time": pd.Timestamp(self.time[i]), "value": float(self.value[i])}
+
+
+def _t64(t) -> np.datetime64:
+    return pd.Timestamp(t).to_datetime64().astype("datetime64[ns]")
+
+
+def band(baseline: np.ndarray, floor: float) -> tuple[float, float] | None:
     if len(baseline) < MIN_BASELINE_POINTS:
         return None
-    median = float(baseline.median())
-    spread = max(4 * float((baseline - median).abs().median()), abs(median) * 0.25, floor)
+    median = float(np.median(baseline))
+    spread = max(4 * float(np.median(np.abs(baseline - median))), abs(median) * 0.25, floor)
     low = median - spread
     if (baseline >= 0).all():  # latencies and rates do not go below zero, and neither does their band
         low = max(low, 0.0)
     return low, median + spread
 
 
-def excursion(series: pd.DataFrame, low: float, high: float, direction: str):
-    """The first sustained run outside the band after the series was inside it: (start row, peak row)."""
-    outside = series["value"] > high if direction == "up" else series["value"] < low
-    seen_inside = False
-    run = 0
-    for i, out in enumerate(outside):
-        if not out:
-            seen_inside, run = True, 0
-            continue
-        if not seen_inside:
-            continue
-        run += 1
-        if run == SUSTAIN:
-            begin = i - SUSTAIN + 1
-            rest = series.iloc[begin:]
-            back = (rest["value"] <= high) if direction == "up" else (rest["value"] >= low)
-            stop = begin + (int(back.to_numpy().argmax()) if back.any() else len(rest))
-            episode = series.iloc[begin:stop]
-            peak = episode["value"].idxmax() if direction == "up" else episode["value"].idxmin()
-            recovered = stop < len(series)
-            return series.iloc[begin], series.loc[peak], recovered, series.iloc[stop]["time"] if recovered else None
-    return None
+def excursion(series: _Series, low: float, high: float, direction: str):
+    """The first sustained run outside the band after the series was inside it:
+    (start point, peak point, recovered, when it came back)."""
+    values = series.value
+    outside = values > high if direction == "up" else values < low
+    inside = np.flatnonzero(~outside)
+    if not len(inside):
+        return None
+    after = outside[inside[0]:].astype(np.int64)
+    if len(after) < SUSTAIN:
+        return None
+    runs = np.convolve(after, np.ones(SUSTAIN, dtype=np.int64), mode="valid")  # outside points per window
+    full = np.flatnonzero(runs == SUSTAIN)
+    if not len(full):
+        return None
+    begin = int(inside[0] + full[0])
+    back = (values[begin:] <= high) if direction == "up" else (values[begin:] >= low)
+    stop = begin + (int(back.argmax()) if back.any() else len(back))
+    episode = values[begin:stop]
+    peak = begin + int(np.nanargmax(episode) if direction == "up" else np.nanargmin(episode))
+    recovered = stop < len(values)
+    return series.point(begin), series.point(peak), recovered, series.point(stop)["time"] if recovered else None
 
 
 def detect(scope) -> list[Finding]:
     actions = scope.actions
     if actions.empty or not c.has_metrics(scope.store):
         return []
-    changes = actions[actions["mutating"] & (actions["status"] == "applied")].sort_values("start_time")
+    changes = actions[actions["mutating"] & (actions["status"] == "applied")].sort_values("start_time", kind="stable")
     if changes.empty:
         return []
+    changes = changes.to_dict("records")
     deps = c.dependencies(scope.store)
     dependents: dict[str, set[str]] = {}
     for w, needs in deps.items():
@@ -99,17 +122,24 @@ def detect(scope) -> list[Finding]:
     alert_at = dict(zip(detected["incident_id"], detected["t"]))
     thresholds = _thresholds(scope.store)
     looked_fine = _verified_at(scope)
-    watch = {c.target(a) for _, a in changes.iterrows()}
+    targets = [c.target(a) for a in changes]
+    changed_at: dict[str, list] = {}  # target: its changes' times, oldest first
+    for a, tgt in zip(changes, targets):
+        changed_at.setdefault(tgt, []).append(a["start_time"])
+    watch = set(targets)
     watch |= {d for w in list(watch) for d in dependents.get(w, ())}
-    end = scope.until or changes["start_time"].max() + pd.Timedelta(days=1)
-    history = _history(scope, watch, changes["start_time"].min() - BASELINE - pd.Timedelta(hours=1), end)
-    series_of = {key: g.reset_index(drop=True) for key, g in history.groupby(["w", "signal"])}
+    first, last = changes[0]["start_time"], max(a["start_time"] for a in changes)
+    end = scope.until or last + pd.Timedelta(days=1)
+    history = _history(scope, watch, first - BASELINE - pd.Timedelta(hours=1), end)
+    times = history["time"].to_numpy(dtype="datetime64[ns]")
+    values = history["value"].to_numpy(dtype="float64")
+    series_of = {key: _Series(times[rows], values[rows])
+                 for key, rows in history.groupby(["w", "signal"], sort=False).indices.items()} if len(history) else {}
     found, claimed = [], set()
     # newest change first: an excursion belongs to the latest change before it
-    for _, act in changes.iloc[::-1].iterrows():
-        tgt = c.target(act)
-        nxt = changes[(changes["start_time"] > act["start_time"]) & changes.apply(c.target, axis=1).eq(tgt)]
-        until = nxt["start_time"].min() if not nxt.empty else end
+    for act, tgt in zip(reversed(changes), reversed(targets)):
+        later = changed_at[tgt][bisect.bisect_right(changed_at[tgt], act["start_time"]):]
+        until = later[0] if later else end
         alert = alert_at.get(act["incident_id"], act["start_time"])
         begin = max(act["start_time"] + SETTLE, looked_fine.get(act["action_id"], act["start_time"]))
         own: list[tuple] = []  # the changed workload's own excursions: when its callers may feel it
@@ -118,11 +148,10 @@ def detect(scope) -> list[Finding]:
                 s = series_of.get((w, signal))
                 if s is None or (w, signal) in claimed:
                     continue
-                limits = band(s[(s["time"] >= alert - BASELINE) & (s["time"] < alert)]["value"], floor)
+                limits = band(s.between(alert - BASELINE, alert).value, floor)
                 if limits is None:
                     continue
-                after = s[(s["time"] >= begin) & (s["time"] < until)].reset_index(drop=True)
-                hit = excursion(after, *limits, direction)
+                hit = excursion(s.between(begin, until), *limits, direction)
                 if hit is None:
                     continue
                 start, peak, recovered, stop = hit
