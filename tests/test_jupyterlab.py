@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -90,7 +91,14 @@ def _post(url: str, body: bytes = b"", content_type: str = "application/json", t
 
 
 def _kernel_states(base: str) -> list[str]:
-    return [k["execution_state"] for k in json.loads(_get(f"{base}/api/kernels?token={TOKEN}"))]
+    """The kernels' states; none while the server answers 500, which it does now and then when
+    the listing races a kernel that is starting (the wait that polls this simply asks again)."""
+    try:
+        return [k["execution_state"] for k in json.loads(_get(f"{base}/api/kernels?token={TOKEN}"))]
+    except urllib.error.HTTPError as e:
+        if e.code != 500:
+            raise
+        return []
 
 
 def _wait_for_server(proc: subprocess.Popen, base: str, log: Path, timeout: float = 60) -> None:
