@@ -80,7 +80,7 @@ NUM = r"[\d,.]+"
             r"^night: [\d,]+ spans, \d+ incidents, [\d,]+ metric points; window 2026-11-26 21:00 to ",
             rf"^briefing: {NUM} MB of HTML; handoff: \S",
             rf"^time split \(medians\), s: papermill {NUM} \(kernel start and papermill's own {NUM}, cells {NUM}, "
-            rf"of which open_briefing {NUM}\), nbconvert {NUM}, the rest -?{NUM}$",
+            rf"of which open_briefing {NUM}\), nbconvert {NUM}, the rest {NUM}$",
             rf"^brief\(\): median {NUM} s of {NUM} \(target ≤ 20 s: (met|MISSED)\)$",
         ]),
     ],
