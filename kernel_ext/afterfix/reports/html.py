@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from typing import Any
 
 import pandas as pd
 
+from afterfix.figures._text import plain
 from afterfix.reports.briefing import Briefing, Section
 
 __all__ = ["page_style", "handoff_html", "section_html", "show", "offline_figures", "text", "header_html", "figure_bundle"]
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 HANDOFF = "afterfix.handoff"  # output metadata key of the handoff
 MAX_ROWS = 400
 # columns of short words (times, ids, names) that read badly when wrapped mid-word
@@ -63,8 +62,7 @@ def text(value: Any) -> str:
     """Any value as escaped HTML text: quotes and `$` included, control characters dropped."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
-    plain = _CONTROL.sub("", value if isinstance(value, str) else str(value))
-    return html.escape(plain, quote=True).replace("$", "&#36;")
+    return html.escape(plain(value), quote=True).replace("$", "&#36;")
 
 
 def page_style() -> str:
