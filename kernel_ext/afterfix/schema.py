@@ -98,13 +98,72 @@ METRIC_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
     ("ingested_at", _TS, "TIMESTAMP", False),
 ]
 
+# Ledgers: what people and afterfix itself did about the agent's actions. Rows are appended,
+# never updated: the newest row about a thing is its state, the older ones its history.
+
+# One row per step of one rollback: "started" before anything is written to the cluster, then
+# exactly one of the outcomes (rolled_back, already_rolled_back, refused, failed, dry_run).
+ROLLBACK_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("rollback_id", pa.string(), "VARCHAR", False),
+    ("action_id", pa.string(), "VARCHAR", False),  # the agent action being undone
+    ("decision_id", pa.string(), "VARCHAR", True),  # the decision that action served
+    ("time", _TS, "TIMESTAMP", False),
+    ("who", pa.string(), "VARCHAR", False),  # the person (or "afterfix-guard") who asked
+    ("reason", pa.string(), "VARCHAR", True),
+    ("automatic", pa.bool_(), "BOOLEAN", False),  # asked for by the guard, not a person
+    ("outcome", pa.string(), "VARCHAR", False),
+    ("message", pa.string(), "VARCHAR", True),  # the outcome explained in one sentence
+    ("fields", pa.string(), "VARCHAR", True),  # JSON list: the paths restored (all the action changed when null)
+    ("override_reason", pa.string(), "VARCHAR", True),  # given with --override-drift
+    ("target_uid", pa.string(), "VARCHAR", True),
+    ("target_kind", pa.string(), "VARCHAR", True),
+    ("target_namespace", pa.string(), "VARCHAR", True),
+    ("target_name", pa.string(), "VARCHAR", True),
+    ("resource_version_before", pa.string(), "VARCHAR", True),  # the object's, read before the write
+    ("resource_version_after", pa.string(), "VARCHAR", True),  # the one the write returned
+    ("plan", pa.string(), "VARCHAR", True),  # JSON: the plan as shown, every check included
+    ("result", pa.string(), "VARCHAR", True),  # JSON: dry-run comparison, write, verification
+    ("trace_id", pa.string(), "VARCHAR", True),  # the rollback's own decision and action trace
+]
+
+# One row per event of one analysis the guard keeps on an agent action (Argo Rollouts' terms).
+ANALYSIS_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("analysis_id", pa.string(), "VARCHAR", False),
+    ("action_id", pa.string(), "VARCHAR", False),
+    ("time", _TS, "TIMESTAMP", False),
+    ("event", pa.string(), "VARCHAR", False),  # started, measurement, outcome, rollback, resumed
+    ("phase", pa.string(), "VARCHAR", True),  # Running, Successful, Failed, Inconclusive, Error
+    ("value", pa.float64(), "DOUBLE", True),  # the measured value
+    ("message", pa.string(), "VARCHAR", True),
+    ("detail", pa.string(), "VARCHAR", True),  # JSON: the spec (started), the conditions' results
+    ("guard", pa.string(), "VARCHAR", True),  # which guard process wrote it (host:pid)
+]
+
+# One row per alert afterfix raised for people, and whether its webhook was delivered.
+ALERT_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("alert_id", pa.string(), "VARCHAR", False),
+    ("time", _TS, "TIMESTAMP", False),
+    ("source", pa.string(), "VARCHAR", False),  # guard, rollback
+    ("severity", pa.string(), "VARCHAR", False),  # critical, warning, info
+    ("action_id", pa.string(), "VARCHAR", True),
+    ("analysis_id", pa.string(), "VARCHAR", True),
+    ("title", pa.string(), "VARCHAR", False),
+    ("message", pa.string(), "VARCHAR", True),
+    ("detail", pa.string(), "VARCHAR", True),  # JSON: the webhook body
+    ("delivery", pa.string(), "VARCHAR", True),  # "HTTP 200 from URL", "failed: reason", "no webhook"
+]
+
 TABLES: dict[str, list[tuple[str, pa.DataType, str, bool]]] = {
     "spans": SPAN_COLUMNS,
     "metrics": METRIC_COLUMNS,
     "events": EVENT_COLUMNS,
     "quarantine": QUARANTINE_COLUMNS,
     "ingest_offsets": OFFSET_COLUMNS,
+    "rollbacks": ROLLBACK_COLUMNS,
+    "analyses": ANALYSIS_COLUMNS,
+    "alerts": ALERT_COLUMNS,
 }
+LEDGERS = ("rollbacks", "analyses", "alerts")
 
 
 def arrow_schema(table: str) -> pa.Schema:

@@ -382,6 +382,38 @@ class Store:
             raise
         return result
 
+    def append_ledger(self, table: str, rows: "list[dict] | pa.Table") -> int:
+        """Append rows to one ledger (rollbacks, analyses, alerts) in one transaction: all or none.
+
+        Rows are dicts keyed by column (missing nullable columns are null) or an Arrow table of
+        the ledger's schema. Returns the number of rows written.
+        """
+        if table not in schema.LEDGERS:
+            raise ValueError(f"{table!r} is not a ledger; ledgers are {', '.join(schema.LEDGERS)}")
+        batch = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(
+            [{n: row.get(n) for n, *_ in schema.TABLES[table]} for row in rows], schema=schema.arrow_schema(table))
+        if not batch.num_rows:
+            return 0
+        con = self.connection(read_only=False)
+
+        def attempt() -> None:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.register("afterfix_ledger", batch)
+                con.execute(f"INSERT INTO lake.{table} SELECT * FROM afterfix_ledger")
+                con.unregister("afterfix_ledger")
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                with contextlib.suppress(Exception):
+                    con.unregister("afterfix_ledger")
+                raise
+
+        with self.write_lock():
+            self._retry(attempt, "append")
+        return batch.num_rows
+
     @staticmethod
     def _insert_spans(con, spans: pa.Table, events: pa.Table | None, res: AppendResult, files: "_DataFiles") -> None:
         con.register("afterfix_batch_s", spans)
