@@ -137,7 +137,7 @@ class AnalysisSpec:
                                     f"{{{{{key}}}}}; bind a target with a {key}, or write a spec without it")
             pattern, rule = _TARGET_RULES[key]
             if not isinstance(value, str) or not pattern.fullmatch(value):
-                raise AnalysisError(self.where, f"target.{key}", f"{show(str(value))} is not a Kubernetes {key} "
+                raise AnalysisError(self.where, f"target.{key}", f"{_brief(value)} is not a Kubernetes {key} "
                                     f"({rule}); it is not put into {user}")
             values[key] = value
         fill = lambda text: _TEMPLATE.sub(lambda m: values[m.group(2)], text)  # noqa: E731
@@ -181,7 +181,7 @@ def parse_analysis(obj: Any, where: str = "analysis") -> AnalysisSpec:
             raise AnalysisError(where, None, f"is not JSON ({e}); give an object like "
                                 '{"name": "latency-p95", "successCondition": "result < 300", "provider": {...}}') from None
     if not isinstance(obj, Mapping):
-        raise AnalysisError(where, None, f"{show(repr(obj))} is not an object; give one metric of an Argo "
+        raise AnalysisError(where, None, f"{_brief(obj)} is not an object; give one metric of an Argo "
                             "AnalysisTemplate, e.g. {\"name\": \"latency-p95\", \"successCondition\": \"result < 300\", ...}")
     _known(obj, KEYS, where, None, _NOT_HERE)
     fail = lambda key, problem: AnalysisError(where, key, problem)  # noqa: E731
@@ -190,7 +190,7 @@ def parse_analysis(obj: Any, where: str = "analysis") -> AnalysisSpec:
     if name is None:
         raise fail("name", "is missing; name the analysis, e.g. \"latency-p95\"")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise fail("name", f"{show(str(name))} must be 1-63 letters, digits, '.', '_' or '-', starting and ending "
+        raise fail("name", f"{_brief(name)} must be 1-63 letters, digits, '.', '_' or '-', starting and ending "
                    "with a letter or digit, e.g. \"latency-p95\"")
 
     conditions = {}
@@ -274,7 +274,7 @@ def assess_run(spec: AnalysisSpec, phases: Sequence[str]) -> tuple[str, str]:
     failed = inconclusive = errors = consecutive = taken = 0
     for i, phase in enumerate(phases):
         if phase not in PHASES:
-            raise AnalysisError(spec.where, f"phases[{i}]", f"{show(str(phase))} is not a measurement phase; "
+            raise AnalysisError(spec.where, f"phases[{i}]", f"{_brief(phase)} is not a measurement phase; "
                                 f"one of {', '.join(PHASES)}")
         if phase == "Error":
             errors, consecutive = errors + 1, consecutive + 1
@@ -312,7 +312,7 @@ def _known(obj: Mapping, known: Sequence[str], where: str, prefix: str | None, n
             raise AnalysisError(where, path, not_here[key])
         close = difflib.get_close_matches(str(key).lower(), [k.lower() for k in known], n=1, cutoff=0.7)
         hint = f"did you mean {next(k for k in known if k.lower() == close[0])}? " if close else ""
-        raise AnalysisError(where, show(path) if not isinstance(key, str) or _CONTROL.search(key) else path,
+        raise AnalysisError(where, show(path) if not isinstance(key, str) or _CONTROL.search(key) or len(key) > 80 else path,
                             f"is not a key afterfix knows; {hint}known keys: {', '.join(known)}")
 
 
@@ -326,12 +326,12 @@ def _duration(obj: Mapping, key: str, where: str, least: float, open_low: bool =
     elif isinstance(value, str) and _DURATION.fullmatch(value):
         seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
     if seconds is None or not math.isfinite(seconds):
-        raise AnalysisError(where, key, f"{show(str(value))} is not a duration; write Argo's \"30s\", \"5m\", \"1h\" "
+        raise AnalysisError(where, key, f"{_brief(value)} is not a duration; write Argo's \"30s\", \"5m\", \"1h\" "
                             "(Go durations) or a number of seconds")
     if seconds < least or (open_low and seconds <= least):
-        raise AnalysisError(where, key, f"{show(str(value))} must be {'more than' if open_low else 'at least'} 0 s")
+        raise AnalysisError(where, key, f"{_brief(value)} must be {'more than' if open_low else 'at least'} 0 s")
     if seconds > MAX_SECONDS:
-        raise AnalysisError(where, key, f"{show(str(value))} is over a day ({MAX_SECONDS:g} s); a guard watches one "
+        raise AnalysisError(where, key, f"{_brief(value)} is over a day ({MAX_SECONDS:g} s); a guard watches one "
                             "action for minutes, so give e.g. \"60s\"")
     return value, seconds
 
@@ -341,7 +341,7 @@ def _whole(obj: Mapping, key: str, where: str, least: int, default: int | None =
     if value is None:
         return default
     if not isinstance(value, int) or isinstance(value, bool):
-        raise AnalysisError(where, key, f"{show(str(value))} is not a whole number; write e.g. "
+        raise AnalysisError(where, key, f"{_brief(value)} is not a whole number; write e.g. "
                             f"\"{key}\": {max(least, 1) if key == 'count' else least}")
     if not least <= value <= MAX_COUNT:
         raise AnalysisError(where, key, f"{value} must be between {least} and {MAX_COUNT}"
@@ -361,11 +361,11 @@ def _provider(provider: Any, where: str) -> tuple[str, str | None, dict[str, str
             problem = (f"{kind!r} is an Argo provider afterfix does not measure with; use afterfix (the store's "
                        "history or Prometheus, through afterfix.metrics) or prometheus")
         else:
-            problem = f"{show(str(kind))} is not a provider; use afterfix or prometheus, e.g. {example}"
+            problem = f"{_brief(kind)} is not a provider; use afterfix or prometheus, e.g. {example}"
         raise AnalysisError(where, "provider", problem)
     prefix = f"provider.{kind}"
     if not isinstance(body, Mapping):
-        raise AnalysisError(where, prefix, f"{show(repr(body))} is not an object; e.g. {example}")
+        raise AnalysisError(where, prefix, f"{_brief(body)} is not an object; e.g. {example}")
     _known(body, PROVIDER_KEYS[kind], where, prefix, {
         "address": "the Prometheus address is afterfix's setting (afterfix.metrics), never a trace's; leave it out"})
     if kind == "prometheus":
@@ -380,20 +380,20 @@ def _provider(provider: Any, where: str) -> tuple[str, str | None, dict[str, str
         return kind, None, {}, query
     metric = body.get("metric")
     if not isinstance(metric, str) or not _METRIC.fullmatch(metric):
-        raise AnalysisError(where, f"{prefix}.metric", f"{show(str(metric))} is not a metric name; give the store's "
+        raise AnalysisError(where, f"{prefix}.metric", f"{_brief(metric)} is not a metric name; give the store's "
                             "name, e.g. \"afterfix.workload.latency_p95_ms\" (docs/metrics.md lists them)")
     labels = body.get("labels") or {}
     if not isinstance(labels, Mapping):
-        raise AnalysisError(where, f"{prefix}.labels", f"{show(repr(labels))} is not an object; e.g. "
+        raise AnalysisError(where, f"{prefix}.labels", f"{_brief(labels)} is not an object; e.g. "
                             "{\"k8s.namespace.name\": \"{{namespace}}\", \"k8s.deployment.name\": \"{{name}}\"}")
     out = {}
     for key, value in labels.items():
         field_ = f"{prefix}.labels.{key}"
         if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
-            raise AnalysisError(where, f"{prefix}.labels", f"{show(str(key))} is not an attribute name (letters, "
+            raise AnalysisError(where, f"{prefix}.labels", f"{_brief(key)} is not an attribute name (letters, "
                                 "digits, '_', '.', ':', '/', '-', e.g. \"k8s.namespace.name\")")
         if not isinstance(value, str) or len(value) > 256 or _CONTROL.search(value) or "\n" in value:
-            raise AnalysisError(where, field_, f"{show(repr(value))} must be text of at most 256 characters on one "
+            raise AnalysisError(where, field_, f"{_brief(value)} must be text of at most 256 characters on one "
                                 "line, e.g. \"{{namespace}}\"")
         _check_templates(value, where, field_)
         out[key] = value
@@ -407,6 +407,12 @@ def _check_templates(text: str, where: str, field_: str):
                                 "{{namespace}}, {{name}} or {{kind}} (the action's target; {{args.namespace}} also works)")
     if "{{" in _TEMPLATE.sub("", text):
         raise AnalysisError(where, field_, "has a '{{' that opens no template; write {{namespace}}, {{name}} or {{kind}}")
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    """repr(value), cut at `limit` characters: a value as an error message quotes it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
 
 
 def _shown(result: Any) -> str:
