@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -370,3 +371,23 @@ def test_a_spec_is_frozen():
     with pytest.raises(AttributeError):
         s.count = 3  # type: ignore[misc]
     assert isinstance(s, AnalysisSpec) and parse_analysis(s) is s
+
+
+# ---- docs/analysis.md ---------------------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "analysis.md"
+
+
+def test_the_worked_example_in_the_docs_gives_what_it_says():
+    """docs/analysis.md's worked example: its spec parses, and each row of its table is what
+    measure_phase and run_phase give."""
+    text = DOC.read_text()
+    example = text.split("## Worked example", 1)[1]
+    obj = json.loads(re.search(r"```json\n(.*?)```", example, re.S).group(1))
+    s = parse_analysis(obj).bind(PAYMENTS)
+    rows = re.findall(r"^\| (\d+) \| `([^`]*)` \| (\w+) \| (\w+) \|$", example, re.M)
+    assert len(rows) >= 4
+    phases = []
+    for _, value, phase, run in rows:
+        phases.append(measure_phase(s, json.loads(value))[0])
+        assert (phases[-1], run_phase(s, phases)) == (phase, run)
