@@ -5,11 +5,16 @@ unchanged.
 This is a simulator. No real Kubernetes API server can run on the machines afterfix is built and
 tested on; this one keeps the protocol (paths, `Status` errors, patch content types, `dryRun`,
 `fieldManager`, label/field selectors, the `scale` and `status` subresources, discovery) and the
-semantics in `cluster.py`, server-side apply and watch included. Not served: authentication, RBAC,
-protobuf, pagination (`limit` returns everything).
+semantics in `cluster.py`, server-side apply and watch included. Not served: protobuf, pagination
+(`limit` returns everything).
 It also serves `/metrics` (Prometheus text format) with the simulated workloads' metrics, and
 `/sim/history?namespace=NS&deployment=NAME` (JSON) with their per-minute history, and
 metrics.k8s.io/v1beta1 PodMetrics (what `kubectl top pod` reads).
+
+Authorization is optional: without an `Authorizer` every request is allowed; with one
+(`authz.py`), bearer tokens name users, RBAC-like rules decide every resource request (dry runs
+as the writes they stand for), and refusals are the API server's 401 and 403 Status objects.
+Discovery, /version, /healthz, /metrics and /sim/history stay open to every caller.
 
 kubectl works for get (server-side Tables), describe, patch, scale, set image, rollout
 history/undo/restart/status, delete and `apply --validate=false` (no OpenAPI documents are served);
@@ -31,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from afterfix._exceptions import ConfigError
 from afterfix.nightshift import tables
+from afterfix.nightshift.authz import Authorizer, request_attributes
 from afterfix.nightshift.clock import SimClock
 from afterfix.nightshift.cluster import KINDS, ApiError, Cluster
 
@@ -177,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                                  f"{self.server.server_address[1]}"}]})
             if method == "GET" and url.path == "/apis":
                 return self._send(200, _groups())
+            self._authorize(method, url.path, query)
             m = _POD_METRICS.fullmatch(url.path)
             if m and method == "GET":
                 return self._send(200, self._pod_metrics(m.group(1), m.group(2), query))
@@ -190,6 +197,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(e.code, e.to_status())
         except Exception as e:  # a simulator bug must still answer as the API would
             self._send(500, ApiError(500, "InternalError", f"{type(e).__name__}: {e}").to_status())
+
+    def _authorize(self, method: str, path: str, query: dict) -> None:
+        """Authenticate and authorize a resource request as the API server would, before any
+        lookup: a refused request learns nothing of whether the object exists. A dry-run write
+        is authorized as the write itself."""
+        authorizer = self.server.authorizer
+        m = re.fullmatch(r"/api/v1/(.+)", path) or re.fullmatch(r"/apis/([^/]+)/[^/]+/(.+)", path)
+        if authorizer is None or not m:
+            return
+        group, rest = ("", m.group(1)) if path.startswith("/api/v1/") else (m.group(1), m.group(2))
+        user = authorizer.authenticate(self.headers.get("Authorization"))
+        authorizer.check(user, **request_attributes(method, group, rest, watch=query.get("watch") in ("true", "1")))
 
     def _resource(self, method: str, path: str, query: dict) -> tuple[int, Any]:
         m = re.fullmatch(r"/api/v1/(.+)", path) or re.fullmatch(r"/apis/([^/]+/[^/]+)/(.+)", path)
@@ -415,14 +434,18 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     cluster: Cluster
+    authorizer: Authorizer | None = None
     stopping = False
 
 
 class ApiServer:
-    """Serves one `Cluster` over HTTP on `host:port` (port 0 picks a free one) in a background thread."""
+    """Serves one `Cluster` over HTTP on `host:port` (port 0 picks a free one) in a background thread;
+    with an `authorizer` only what its users' rules allow (see `authz.py`)."""
 
-    def __init__(self, cluster: Cluster, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, cluster: Cluster, host: str = "127.0.0.1", port: int = 0, *,
+                 authorizer: Authorizer | None = None):
         self.cluster = cluster
+        self.authorizer = authorizer
         self.host, self.port = host, port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -438,6 +461,7 @@ class ApiServer:
             raise ConfigError(f"{self.host}:{self.port}: the Kubernetes API simulator cannot listen there "
                               f"({e.strerror}); choose another port (--port) or stop what holds it") from None
         self._server.cluster = self.cluster
+        self._server.authorizer = self.authorizer
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="afterfix-k8s-sim", daemon=True)
@@ -461,12 +485,25 @@ class ApiServer:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def write_kubeconfig(self, path: Path | str, *, namespace: str = "default") -> Path:
-        """A kubeconfig whose current context points at this simulator (plain HTTP on loopback)."""
-        return write_kubeconfig(path, self.url, namespace=namespace)
+    def write_kubeconfig(self, path: Path | str, *, namespace: str = "default", token: str | None = None,
+                         user: str | None = None) -> Path:
+        """A kubeconfig whose current context points at this simulator (plain HTTP on loopback).
+        `user` names a user of the authorizer: its token goes in, unless `token` is given."""
+        if token is None and user is not None:
+            if self.authorizer is None:
+                raise ConfigError(f"write_kubeconfig(user={user!r}): this ApiServer has no authorizer, so users have "
+                                  "no tokens; pass token=... or start it with ApiServer(cluster, authorizer=...)")
+            token = self.authorizer.token_of(user)
+        return write_kubeconfig(path, self.url, namespace=namespace, token=token or DEFAULT_TOKEN,
+                                user=user or DEFAULT_USER)
 
 
-def write_kubeconfig(path: Path | str, server: str, *, namespace: str = "default") -> Path:
+DEFAULT_TOKEN = DEFAULT_USER = "afterfix-sim"
+
+
+def write_kubeconfig(path: Path | str, server: str, *, namespace: str = "default", token: str = DEFAULT_TOKEN,
+                     user: str = DEFAULT_USER) -> Path:
+    """A kubeconfig with one context, afterfix-sim, for `server`, as `user` with bearer `token`."""
     import yaml
 
     path = Path(path)
@@ -474,9 +511,9 @@ def write_kubeconfig(path: Path | str, server: str, *, namespace: str = "default
     config = {
         "apiVersion": "v1", "kind": "Config", "current-context": "afterfix-sim", "preferences": {},
         "clusters": [{"name": "afterfix-sim", "cluster": {"server": server}}],
-        "users": [{"name": "afterfix-sim", "user": {"token": "afterfix-sim"}}],
+        "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "afterfix-sim",
-                      "context": {"cluster": "afterfix-sim", "user": "afterfix-sim", "namespace": namespace}}],
+                      "context": {"cluster": "afterfix-sim", "user": user, "namespace": namespace}}],
     }
     # Written whole or not at all: whoever waits for the file may read it the moment it appears.
     tmp = path.with_name(path.name + ".tmp")
