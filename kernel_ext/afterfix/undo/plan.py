@@ -359,9 +359,11 @@ def _drift(fplans: list[FieldPlan], act: dict, live: dict) -> Check:
     if rv_agent and rv_now == rv_agent:
         return Check("drift", "pass", f"nobody wrote the object since the agent (resourceVersion {rv_now})", details)
     others = sorted({f.owner for f in fplans if f.owner} - {act.get("field_manager")})
+    back = [f for f in chosen if f.state == "already restored"]
+    held = "every field to restore still holds the agent's value" if not back else (
+        f"{', '.join(f.label for f in back)} already hold{'s' if len(back) == 1 else ''} the before value, the rest the agent's")
     return Check("drift", "pass", f"the object was written since the agent (resourceVersion {rv_agent} then, {rv_now} "
-                                  "now), but every field to restore still holds the agent's value; the inverse "
-                                  "touches only those, so later edits stay"
+                                  f"now), but {held}; the inverse touches only the agent's fields, so later edits stay"
                  + (f" (other managers on the object: {', '.join(others)})" if others else ""), details)
 
 

@@ -121,7 +121,7 @@ def rollback_action(store, cluster, action_id: str, *, who: str, reason: str | N
             if not verify["ok"]:
                 return _record(store, base, plan, "failed", verify["message"], EXIT_CODES["refused"], result,
                                rv_after=result["write"]["resourceVersion"])
-            out = _record(store, base, plan, "rolled_back", plan.summary.replace("ready: ", "rolled back: ", 1)
+            out = _record(store, base, plan, "rolled_back", plan.summary.replace("ready: restore ", "rolled back: restored ", 1)
                           + f"; verified ({verify['message']})", 0, result, rv_after=result["write"]["resourceVersion"])
             out.trace_id = _emit(store, act, plan, out, who, reason, automatic)
             return out
