@@ -52,7 +52,7 @@ class World:
         def state(obj):
             return {p: (None if (v := paths.get(obj, paths.parse(p, obj))) is paths.MISSING else v) for p in touched}
 
-        with recording(self.store, "reference-agent") as rec, rec.run(incident_id=incident_id):
+        with recording(self.store, "reference-agent", clock=self.sim.clock.now) as rec, rec.run(incident_id=incident_id):
             did = decision_id or rec.decision(f"fix {ns}/{name}?", [Option("fix", f"{verb} {kind} {ns}/{name}")], "fix",
                                               "it is broken")
             with rec.action(verb, Target(old["metadata"]["uid"], kind, API[kind], ns, name), decision_id=did,

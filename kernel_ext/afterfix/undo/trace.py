@@ -18,9 +18,10 @@ ROLLBACK_ID = "afterfix.rollback.id"  # the rollbacks ledger row
 
 
 @contextlib.contextmanager
-def recording(store, agent_name: str) -> Iterator[Any]:
+def recording(store, agent_name: str, *, clock=None) -> Iterator[Any]:
     """An `afterfix.sdk.Recorder` whose spans go straight into `store` when the block ends (through
-    the OTLP protobuf decoder, as if they had been received). The block's result: `.trace_id`."""
+    the OTLP protobuf decoder, as if they had been received). `clock` (epoch seconds) stamps the
+    spans, as for `Recorder`. After the block, `.trace_id` is the trace's id."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -32,7 +33,7 @@ def recording(store, agent_name: str) -> Iterator[Any]:
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=sdk.Resource.create({"service.name": agent_name}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    rec = sdk.Recorder(provider, agent_name=agent_name)
+    rec = sdk.Recorder(provider, agent_name=agent_name, clock=clock)
     try:
         yield rec
     finally:
