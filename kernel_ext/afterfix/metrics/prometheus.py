@@ -1,4 +1,5 @@
-"""A Prometheus server as a `MetricSource`, through its HTTP API (`GET /api/v1/query_range`).
+"""A Prometheus server as a `MetricSource`, through its HTTP API (`GET /api/v1/query_range`, and
+`GET /api/v1/query` for a PromQL expression at one instant).
 
 The store's names become Prometheus names by one rule, the one the simulator's `/metrics`
 follows (docs/metrics.md):
@@ -30,7 +31,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from afterfix.metrics.source import (COLUMNS, MetricQueryError, MetricSource, MetricSourceError, MetricSourceUnavailable, Step,
-                                     Time, empty, utc_seconds)
+                                     Time, empty, timestamp, utc_seconds)
 
 __all__ = ["PrometheusMetrics", "NAMES", "LABELS", "prometheus_name", "prometheus_label", "promql_string",
            "selector"]
@@ -133,10 +134,14 @@ class PrometheusMetrics(MetricSource):
         if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
             raise MetricSourceError(f"{self.where}: query_range for {expr} answered resultType "
                                     f"{data.get('resultType')!r}, not a matrix")
+        return self._frame(data["result"], expr, data, _back or {})
+
+    def _frame(self, result: list, expr: str, data: dict, _back: Mapping[str, str]) -> pd.DataFrame:
+        """Series of [time, "number"] pairs as the frame `range()` returns."""
         back = {v: k for k, v in {**LABELS, **self.label_names}.items()}
-        back.update(_back or {})
+        back.update(_back)
         frames = []
-        for item in data["result"]:
+        for item in result:
             metric, values = item.get("metric") or {}, item.get("values") or []
             if not values:
                 continue
@@ -147,7 +152,7 @@ class PrometheusMetrics(MetricSource):
                 times = pd.to_datetime([float(t) for t, _ in values], unit="s").astype("datetime64[ns]").round("ms")
                 numbers = [float(v) for _, v in values]
             except (TypeError, ValueError) as e:
-                raise MetricSourceError(f"{self.where}: query_range for {expr} answered values that are not "
+                raise MetricSourceError(f"{self.where}: the query for {expr} answered values that are not "
                                         f"[time, \"number\"] pairs ({e})") from None
             frames.append(pd.DataFrame({"time": times, "value": numbers, "series": series, **series_labels}))
         if not frames:
@@ -156,6 +161,25 @@ class PrometheusMetrics(MetricSource):
         out = out[[*COLUMNS, *sorted(c for c in out.columns if c not in COLUMNS)]]
         out.attrs["warnings"] = list(data.get("_warnings") or [])
         return out
+
+    def instant_query(self, expr: str, at: Time | None = None) -> pd.DataFrame:
+        """A PromQL expression you wrote, evaluated at one instant (`at`, default: Prometheus'
+        now) by `GET /api/v1/query`: one row per series of the vector, the columns of `range()`
+        (a scalar is one row whose `series` is ""). Build any part that comes from data with
+        `selector()` or `promql_string()`."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = _number(utc_seconds(timestamp(at, self.where, "at")))
+        data = self._get("/api/v1/query", params)
+        kind, result = data.get("resultType"), data.get("result")
+        if kind == "scalar" and isinstance(result, list) and len(result) == 2:
+            result = [{"metric": {}, "value": result}]
+        elif kind != "vector" or not isinstance(result, list):
+            raise MetricSourceError(f"{self.where}: query for {expr} answered resultType {kind!r}, not a vector "
+                                    "or a scalar; an instant query of a range selector ([5m]) needs a function "
+                                    "around it, e.g. max_over_time(...[5m])")
+        return self._frame([{"metric": item.get("metric") or {}, "values": [item["value"]]} for item in result
+                            if isinstance(item, dict) and item.get("value")], expr, data, {})
 
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
