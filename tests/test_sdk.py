@@ -96,6 +96,29 @@ def _action(rec):
         act.after({"spec": {"maxReplicas": 10}}, "42")
 
 
+LATENCY = {"name": "latency-p95", "interval": "60s", "initialDelay": "2m", "count": 5,
+           "successCondition": "result < 300", "failureCondition": "result >= 500", "failureLimit": 1,
+           "provider": {"afterfix": {"metric": "afterfix.workload.latency_p95_ms",
+                                     "labels": {"k8s.namespace.name": "{{namespace}}", "k8s.deployment.name": "checkout"}}}}
+ERRORS = {"name": "error-rate", "count": 1, "failureCondition": "result[0] > 0.05",
+          "provider": {"prometheus": {"query": 'afterfix_workload_error_rate{namespace="{{namespace}}"}'}}}
+LATENCY_JSON = ('{"count":5,"failureCondition":"result >= 500","failureLimit":1,"initialDelay":"2m","interval":"60s",'
+                '"name":"latency-p95","provider":{"afterfix":{"labels":{"k8s.deployment.name":"checkout",'
+                '"k8s.namespace.name":"{{namespace}}"},"metric":"afterfix.workload.latency_p95_ms"}},'
+                '"successCondition":"result < 300"}')
+
+
+def _action_with_analysis(rec):
+    with rec.action("patch", HPA, action_id="act-4", analysis=LATENCY) as act:
+        act.status("recommended")
+
+
+def _action_analysis_later(rec):
+    with rec.action("patch", HPA, action_id="act-5") as act:
+        act.analysis([LATENCY, ERRORS])
+        act.status("recommended")
+
+
 def _action_readonly(rec):
     with rec.action("get", Target(None, "Namespace", "v1", None, "shop"), mutating=False, trust_level=1,
                     field_manager=None, action_id="act-2") as act:
@@ -142,6 +165,20 @@ CASES = [
         c.TARGET_API_VERSION: "autoscaling/v2", c.TARGET_NAMESPACE: "shop", c.TARGET_NAME: "checkout",
         c.ACTION_BEFORE: '{"spec":{"maxReplicas":4}}', c.ACTION_RV_BEFORE: "41", c.ACTION_DRY_RUN: True,
         c.ACTION_AFTER: '{"spec":{"maxReplicas":10}}', c.ACTION_RV_AFTER: "42", c.ACTION_STATUS: "applied"}),
+    ("action with analysis", _action_with_analysis, "patch HorizontalPodAutoscaler shop/checkout", SpanKind.INTERNAL, {
+        c.SPAN_KIND: "action", c.ACTION_ID: "act-4", c.ACTION_VERB: "patch", c.ACTION_MUTATING: True,
+        c.TRUST_LEVEL: 3, c.ACTION_FIELD_MANAGER: "afterfix-agent", c.TARGET_UID: "uid-hpa",
+        c.TARGET_KIND: "HorizontalPodAutoscaler", c.TARGET_API_VERSION: "autoscaling/v2",
+        c.TARGET_NAMESPACE: "shop", c.TARGET_NAME: "checkout", c.ACTION_STATUS: "recommended",
+        c.ACTION_ANALYSIS: LATENCY_JSON}),
+    ("action analysis list", _action_analysis_later, "patch HorizontalPodAutoscaler shop/checkout", SpanKind.INTERNAL, {
+        c.SPAN_KIND: "action", c.ACTION_ID: "act-5", c.ACTION_VERB: "patch", c.ACTION_MUTATING: True,
+        c.TRUST_LEVEL: 3, c.ACTION_FIELD_MANAGER: "afterfix-agent", c.TARGET_UID: "uid-hpa",
+        c.TARGET_KIND: "HorizontalPodAutoscaler", c.TARGET_API_VERSION: "autoscaling/v2",
+        c.TARGET_NAMESPACE: "shop", c.TARGET_NAME: "checkout", c.ACTION_STATUS: "recommended",
+        c.ACTION_ANALYSIS: "[" + LATENCY_JSON + ',{"count":1,"failureCondition":"result[0] > 0.05",'
+                           '"name":"error-rate","provider":{"prometheus":{"query":'
+                           '"afterfix_workload_error_rate{namespace=\\"{{namespace}}\\"}"}}}]'}),
     ("read-only action", _action_readonly, "get Namespace shop", SpanKind.INTERNAL, {
         c.SPAN_KIND: "action", c.ACTION_ID: "act-2", c.ACTION_VERB: "get", c.ACTION_MUTATING: False,
         c.TRUST_LEVEL: 1, c.TARGET_KIND: "Namespace", c.TARGET_API_VERSION: "v1", c.TARGET_NAME: "shop",
@@ -440,6 +477,70 @@ def test_values_outside_the_convention_are_refused(memory, call, match):
         call(recorder(provider))
 
 
+def _without(key, spec=LATENCY):
+    return {k: v for k, v in spec.items() if k != key}
+
+
+ANALYSIS_ERRORS = [
+    # (analysis, the field the error names, the example it shows)
+    (42, "analysis must be a metric spec", '"provider": {"afterfix"'),
+    ("result < 300", "analysis must be a metric spec", '"successCondition": "result < 300"'),
+    ([], "analysis must be a metric spec", '"name": "latency-p95"'),
+    ([LATENCY, "x"], r"analysis\[1\] must be a metric spec", '"provider"'),
+    (_without("name"), "analysis.name: is missing", '"name": "latency-p95"'),
+    ({**LATENCY, "name": 7}, "analysis.name: must be a non-empty string, not 7", '"name": "latency-p95"'),
+    (_without("provider"), "analysis.provider: is missing", '"provider": {"afterfix": {"metric"'),
+    ({**LATENCY, "provider": "afterfix"}, "analysis.provider: must be an object, not 'afterfix'", '"provider": {'),
+    ({**LATENCY, "provider": {}}, "analysis.provider: must hold exactly one of afterfix or prometheus, not nothing",
+     '"provider": {"prometheus": {"query"'),
+    ({**LATENCY, "provider": {"web": {"url": "http://x"}}}, "analysis.provider: must hold exactly one of afterfix "
+     "or prometheus, not 'web'", '"provider": {"afterfix"'),
+    ({**LATENCY, "provider": {"afterfix": {}, "prometheus": {}}}, "not 'afterfix', 'prometheus'", '"provider": {'),
+    ({**LATENCY, "provider": {"prometheus": "up"}}, "analysis.provider.prometheus: must be an object, not 'up'",
+     '"provider": {'),
+    (_without("failureCondition", _without("successCondition")), "analysis: needs successCondition or failureCondition",
+     '"successCondition": "result < 300"'),
+    ({**LATENCY, "successCondition": 300}, "analysis.successCondition: must be a condition in a string, not 300",
+     '"successCondition": "result < 300"'),
+    ({**LATENCY, "failureCondition": ""}, "analysis.failureCondition: must be a condition in a string",
+     '"failureCondition": "result >= 500"'),
+    ([LATENCY, _without("provider", ERRORS)], r"analysis\[1\].provider: is missing", '"provider": {'),
+    ({**LATENCY, "count": object()}, "analysis is not JSON", '"name": "latency-p95"'),
+]
+
+
+@pytest.mark.parametrize("spec,field,example", ANALYSIS_ERRORS, ids=[case[1][:48] for case in ANALYSIS_ERRORS])
+def test_a_misshapen_analysis_is_refused_naming_the_field_with_an_example(memory, spec, field, example):
+    provider, exporter = memory
+    rec = recorder(provider)
+    with pytest.raises(ValueError, match=field) as refused:
+        rec.action("patch", HPA, analysis=spec).__enter__()
+    assert example in str(refused.value)
+    assert exporter.get_finished_spans() == ()  # refused before the span starts
+    with rec.action("patch", HPA) as act:
+        with pytest.raises(ValueError, match=field):
+            act.analysis(spec)
+    (span,) = exporter.get_finished_spans()
+    assert c.ACTION_ANALYSIS not in span.attributes
+
+
+def test_what_the_sdk_records_is_an_analysis_the_guard_accepts(memory):
+    from afterfix.undo.analysis import parse_analysis
+
+    provider, exporter = memory
+    with recorder(provider).action("patch", HPA, analysis=(LATENCY, ERRORS)):
+        pass
+    (span,) = exporter.get_finished_spans()
+    recorded = orjson.loads(span.attributes[c.ACTION_ANALYSIS])
+    assert recorded == [LATENCY, ERRORS]
+    bound = [parse_analysis(m, where="test").bind({"kind": HPA.kind, "namespace": HPA.namespace, "name": HPA.name})
+             for m in recorded]
+    assert [(m.name, m.metric, m.labels) for m in bound][0] == (
+        "latency-p95", "afterfix.workload.latency_p95_ms",
+        {"k8s.namespace.name": "shop", "k8s.deployment.name": "checkout"})
+    assert bound[1].query == 'afterfix_workload_error_rate{namespace="shop"}'
+
+
 # -- OTLP/JSON file exporter ------------------------------------------------------------------
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -453,7 +554,7 @@ def _story(rec):
         with rec.llm_call("m") as llm:
             llm.tokens(10, 3)
         did = rec.decision("q", OPTIONS, "raise-max", "r", decision_id="dec-1")
-        with rec.action("patch", HPA, decision_id=did, action_id="act-1") as act:
+        with rec.action("patch", HPA, decision_id=did, action_id="act-1", analysis=LATENCY) as act:
             act.before({"spec": {"maxReplicas": 4}}, "41")
             act.after({"spec": {"maxReplicas": 10}}, "42")
         with pytest.raises(RuntimeError):
@@ -586,6 +687,7 @@ def test_sdk_output_reads_back_through_the_decoder_and_the_views(tmp_path, store
     assert orjson.loads(a["before"]) == {"spec": {"maxReplicas": 4}}
     assert orjson.loads(a["after"]) == {"spec": {"maxReplicas": 10}}
     assert (a["resource_version_before"], a["resource_version_after"]) == ("41", "42")
+    assert orjson.loads(a["analysis"]) == LATENCY
 
     (run,) = store.query("SELECT * FROM runs").to_dict("records")
     assert (run["run_id"], run["spans"], run["tool_calls"], run["llm_calls"], run["decisions"], run["changes"],

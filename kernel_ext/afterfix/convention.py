@@ -3,8 +3,9 @@
 OpenTelemetry's GenAI conventions describe agents, LLM calls and tool calls, not choices.
 These keys let any OTel-instrumented agent record a decision point (the question, every
 option with its evidence, score and verdict) and a production-changing action (target,
-before/after, resourceVersions, trust level). `traces/SCHEMA.md` documents each key;
-`afterfix.sdk` emits exactly these; `ingest` maps them onto columns and views.
+before/after, resourceVersions, trust level, the analysis that should watch it).
+`traces/SCHEMA.md` documents each key; `afterfix.sdk` emits exactly these; `ingest` maps them
+onto columns and views.
 """
 
 # --- every span ---------------------------------------------------------------
@@ -71,6 +72,8 @@ ACTION_RV_BEFORE = "afterfix.action.resource_version.before"
 ACTION_RV_AFTER = "afterfix.action.resource_version.after"
 ACTION_DRY_RUN = "afterfix.action.dry_run"  # bool: a server-side dry-run preceded the write
 ACTION_FIELD_MANAGER = "afterfix.action.field_manager"
+# JSON: the analysis that should watch it (an Argo Rollouts metric spec, or a list of them; docs/analysis.md)
+ACTION_ANALYSIS = "afterfix.action.analysis"
 TRUST_LEVEL = "afterfix.trust.level"  # int 1..4
 
 ACTION_STATUSES = ("applied", "recommended", "awaiting_approval", "approved", "denied", "failed", "dry_run")

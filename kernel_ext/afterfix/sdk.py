@@ -10,8 +10,11 @@ from `afterfix.convention`; `traces/SCHEMA.md` documents them.
     rec = sdk.Recorder(provider, agent_name="sre-agent")
     with rec.run(incident_id="INC-1"):
         did = rec.decision("why is checkout slow?", options, selected="raise-max", reason="...")
-        with rec.action("patch", target, decision_id=did) as act:
+        with rec.action("patch", target, decision_id=did, analysis=latency_p95) as act:
             act.before({...}, "41"); act.after({...}, "42")
+
+An action's `analysis` (an Argo Rollouts metric spec, docs/analysis.md) says how a guard can tell
+in the minutes after it whether the change worked.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "OTLPJsonFileExporter",
     "SeededIdGenerator",
     "TRUST_LEVELS",
+    "analysis_json",
     "dumps",
 ]
 
@@ -282,6 +286,12 @@ class ActionHandle(_Handle):
         if resource_version is not None:
             self.span.set_attribute(c.ACTION_RV_AFTER, str(resource_version))
         self._after = True
+
+    def analysis(self, spec: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+        """The analysis that should watch this action: one Argo Rollouts metric spec (or a list of
+        them), as docs/analysis.md describes. Checked for shape here (ValueError naming the field);
+        the guard checks the rest when it reads it."""
+        self.span.set_attribute(c.ACTION_ANALYSIS, analysis_json(spec))
 
     def dry_run_ok(self) -> None:
         """A server-side dry-run of this write succeeded before it was sent."""
@@ -566,8 +576,11 @@ class Recorder:
         patch: Mapping[str, Any] | Sequence[Any] | None = None,
         field_manager: str | None = "afterfix-agent",
         action_id: str | None = None,
+        analysis: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> Iterator[ActionHandle]:
         """Something done (or proposed) against production: "<verb> <kind> <namespace>/<name>".
+
+        `analysis` is the metric spec that should watch it, as for `ActionHandle.analysis()`.
 
         The span records what the agent did even when that exceeds its trust level: reviewing
         that is the point. If the block raises, the span is marked ERROR with error.type, the
@@ -590,6 +603,7 @@ class Recorder:
             c.TRUST_LEVEL: int(trust_level),
             c.ACTION_PATCH: dumps(patch) if patch is not None else None,
             c.ACTION_FIELD_MANAGER: field_manager,
+            c.ACTION_ANALYSIS: analysis_json(analysis) if analysis is not None else None,
             **target.attributes(),
         }
         handle: ActionHandle | None = None
@@ -628,6 +642,81 @@ class Recorder:
             c.APPROVAL_APPROVER: approver,
             c.APPROVAL_REASON: reason,
         })
+
+
+# What each part of an analysis looks like, for the errors that refuse one.
+_ANALYSIS_EXAMPLES = {
+    "spec": '{"name": "latency-p95", "interval": "60s", "count": 5, "successCondition": "result < 300", '
+            '"provider": {"afterfix": {"metric": "afterfix.workload.latency_p95_ms", '
+            '"labels": {"k8s.namespace.name": "{{namespace}}", "k8s.deployment.name": "{{name}}"}}}}',
+    "name": '"name": "latency-p95"',
+    "provider": '"provider": {"afterfix": {"metric": "afterfix.workload.latency_p95_ms", '
+                '"labels": {"k8s.namespace.name": "{{namespace}}", "k8s.deployment.name": "{{name}}"}}} '
+                'or "provider": {"prometheus": {"query": "afterfix_workload_latency_p95_ms{namespace=\\"{{namespace}}\\"}"}}',
+    "condition": '"successCondition": "result < 300" and/or "failureCondition": "result >= 500"',
+}
+ANALYSIS_PROVIDERS = ("afterfix", "prometheus")
+ANALYSIS_CONDITIONS = ("successCondition", "failureCondition")
+
+
+def analysis_json(spec: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
+    """An action's analysis as the JSON text it is recorded as, after checking its shape.
+
+    One metric spec (a JSON object) or a non-empty list of them. The SDK checks only the shape: a
+    `name`, a `provider` holding exactly one of `afterfix` and `prometheus`, and at least one of
+    `successCondition` and `failureCondition`, as strings; everything else (durations, limits,
+    conditions, templates) is checked by `afterfix.undo.analysis.parse_analysis` where the guard
+    reads it. Raises ValueError naming the field, with an example of what fits there.
+    """
+    if isinstance(spec, Mapping):
+        items, where = [dict(spec)], ["analysis"]
+    elif isinstance(spec, Sequence) and not isinstance(spec, (str, bytes)) and spec:
+        items, where = list(spec), [f"analysis[{i}]" for i in range(len(spec))]
+    else:
+        raise ValueError(f"analysis must be a metric spec (a dict) or a non-empty list of them, not {_brief(spec)}; "
+                         f"e.g. {_ANALYSIS_EXAMPLES['spec']}")
+    for item, at in zip(items, where):
+        _check_metric(item, at)
+    try:
+        # No default: a value JSON cannot hold is refused here, not written as its str().
+        text = orjson.dumps(items[0] if isinstance(spec, Mapping) else items, option=orjson.OPT_SORT_KEYS)
+    except TypeError as e:
+        raise ValueError(f"analysis is not JSON ({e}): give dicts, lists, strings, numbers and booleans; "
+                         f"e.g. {_ANALYSIS_EXAMPLES['spec']}") from None
+    return text.decode()
+
+
+def _check_metric(item: Any, at: str) -> None:
+    if not isinstance(item, Mapping):
+        raise ValueError(f"{at} must be a metric spec (a dict), not {_brief(item)}; e.g. {_ANALYSIS_EXAMPLES['spec']}")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{at}.name: {'is missing' if name is None else 'must be a non-empty string, not ' + _brief(name)}; "
+                         f"e.g. {_ANALYSIS_EXAMPLES['name']}")
+    provider = item.get("provider")
+    if not isinstance(provider, Mapping):
+        problem = "is missing" if provider is None else f"must be an object, not {_brief(provider)}"
+        raise ValueError(f"{at}.provider: {problem}; e.g. {_ANALYSIS_EXAMPLES['provider']}")
+    keys = list(provider)
+    if len(keys) != 1 or keys[0] not in ANALYSIS_PROVIDERS:
+        raise ValueError(f"{at}.provider: must hold exactly one of {' or '.join(ANALYSIS_PROVIDERS)}, "
+                         f"not {', '.join(map(repr, keys)) or 'nothing'}; e.g. {_ANALYSIS_EXAMPLES['provider']}")
+    if not isinstance(provider[keys[0]], Mapping):
+        raise ValueError(f"{at}.provider.{keys[0]}: must be an object, not {_brief(provider[keys[0]])}; "
+                         f"e.g. {_ANALYSIS_EXAMPLES['provider']}")
+    present = [key for key in ANALYSIS_CONDITIONS if item.get(key) is not None]
+    if not present:
+        raise ValueError(f"{at}: needs successCondition or failureCondition (or both), or it watches nothing; "
+                         f"e.g. {_ANALYSIS_EXAMPLES['condition']}")
+    for key in present:
+        if not isinstance(item[key], str) or not item[key].strip():
+            raise ValueError(f"{at}.{key}: must be a condition in a string, not {_brief(item[key])}; "
+                             f"e.g. {_ANALYSIS_EXAMPLES['condition']}")
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _definitions(tools: Sequence[Mapping[str, Any]] | None) -> str | None:

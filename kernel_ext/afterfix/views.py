@@ -104,6 +104,7 @@ VIEWS: dict[str, str] = {
                {_a('afterfix.action.resource_version.after')} AS resource_version_after,
                coalesce({_bool('afterfix.action.dry_run')}, false) AS dry_run_checked,
                {_a('afterfix.action.field_manager')} AS field_manager,
+               {_a('afterfix.action.analysis')} AS analysis,
                status_code = 'ERROR' AS failed, start_time, duration_ms
         FROM spans WHERE afterfix_kind = 'action'
     """,
