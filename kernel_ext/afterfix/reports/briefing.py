@@ -129,8 +129,20 @@ class _Night:
         i = self.incidents
         return i[~i["status"].isin(["resolved", "mitigated"])] if not i.empty else i
 
+    def alerts(self) -> pd.DataFrame:
+        """The guard's alerts in the window (a failed analysis rolled back, an inconclusive one
+        waiting for a person, a capped rollback), newest first."""
+        store = self.scope.store
+        try:
+            return store.query("""SELECT time, source, severity, action_id, title, message, delivery FROM alerts
+                                  WHERE time >= ?::TIMESTAMP AND time < ?::TIMESTAMP ORDER BY time DESC""",
+                               [self.scope.since, self.scope.until])
+        except Exception:  # a store from before the ledgers
+            return pd.DataFrame(columns=["time", "source", "severity", "action_id", "title", "message", "delivery"])
+
     def worry(self) -> bool:
         return bool(self.worrying() or not self.awaiting().empty or not self.unresolved().empty
+                    or not self.alerts().empty
                     or any(self._outcome(a) in ("failure", "inconclusive") for _, a in self.changes.iterrows()))
 
     def _outcome(self, action) -> str | None:
@@ -170,6 +182,9 @@ class _Night:
         unresolved = self.unresolved()
         if not unresolved.empty:
             needs.append(_count(len(unresolved), "incident") + " still open or escalated")
+        alerts = self.alerts()
+        if not alerts.empty:
+            needs.append(_count(len(alerts), "guard alert"))
         if not needs:
             return "Nothing needs you: every incident was resolved and every change the agent made verified."
         return "Yes, worry: " + _join(needs) + "."
@@ -338,20 +353,28 @@ class _Night:
         a = self.changes
         backs = a[a["verb"].fillna("").str.lower().str.contains("|".join(ROLLBACK_VERBS))] if not a.empty else a
         bundled = {f.details.get("action_id"): f for f in self.of_kind("bundled_rollback")}
+        alerts = [f"{c.hhmm(r['time'])} {r['source']} ({r['severity']}): {r['title']}. {r['message'] or ''}".strip()
+                  for _, r in self.alerts().iterrows()]
         if backs.empty:
-            return Section("rolled_back", title, "Nothing was rolled back in this window.")
+            return Section("rolled_back", title, "Nothing was rolled back in this window."
+                           + (f" {_count(len(alerts), 'guard alert')}: see below." if alerts else ""), notes=alerts)
         rows = []
         for _, r in backs.iterrows():
             also = bundled.get(r["action_id"])
-            rows.append({"time": c.hhmm(r["start_time"]), "incident": r["incident_id"], "rollback": _action_text(r),
-                         "fields": _changes_text(r),
+            ours = r.get("field_manager") == "afterfix"  # afterfix's own rollback: verified by reading it back
+            outcome = self.outcomes.get(r["action_id"])
+            rows.append({"time": c.hhmm(r["start_time"]), "incident": r["incident_id"], "by": r["agent_name"],
+                         "rollback": _action_text(r), "fields": _changes_text(r),
                          "also undid": also.title if also else "nothing else",
-                         "verified": _verification_text(self.outcomes.get(r["action_id"]))})
+                         "verified": "fields read back after the write" if ours and outcome is None
+                         else _verification_text(outcome)})
         summary = f"{_count(len(backs), 'rollback')}."
         if bundled:
             summary += (f" {_count(len(bundled), 'rollback')} also undid changes nobody asked to undo: "
                         "check the side effects below.")
-        notes = [f.explanation for f in bundled.values()]
+        if alerts:
+            summary += f" {_count(len(alerts), 'guard alert')}: see below."
+        notes = [f.explanation for f in bundled.values()] + alerts
         return Section("rolled_back", title, summary, pd.DataFrame(rows), notes=notes)
 
     def side_effects(self) -> Section:
