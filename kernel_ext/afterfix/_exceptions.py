@@ -6,7 +6,15 @@
     ├── DecodeError           a whole input cannot be read (garbage body, wrong content type)
     ├── ConfigError           an option has a value that cannot work
     ├── NotFound              a run, incident or other id the store does not hold
-    └── ReadOnlyQuery         a query would write, and writing was not asked for
+    ├── ReadOnlyQuery         a query would write, and writing was not asked for
+    │   (undo, defined where they are raised:)
+    ├── undo.kube.ClusterError    the Kubernetes API refused or could not be reached
+    │   ├── ClusterUnreachable, Forbidden (names verb and resource), NotFound, Conflict, Rejected
+    ├── undo.kube.UnknownKind     a kind afterfix cannot undo
+    ├── undo.plan.PlanError       an action that cannot be planned from (unknown id, no before-state)
+    ├── undo.conditions.ConditionError, EvaluationError   an analysis condition refused or not evaluable
+    └── undo.analysis.AnalysisError                        an analysis spec refused
+        └── undo.policy.PolicyError                        a guard policy file refused (file and line)
 
 Single refused records are not exceptions: decoders return them as `Refusal`s with the place
 (file and line, or request and span) and the reason, and the rest of the input goes through.
