@@ -99,8 +99,23 @@ def _run_demo(args) -> int:
         print(f"  briefing    {briefing}    the morning briefing of this night: open it in a browser")
     print(f"\nServe the cluster the night left behind (official client, kubectl):\n"
           f"  afterfix demo cluster --port 8001 --kubeconfig {result.kubeconfig} --state {result.state_file}")
+    undo = _undo_example(store)
+    if undo:
+        print("then plan the undo of one agent change (nothing is written without --apply --reason):\n"
+              f"  afterfix rollback {undo} --kubeconfig {result.kubeconfig}\n"
+              f"  afterfix rollback {undo} --fields DB_POOL_SIZE --dry-run --kubeconfig {result.kubeconfig}")
     print("\nReview it in JupyterLab:\n  .venv/bin/jupyter lab notebooks/    then open review.ipynb")
     return 0
+
+
+def _undo_example(store) -> str | None:
+    """The night's rollback that also reverted other fields: the one worth undoing in part."""
+    try:
+        rows = store.query("""SELECT action_id FROM actions WHERE mutating AND status = 'applied' AND verb = 'rollback'
+                              AND coalesce(field_manager, '') <> 'afterfix' ORDER BY start_time DESC LIMIT 1""")
+    except Exception:
+        return None
+    return None if rows.empty else str(rows.iloc[0]["action_id"])
 
 
 def _brief(store, result, workdir: Path) -> Path | None:
