@@ -502,3 +502,301 @@ def test_the_interval_floor_holds_whatever_the_spec_asks(store, tmp_path, clock)
     run_for(g, clock, 20, step=0.5)
     times = [r["time"] for r in ledger(store, "act-fast") if r["event"] == "measurement"]
     assert len(times) == 4 and all(b - a >= timedelta(seconds=5) for a, b in zip(times, times[1:]))
+
+
+# ---- `afterfix guard` against the simulator, the real engine and a real Prometheus ----------------
+
+from metrics.conftest import prometheus  # noqa: E402,F401 - one real Prometheus scraping `sim` below
+
+from afterfix.nightshift import scenarios  # noqa: E402
+from afterfix.nightshift.apiserver import ApiServer  # noqa: E402
+from afterfix.nightshift.clock import SimClock  # noqa: E402
+from afterfix.nightshift.cluster import Cluster  # noqa: E402
+from afterfix.sdk import Option  # noqa: E402
+from afterfix.store import Store  # noqa: E402
+from afterfix.undo import paths  # noqa: E402
+from afterfix.undo.trace import recording  # noqa: E402
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+AGENT_MANAGER = "afterfix-agent"
+API = {"Deployment": "apps/v1", "ConfigMap": "v1"}
+REPLICAS = "spec.replicas"
+
+
+@pytest.fixture(scope="session")
+def sim():
+    """(cluster, server): orders, comfortable at 4 replicas, and search, overloaded at 1 (at any hour
+    of the simulated day), served over HTTP on a clock that starts now, so the agent's actions fall
+    within the guard's lookback. The tests change it: each leaves it as it found it."""
+    cluster = Cluster(SimClock(time.time()), seed=7)
+    scenarios.deployment(cluster, "shop", "orders", replicas=4, base_rps=120.0)
+    scenarios.deployment(cluster, "shop", "search", replicas=1, base_rps=80.0)
+    cluster.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "search-flags", "namespace": "shop"},
+                    "data": {"ranking": "v1"}}, field_manager="helm")
+    server = ApiServer(cluster).start()
+    yield cluster, server
+    server.stop()
+
+
+@pytest.fixture
+def world(sim, tmp_path):
+    cluster, server = sim
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    store = Store(tmp_path / "store")
+    store.create()
+    yield cluster, kubeconfig, store
+    store.close()
+
+
+def latency(cluster, name: str) -> float:
+    return cluster.workloads.metrics("shop", name)["latency_p95_ms"]
+
+
+def agent_change(cluster, store, kind: str, name: str, patch: dict, touched: list[str], analysis, verb="scale") -> str:
+    """The agent's change as the reference agent makes it (read, patch with its own field manager),
+    recorded as a decision and an action trace with its analysis."""
+    old = cluster.get(API[kind], kind, "shop", name)
+    new = cluster.patch(API[kind], kind, "shop", name, patch, patch_type="strategic", field_manager=AGENT_MANAGER)
+
+    def state(obj):
+        return {p: (None if (v := paths.get(obj, paths.parse(p, obj))) is paths.MISSING else v) for p in touched}
+
+    with recording(store, "reference-agent", clock=time.time) as rec, rec.run(incident_id="inc-guard"):
+        decision = rec.decision(f"fix shop/{name}?", [Option("fix", f"{verb} {kind} shop/{name}")], "fix", "it is slow")
+        with rec.action(verb, Target(old["metadata"]["uid"], kind, API[kind], "shop", name), decision_id=decision,
+                        patch=patch, field_manager=AGENT_MANAGER, analysis=analysis) as act:
+            act.before(state(old), old["metadata"]["resourceVersion"])
+            act.after(state(new), new["metadata"]["resourceVersion"])
+    return act.action_id
+
+
+def latency_spec(count=3, failure_limit=0, delay="2s") -> dict:
+    return spec(count=count, failure_limit=failure_limit, below=200, delay=delay, interval="1s")
+
+
+class Webhook:
+    """A local webhook receiving the guard's alerts."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+class GuardProcess:
+    """`afterfix guard` in its own process, its stderr in a file."""
+
+    def __init__(self, store, kubeconfig, prometheus_url, tmp_path, *extra):
+        self.log = tmp_path / f"guard-{next(_files)}.log"
+        self.argv = [sys.executable, "-m", "afterfix", "guard", "--store", str(store.root), "--kubeconfig",
+                     str(kubeconfig), "--prometheus", prometheus_url, "--interval-floor", "1", *extra]
+        self.proc = None
+
+    def start(self) -> "GuardProcess":
+        self.out = open(self.log, "a")
+        self.proc = subprocess.Popen(self.argv, stdout=self.out, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig=signal.SIGTERM, timeout=60) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        self.out.close()
+        return code
+
+    def wait_for(self, condition, what: str, timeout: float = 120.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = condition()
+            if got:
+                return got
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the guard exited ({self.proc.returncode}) before {what}:\n{self.text()[-4000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"never {what} in {timeout:g} s; the guard's log:\n{self.text()[-4000:]}")
+
+
+def count(store, sql: str, params=None) -> int:
+    return int(store.query(sql, params).iloc[0, 0])
+
+
+def test_prometheus_instant_query_answers_a_vector_and_a_scalar(sim, prometheus):
+    from afterfix.metrics import PrometheusMetrics
+
+    cluster, _ = sim
+    prom = PrometheusMetrics(prometheus)
+    frame = prom.instant_query('afterfix_workload_replicas{namespace="shop"}')
+    assert sorted(zip(frame["k8s.deployment.name"], frame["value"])) == [("orders", 4.0), ("search", 1.0)]
+    [scalar] = prom.instant_query("scalar(count(afterfix_workload_replicas))")["value"]
+    assert scalar == 2.0
+    assert prom.instant_query('afterfix_workload_replicas{deployment="nowhere"}').empty
+
+
+def test_the_guard_reverts_what_hurt_keeps_what_helped_and_asks_about_the_unclear(world, prometheus, webhook, tmp_path):
+    cluster, kubeconfig, store = world
+    before = latency(cluster, "orders")
+    hurt = agent_change(cluster, store, "Deployment", "orders", {"spec": {"replicas": 1}}, [REPLICAS], latency_spec())
+    assert latency(cluster, "orders") > 5 * before  # one pod for four pods' traffic
+    helped = agent_change(cluster, store, "Deployment", "search", {"spec": {"replicas": 4}}, [REPLICAS], latency_spec())
+    assert latency(cluster, "search") < 200
+    unclear = agent_change(
+        cluster, store, "ConfigMap", "search-flags", {"data": {"ranking": "v2"}}, ["data.ranking"], verb="patch",
+        analysis={"name": "search-latency", "successCondition": "result[0] < 20", "failureCondition": "result[0] > 5000",
+                  "initialDelay": "2s",
+                  "provider": {"prometheus": {"query": 'afterfix_workload_latency_p95_ms{namespace="{{namespace}}",'
+                                                       'deployment="search"}'}}})
+    guard = GuardProcess(store, kubeconfig, prometheus, tmp_path, "--webhook", webhook.url).start()
+    try:
+        guard.wait_for(lambda: len(webhook.bodies) >= 2 and count(
+            store, "SELECT count(*) FROM analyses WHERE event = 'outcome'") >= 3, "three outcomes and two alerts")
+        assert guard.stop() == 0
+    finally:
+        if guard.proc.poll() is None:
+            guard.proc.kill()
+    outcomes = dict(store.query("SELECT action_id, phase FROM analyses WHERE event = 'outcome'").values.tolist())
+    assert outcomes == {hurt: "Failed", helped: "Successful", unclear: "Inconclusive"}, guard.text()
+
+    # What hurt is undone, through the engine: the rollbacks ledger, and the object itself.
+    assert cluster.get("apps/v1", "Deployment", "shop", "orders")["spec"]["replicas"] == 4
+    assert latency(cluster, "orders") == pytest.approx(before)
+    ledger_rows = store.query("SELECT action_id, outcome, who, automatic FROM rollbacks ORDER BY time").values.tolist()
+    assert ledger_rows == [[hurt, "started", "afterfix-guard", True], [hurt, "rolled_back", "afterfix-guard", True]]
+    # What helped is left alone, and so is the unclear one, which waits for a person.
+    assert cluster.get("apps/v1", "Deployment", "shop", "search")["spec"]["replicas"] == 4
+    assert cluster.get("v1", "ConfigMap", "shop", "search-flags")["data"]["ranking"] == "v2"
+    # The rollback's own action (afterfix's) is not watched in turn.
+    rollback_actions = store.query("SELECT action_id FROM actions WHERE verb = 'rollback'")["action_id"].tolist()
+    assert len(rollback_actions) == 1
+    assert count(store, "SELECT count(*) FROM analyses WHERE action_id = ?", rollback_actions) == 0
+
+    # Every measurement is a row with its value; each action was started once.
+    rows = store.query("SELECT * FROM analyses ORDER BY time").to_dict("records")
+    assert sorted(r["action_id"] for r in rows if r["event"] == "started") == sorted([hurt, helped, unclear])
+    measured = [r for r in rows if r["event"] == "measurement" and r["action_id"] == hurt]
+    assert measured and measured[0]["phase"] == "Failed" and measured[0]["value"] > 1000
+    assert [r["phase"] for r in rows if r["event"] == "measurement" and r["action_id"] == helped] == ["Successful"] * 3
+
+    # People hear about the rollback and the unclear one (not about what helped), by webhook and row.
+    by_action = {b["action_id"]: b for b in webhook.bodies}
+    assert set(by_action) == {hurt, unclear}
+    body = by_action[hurt]
+    assert body["severity"] == "warning" and body["source"] == "guard"
+    assert body["title"] == "rolled back the agent's scale of Deployment shop/orders: its analysis failed"
+    assert body["action"]["action_id"] == hurt and body["action"]["incident_id"] == "inc-guard"
+    assert body["target"] == {"kind": "Deployment", "namespace": "shop", "name": "orders",
+                              "uid": cluster.get("apps/v1", "Deployment", "shop", "orders")["metadata"]["uid"],
+                              "api_version": "apps/v1"}
+    assert body["analysis"]["phase"] == "Failed" and body["analysis"]["source"] == "trace"
+    assert body["analysis"]["metrics"][0]["provider"]["afterfix"]["labels"] == {
+        "k8s.namespace.name": "shop", "k8s.deployment.name": "orders"}
+    assert body["measurements"][-1]["phase"] == "Failed" and body["measurements"][-1]["values"][0] > 1000
+    assert body["done"]["what"] == "rolled_back" and body["done"]["rollback"]["outcome"] == "rolled_back"
+    assert body["done"]["message"].startswith("rolled back: restored")
+    ask = by_action[unclear]
+    assert ask["severity"] == "warning" and "inconclusive, a person decides" in ask["title"]
+    assert ask["done"]["what"] == "nothing" and ask["measurements"][0]["phase"] == "Inconclusive"
+    alerts = store.query("SELECT action_id, delivery, detail FROM alerts").to_dict("records")
+    assert {a["action_id"] for a in alerts} == {hurt, unclear}
+    assert all(a["delivery"].startswith("HTTP 200 from http://127.0.0.1:") for a in alerts)
+    assert json.loads(next(a["detail"] for a in alerts if a["action_id"] == hurt)) == body
+
+    # The stop was clean and recorded; nothing was in progress.
+    assert "stopped cleanly (SIGTERM); 0 analyses in progress" in guard.text()
+    cluster.patch("apps/v1", "Deployment", "shop", "search", {"spec": {"replicas": 1}}, patch_type="strategic",
+                  field_manager="test")  # as the fixture found it
+
+
+def test_a_guard_killed_mid_analysis_resumes_and_never_rolls_back_twice(world, prometheus, tmp_path):
+    cluster, kubeconfig, store = world
+    action = agent_change(cluster, store, "Deployment", "orders", {"spec": {"replicas": 1}}, [REPLICAS],
+                          latency_spec(count=8, failure_limit=4, delay="1s"))
+    guard = GuardProcess(store, kubeconfig, prometheus, tmp_path).start()
+    measurements = f"SELECT count(*) FROM analyses WHERE action_id = '{action}' AND event = 'measurement'"
+    try:
+        guard.wait_for(lambda: count(store, measurements) >= 2, "two measurements")
+        guard.proc.kill()  # SIGKILL, mid-analysis
+        guard.proc.wait(timeout=30)
+        taken = count(store, measurements)
+        assert 2 <= taken < 5
+
+        # A second guard resumes; it is killed the moment its rollback intent is committed, while
+        # the engine may be writing (or may have written) the rollback.
+        guard = GuardProcess(store, kubeconfig, prometheus, tmp_path).start()
+        guard.wait_for(lambda: count(store, f"SELECT count(*) FROM analyses WHERE action_id = '{action}' AND "
+                                            "event = 'rollback'"), "a rollback intent")
+        guard.proc.kill()
+        guard.proc.wait(timeout=30)
+
+        # A third guard finishes what is left: the rollback (once) and the alert.
+        guard = GuardProcess(store, kubeconfig, prometheus, tmp_path).start()
+        guard.wait_for(lambda: count(store, f"SELECT count(*) FROM alerts WHERE action_id = '{action}'"), "an alert")
+        assert guard.stop() == 0
+    finally:
+        if guard.proc.poll() is None:
+            guard.proc.kill()
+    rows = store.query("SELECT * FROM analyses WHERE action_id = ? ORDER BY time", [action]).to_dict("records")
+    kinds = [r["event"] for r in rows]
+    assert kinds.count("started") == 1 and kinds.count("resumed") == 2 and kinds.count("outcome") == 1
+    assert kinds.count("measurement") == 5  # the fifth failed measurement ends it (failureLimit 4)
+    assert [r["phase"] for r in rows if r["event"] == "measurement"] == ["Failed"] * 5
+    first_resume = kinds.index("resumed")
+    assert kinds[first_resume + 1] == "measurement" and first_resume == 1 + taken  # measurements continued
+    assert len({r["guard"] for r in rows}) == 3
+    # The engine writes `started` just before its one write to the cluster: one such row, one write.
+    # Killed between that write and its outcome row, the engine answers already_rolled_back when
+    # asked again; killed before it, rolled_back.
+    rollbacks = store.query("SELECT outcome FROM rollbacks WHERE action_id = ? ORDER BY time", [action])["outcome"].tolist()
+    assert rollbacks in (["started", "rolled_back"], ["started", "already_rolled_back"]), rollbacks
+    assert cluster.get("apps/v1", "Deployment", "shop", "orders")["spec"]["replicas"] == 4
+    assert count(store, f"SELECT count(*) FROM alerts WHERE action_id = '{action}'") == 1
+
+
+def test_sigterm_stops_the_guard_cleanly_and_records_it(world, prometheus, tmp_path):
+    cluster, kubeconfig, store = world
+    action = agent_change(cluster, store, "Deployment", "orders", {"spec": {"template": {"metadata": {
+        "annotations": {"example.com/touched": "yes"}}}}}, ["spec.template.metadata.annotations.example.com/touched"],
+        latency_spec(count=1000, delay="0s"), verb="annotate")
+    guard = GuardProcess(store, kubeconfig, prometheus, tmp_path).start()
+    try:
+        guard.wait_for(lambda: count(store, f"SELECT count(*) FROM analyses WHERE action_id = '{action}' AND "
+                                            "event = 'measurement'"), "a measurement")
+        assert guard.stop(signal.SIGTERM, timeout=30) == 0
+    finally:
+        if guard.proc.poll() is None:
+            guard.proc.kill()
+    last = store.query("SELECT * FROM analyses WHERE action_id = ? ORDER BY time DESC LIMIT 1", [action]).iloc[0]
+    assert last["event"] == "stopped" and last["phase"] == "Running"
+    assert "stopped (SIGTERM); the analysis resumes when a guard starts" in last["message"]
+    assert "stopped cleanly (SIGTERM); 1 analyses in progress resume when a guard starts again" in guard.text()
+    assert store.query("SELECT * FROM rollbacks").empty and store.query("SELECT * FROM alerts").empty

@@ -5,7 +5,8 @@
     guard.run(stop_event)          # resume, then tick until stop_event is set
 
 Which actions: mutating, status `applied`, started within `lookback`, not rolled back already,
-and with no analysis yet; new ones are picked up as they reach the store. Each is watched by the
+not afterfix's own rollbacks, and with no analysis yet; new ones are picked up as they reach the
+store. Each is watched by the
 analysis its trace recorded (`afterfix.action.analysis`) or else by the first policy rule that
 matches its kind and namespace (every metric of that rule), in Argo Rollouts' terms
 (afterfix.undo.analysis). The run ends as Argo's does: as soon as one metric ends Failed, Error
@@ -55,6 +56,7 @@ from afterfix._exceptions import StoreError
 from afterfix.metrics import MetricSource, MetricSourceError, MetricSourceUnavailable, StoreMetrics
 from afterfix.undo.analysis import ERROR_RETRY_S, AnalysisError, AnalysisSpec, assess_run, measure_phase, parse_analysis
 from afterfix.undo.notify import Alert, Notifier
+from afterfix.undo.trace import ROLLBACK_OF
 
 __all__ = ["Guard", "Action", "Watch", "Metric", "Tick", "WHO", "INTERVAL_FLOOR_S", "LOOKBACK", "MAX_ROLLBACKS"]
 
@@ -70,7 +72,7 @@ RECENT = 20  # measurements an alert carries
 MAX_VALUES = 50  # values of a vector kept in a measurement row
 ENDED = ("Failed", "Error", "Inconclusive")  # worst first: Argo's order
 _EVENTS = {"started": 0, "resumed": 1, "measurement": 2, "outcome": 3, "rollback": 4, "stopped": 5}
-_ROLLBACK_OUTCOMES = ("rolled_back", "already_rolled_back", "refused", "failed", "dry_run")
+_ROLLBACK_OUTCOMES = ("rolled_back", "already_rolled_back", "nothing_to_do", "refused", "failed", "dry_run")
 
 
 def utc(epoch: float) -> datetime:
@@ -291,7 +293,7 @@ class Guard:
             WHERE a.mutating AND a.status = 'applied' AND a.start_time >= ? {newer}
               AND a.action_id NOT IN (SELECT action_id FROM analyses WHERE event = 'started')
               AND a.action_id NOT IN (SELECT action_id FROM rollbacks WHERE outcome IN ('rolled_back', 'already_rolled_back'))
-              AND a.trace_id NOT IN (SELECT trace_id FROM rollbacks WHERE trace_id IS NOT NULL)
+              AND json_extract_string(s.attributes, '$."{ROLLBACK_OF}"') IS NULL
             ORDER BY a.start_time""", params)
         if found.empty:
             return []
@@ -573,7 +575,7 @@ class Guard:
         what, ref, verb = done["what"], watch.action.ref, watch.action.verb or "change"
         if phase == "Failed" and what == "rolled_back":
             severity, title = "warning", f"rolled back the agent's {verb} of {ref}: its analysis failed"
-        elif phase == "Failed" and what == "already_rolled_back":
+        elif phase == "Failed" and what in ("already_rolled_back", "nothing_to_do"):
             severity, title = "info", f"the agent's {verb} of {ref} failed its analysis and was already undone"
         elif phase == "Failed":
             severity, title = "critical", f"the agent's {verb} of {ref} failed its analysis and is NOT rolled back"
