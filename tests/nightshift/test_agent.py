@@ -73,6 +73,13 @@ def test_trust_level_decides_whether_it_writes(world, trust, status, writes):
     assert a["afterfix.target.uid"] == before["metadata"]["uid"]
     assert a["afterfix.action.resource_version.before"] == before["metadata"]["resourceVersion"]
     assert json.loads(a["afterfix.action.before"]) == {"spec.maxReplicas": 2}
+    # Recorded whether or not it writes: the HPA's latency, measured on the Deployment it scales.
+    analysis = json.loads(a["afterfix.action.analysis"])
+    assert before["spec"]["scaleTargetRef"]["name"] == "catalog"
+    assert analysis["provider"] == {"afterfix": {"metric": "afterfix.workload.latency_p95_ms", "labels": {
+        "k8s.namespace.name": "{{namespace}}", "k8s.deployment.name": "catalog"}}}
+    assert (analysis["successCondition"], analysis["failureCondition"]) == (
+        f"result <= {CATALOG.slo_latency_ms:g}", f"result > {CATALOG.slo_latency_ms:g}")
     approvals = [a["afterfix.approval.status"] for _, a in spans_of(exporter, "approval")]
     assert approvals == (["requested"] if trust == 2 else [])
     if writes:

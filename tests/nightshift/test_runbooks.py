@@ -7,6 +7,7 @@ import pytest
 from afterfix.nightshift import runbooks
 from afterfix.nightshift.agent import Service
 from afterfix.nightshift.scenarios import at
+from afterfix.undo.analysis import measure_phase, parse_analysis
 
 T0 = "2026-11-26T21:00:00Z"
 
@@ -71,3 +72,49 @@ def test_strip_hash_keeps_the_template_and_drops_the_hash():
 @pytest.mark.parametrize("q,mb", [("512Mi", 512), ("1Gi", 1024), ("2048Ki", 2), (str(3 * 2 ** 20), 3), (None, 77)])
 def test_memory_quantities(q, mb):
     assert runbooks._memory_mb(q, 77) == pytest.approx(mb)
+
+
+# ---- the analysis each change records -------------------------------------------------------
+
+PAYMENTS = {"kind": "Deployment", "namespace": "shop", "name": "payments"}
+
+
+@pytest.mark.parametrize("runbook", sorted(runbooks.CHECKS))
+def test_every_runbook_analysis_is_one_the_guard_accepts(runbook):
+    thresholds = {check.signal: 7.5 for check in runbooks.CHECKS[runbook]}
+    recorded = runbooks.analysis(runbook, thresholds)
+    specs = recorded if isinstance(recorded, list) else [recorded]
+    assert [s["name"] for s in specs] == [check.name for check in runbooks.CHECKS[runbook]]
+    for spec, check in zip(specs, runbooks.CHECKS[runbook]):
+        bound = parse_analysis(spec, where=runbook).bind(PAYMENTS)
+        assert bound.metric == f"afterfix.workload.{check.signal}"
+        assert bound.labels == {"k8s.namespace.name": "shop", "k8s.deployment.name": "payments"}
+        assert bound.initial_delay_s == check.after_s and bound.count == check.count
+        assert bound.to_dict()["successCondition"] == f"result {check.op} 7.5"
+
+
+@pytest.mark.parametrize("check,threshold", [(runbooks.LATENCY, 300.0), (runbooks.ERRORS, runbooks.ERROR_RATE_OK),
+                                             (runbooks.MEMORY, 256.0), (runbooks.RESTARTS, 3.0),
+                                             (runbooks.LATENCY, 333.3333333)])
+def test_the_analysis_judges_every_value_as_the_verification_does(check, threshold):
+    """Successful exactly where the agent's verification says good, Failed everywhere else, the
+    threshold itself included."""
+    spec = parse_analysis(check.spec(threshold), where=check.name).bind(PAYMENTS)
+    for value in (0.0, threshold * 0.5, threshold, threshold * (1 + 1e-9), threshold * 2):
+        phase, why = measure_phase(spec, value)
+        assert phase == ("Successful" if check.good(value, threshold) else "Failed"), (value, why)
+    assert check.good(threshold, threshold) is (check.op == "<=")
+
+
+def test_an_hpa_change_measures_the_deployment_it_scales():
+    hpa = {"kind": "HorizontalPodAutoscaler", "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "catalog-api"}}}
+    assert runbooks._workload(hpa) == "catalog-api" and runbooks._workload({"spec": {"replicas": 2}}) is None
+    spec = runbooks.analysis("capacity", {"latency_p95_ms": 300}, runbooks._workload(hpa))
+    bound = parse_analysis(spec).bind({"kind": "HorizontalPodAutoscaler", "namespace": "shop", "name": "catalog"})
+    assert bound.labels == {"k8s.namespace.name": "shop", "k8s.deployment.name": "catalog-api"}
+
+
+def test_a_check_without_a_threshold_is_left_out():
+    assert [s["name"] for s in runbooks.analysis("memory", {"memory_mb": 256, "restarts": 2})] == ["memory", "restarts"]
+    assert runbooks.analysis("memory", {"memory_mb": 256, "restarts": None})["name"] == "memory"
+    assert runbooks.analysis("memory", {"memory_mb": None, "restarts": None}) is None

@@ -13,6 +13,7 @@ from afterfix.nightshift.cluster import Cluster
 from afterfix.nightshift.night import content, run_night
 from afterfix.nightshift.policy import POLICIES
 from afterfix.store import Store
+from afterfix.undo.analysis import measure_phase, parse_analysis
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,46 @@ def test_c_rollback_reverts_the_bundled_env_fix(night):
     assert after["image"] == expect["after"]["image"] and after["env"]["DB_POOL_SIZE"] == "5"
     [v] = verification(store, inc.incident_id)
     assert v["before"] > 0.2 and v["after"] < 0.05
+
+
+def _applied(store):
+    return rows(store, """SELECT a.*, v.signal, v.outcome, v.after AS measured, v.start_time AS verified_at, a.start_time AS acted_at
+                          FROM actions a LEFT JOIN (
+                              SELECT json_extract_string(attributes, '$."afterfix.verification.action_id"') AS action_id,
+                                     json_extract_string(attributes, '$."afterfix.verification.signal"') AS signal,
+                                     json_extract_string(attributes, '$."afterfix.verification.outcome"') AS outcome,
+                                     TRY_CAST(json_extract_string(attributes, '$."afterfix.verification.after"') AS DOUBLE) AS after,
+                                     start_time
+                              FROM spans WHERE afterfix_kind = 'verification') v USING (action_id)
+                          WHERE a.status = 'applied' ORDER BY a.start_time""", [])
+
+
+def test_every_applied_change_records_the_analysis_its_verification_agrees_with(night):
+    """The analysis measures the signal the agent verified, from when it verified, and judges the
+    value the agent measured as the agent did: a guard never contradicts the agent's own check."""
+    result, store = night
+    applied = _applied(store)
+    assert {a["verb"] for a in applied} == {"patch", "scale", "restart", "rollback"}
+    assert {a["outcome"] for a in applied} == {"success", "failure"}
+    cluster = Cluster(SimClock(), state_file=result.state_file)
+    for act in applied:
+        assert act["analysis"], f"{act['verb']} of {act['target_name']} recorded no analysis"
+        recorded = json.loads(act["analysis"])
+        target = {"kind": act["target_kind"], "namespace": act["target_namespace"], "name": act["target_name"]}
+        specs = [parse_analysis(m, where=act["action_id"]).bind(target)
+                 for m in (recorded if isinstance(recorded, list) else [recorded])]
+        live = cluster.get(act["target_api_version"], act["target_kind"], act["target_namespace"], act["target_name"])
+        workload = live["spec"]["scaleTargetRef"]["name"] if act["target_kind"] == "HorizontalPodAutoscaler" \
+            else act["target_name"]
+        for spec in specs:
+            assert spec.provider == "afterfix" and spec.count and spec.interval_s
+            assert spec.labels == {"k8s.namespace.name": act["target_namespace"], "k8s.deployment.name": workload}
+        first = specs[0]
+        assert first.metric == f"afterfix.workload.{act['signal']}"
+        phase, why = measure_phase(first, act["measured"])
+        assert phase == {"success": "Successful", "failure": "Failed"}[act["outcome"]], (act["action_id"], why)
+        waited = (act["verified_at"] - act["acted_at"]).total_seconds()  # simulated time
+        assert waited == pytest.approx(first.initial_delay_s, abs=5), act["action_id"]
 
 
 def test_d_later_steps_build_on_the_wrong_tool_call(night):

@@ -6,8 +6,8 @@ every read is a `tool_call` span. An alert goes to a runbook (`runbooks.py`); ea
 there comes from a pure function in `policy.py`, recorded with its name and inputs so it can
 be replayed. Every write is a server-side dry-run first,
 then a merge patch carrying a resourceVersion precondition and fieldManager `afterfix-agent`,
-recorded as an `action` span with before/after and resourceVersions, then verified after
-simulated minutes. The trust level decides how far it goes: 1 recommends, 2 asks for approval
+recorded as an `action` span with before/after, resourceVersions and the analysis that should
+watch it (the runbook's checks, as Argo metric specs), then verified after simulated minutes. The trust level decides how far it goes: 1 recommends, 2 asks for approval
 and waits (bounded), 3 and 4 apply.
 
 Each run records the tools the agent may call as `gen_ai.tool.definitions` (their namespace
@@ -328,11 +328,13 @@ class Agent:
     # ---- acting ------------------------------------------------------------------------------------
     def change(self, *, verb: str, resource: str, namespace: str, name: str, decision_id: str,
                make_patch: Callable[[dict], dict], touched: Callable[[dict], dict],
-               trust_level: int | None = None) -> tuple[str, str]:
+               analysis: Any = None, trust_level: int | None = None) -> tuple[str, str]:
         """Read the target, then recommend, ask, or apply `make_patch(obj)` per the trust level.
 
-        Returns (action_id, status). The patch carries the read resourceVersion, so a write
-        racing another writer fails with 409 instead of overwriting it.
+        `touched(obj)` is the state to record (real field paths of `obj`); `analysis` the metric
+        spec(s) that should watch the change, or a function of `obj` giving them (an HPA names
+        the Deployment it scales). Returns (action_id, status). The patch carries the read
+        resourceVersion, so a write racing another writer fails with 409 instead of overwriting it.
         """
         level = trust_level or self.trust_level
         _, _, _, api_version, kind = RESOURCES[resource]
@@ -341,8 +343,9 @@ class Agent:
         rv_before = meta["resourceVersion"]
         patch = make_patch(obj)
         target = sdk.Target(meta["uid"], kind, api_version, namespace, name)
+        spec = analysis(obj) if callable(analysis) else analysis
         with self.rec.action(verb, target, decision_id=decision_id, trust_level=level, mutating=True, patch=patch,
-                             field_manager=FIELD_MANAGER) as act:
+                             field_manager=FIELD_MANAGER, analysis=spec) as act:
             act.before(touched(obj), rv_before)
             action_id = act.action_id
             if level == 1:

@@ -5,11 +5,18 @@ to fill in, and the service an alert fired for; it returns the incident's closin
 (resolved, mitigated, escalated, or open while a person has to act). Reads go through the
 agent's tools, choices through `policy.py`, writes through `Agent.change()`. Each read that goes
 into a decision runs inside `agent.feeding(<input keys>)`, so the decision names it as a source.
+
+Each change is judged by the `Check`s of its runbook (`CHECKS`): the agent verifies the first one
+once, and records all of them with the change as its analysis (Argo metric specs,
+docs/analysis.md), so a guard can keep measuring after the agent has moved on, against the same
+thresholds.
 """
 
 from __future__ import annotations
 
 import json
+import operator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
@@ -19,6 +26,85 @@ if TYPE_CHECKING:
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
+ERROR_RATE_OK = 0.05  # a change that leaves errors under this worked
+
+
+@dataclass(frozen=True)
+class Check:
+    """One way a change is judged: `signal` is good while `signal <op> threshold`.
+
+    The verification measures once, `after_s` after the change; the analysis starts measuring
+    then (initialDelay) and takes `count` measurements `interval` apart, forgiving `failure_limit`
+    bad ones. Its successCondition is the verification's test and its failureCondition the
+    opposite, so the guard and the agent never disagree about one value.
+    """
+
+    name: str  # the analysis' name: "analysis latency-p95 failed: ..."
+    signal: str  # the agent's signal; afterfix.workload.<signal> in the store
+    op: str  # "<" or "<="
+    after_s: float = 300.0
+    interval: str = "60s"
+    count: int = 5
+    failure_limit: int = 1
+
+    def good(self, value: float, threshold: float) -> bool:
+        return _OPS[self.op](value, threshold)
+
+    def spec(self, threshold: float, workload: str | None = None) -> dict:
+        """The Argo metric spec; `workload` names the Deployment to measure when the target is not
+        the workload itself (an HPA's scaleTargetRef), else the target's `{{name}}` is."""
+        bound = _number(threshold)
+        return {"name": self.name, "initialDelay": _duration(self.after_s), "interval": self.interval,
+                "count": self.count, "successCondition": f"result {self.op} {bound}",
+                "failureCondition": f"result {_NOT[self.op]} {bound}", "failureLimit": self.failure_limit,
+                "consecutiveErrorLimit": 4,
+                "provider": {"afterfix": {"metric": f"afterfix.workload.{self.signal}",
+                                          "labels": {"k8s.namespace.name": "{{namespace}}",
+                                                     "k8s.deployment.name": workload or "{{name}}"}}}}
+
+
+_OPS = {"<": operator.lt, "<=": operator.le}
+_NOT = {"<": ">=", "<=": ">"}
+
+LATENCY = Check("latency-p95", "latency_p95_ms", "<=")  # within the service's SLO
+ERRORS = Check("error-rate", "error_rate", "<")  # under 5 % of requests
+MEMORY = Check("memory", "memory_mb", "<", after_s=120, interval="2m")  # under half the limit after a restart
+RESTARTS = Check("restarts", "restarts", "<=", after_s=120, failure_limit=0)  # no OOM kill since the restart
+
+# What each runbook's change is judged by; the first is the one the agent verifies.
+CHECKS: dict[str, tuple[Check, ...]] = {
+    "capacity": (LATENCY,),  # more replicas: latency back within the SLO
+    "shared_dependency": (LATENCY,),  # the dependency's HPA raised: its latency within the SLO
+    "memory": (MEMORY, RESTARTS),  # a leak restarted: memory down, and no container killed since
+    "bad_rollout": (ERRORS,),  # the release rolled back: errors gone
+    "feature_flag": (ERRORS,),  # pods restarted onto the new ConfigMap: errors gone
+}
+
+
+def analysis(runbook: str, thresholds: dict[str, float | None], workload: str | None = None) -> dict | list[dict] | None:
+    """The analysis a runbook's change records: one metric spec per check of CHECKS[runbook] whose
+    threshold is known (`thresholds` by signal), one object when there is one, else a list."""
+    specs = [check.spec(thresholds[check.signal], workload) for check in CHECKS[runbook]
+             if thresholds.get(check.signal) is not None]
+    return None if not specs else specs[0] if len(specs) == 1 else specs
+
+
+def _verify(agent: Agent, out: Outcome, runbook: str, action_id: str, svc: Service, before: float,
+            threshold: float) -> None:
+    """The agent's own check of a change: the runbook's first Check, measured once."""
+    check = CHECKS[runbook][0]
+    out.verified, _ = agent.verify(action_id, svc, check.signal, before, after_s=check.after_s,
+                                   good=lambda v: check.good(v, threshold))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g}m" if seconds % 60 == 0 else f"{seconds:g}s"
+
+
+def _number(value: float) -> str:
+    """A threshold as a condition writes it: 300, 0.05, 256 (the exact value when %g would round it)."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(float(value))
 
 
 def for_signal(svc: Service, signal: str):
@@ -80,11 +166,11 @@ def capacity(agent: Agent, out: Outcome, svc: Service, *, defect: str | None = N
     action_id, out.action_status = agent.change(
         verb="patch" if field == "maxReplicas" else "scale", resource=resource, namespace=svc.namespace,
         name=opt.action["name"], decision_id=did, make_patch=lambda obj: patch,
-        touched=lambda obj: {f"spec.{field}": obj["spec"].get(field)})
+        touched=lambda obj: {f"spec.{field}": obj["spec"].get(field)},
+        analysis=lambda obj: analysis("capacity", {"latency_p95_ms": svc.slo_latency_ms}, _workload(obj)))
     if out.action_status != "applied":
         return "open"
-    out.verified, _ = agent.verify(action_id, svc, "latency_p95_ms", metrics["latency_p95_ms"],
-                                  good=lambda v: v <= svc.slo_latency_ms)
+    _verify(agent, out, "capacity", action_id, svc, metrics["latency_p95_ms"], svc.slo_latency_ms)
     return "resolved" if out.verified == "success" else "escalated"
 
 
@@ -113,24 +199,26 @@ def memory(agent: Agent, out: Outcome, svc: Service, **_) -> str:
     opt = choice.chosen
     if opt is None or not opt.action.get("restart"):
         return "resolved"
-    action_id = _restart(agent, out, svc, did)
+    # Restarts so far: one more in the minutes after the restart is the leak killing a container.
+    thresholds = {"memory_mb": 0.5 * limit, "restarts": metrics.get("restarts")}
+    action_id = _restart(agent, out, svc, did, analysis("memory", thresholds))
     if out.action_status != "applied":
         return "open"
-    out.verified, _ = agent.verify(action_id, svc, "memory_mb", metrics["memory_mb"],
-                                  good=lambda v: v < 0.5 * limit, after_s=120)
+    _verify(agent, out, "memory", action_id, svc, metrics["memory_mb"], thresholds["memory_mb"])
     if opt.action.get("escalate"):
         return "escalated"
     return "mitigated" if out.verified == "success" else "escalated"
 
 
-def _restart(agent: Agent, out: Outcome, svc: Service, decision_id: str) -> str:
+def _restart(agent: Agent, out: Outcome, svc: Service, decision_id: str, spec: dict | list[dict] | None) -> str:
     stamp = datetime.fromtimestamp(agent.now(), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     action_id, out.action_status = agent.change(
         verb="restart", resource="deployments", namespace=svc.namespace, name=svc.name, decision_id=decision_id,
         make_patch=lambda obj: {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}},
         touched=lambda obj: {f"spec.template.metadata.annotations.{RESTARTED_AT}":
                              (obj["spec"]["template"].get("metadata", {}).get("annotations") or {}).get(RESTARTED_AT),
-                             "metadata.generation": obj["metadata"].get("generation")})
+                             "metadata.generation": obj["metadata"].get("generation")},
+        analysis=spec)
     return action_id
 
 
@@ -173,10 +261,11 @@ def _bad_rollout(agent: Agent, out: Outcome, svc: Service, deploy: dict, metrics
     template = _strip_hash(previous["spec"]["template"])
     action_id, out.action_status = agent.change(
         verb="rollback", resource="deployments", namespace=svc.namespace, name=svc.name, decision_id=did,
-        make_patch=lambda obj: {"spec": {"template": template}}, touched=_template_facts)
+        make_patch=lambda obj: {"spec": {"template": template}}, touched=_template_facts,
+        analysis=analysis("bad_rollout", {"error_rate": ERROR_RATE_OK}))
     if out.action_status != "applied":
         return "open"
-    out.verified, _ = agent.verify(action_id, svc, "error_rate", metrics["error_rate"], good=lambda v: v < 0.05)
+    _verify(agent, out, "bad_rollout", action_id, svc, metrics["error_rate"], ERROR_RATE_OK)
     return "resolved" if out.verified == "success" else "escalated"
 
 
@@ -206,10 +295,10 @@ def _feature_flag(agent: Agent, out: Outcome, svc: Service, deploy: dict, metric
     opt = choice.chosen
     if opt is None or opt.id != "rolling_restart":
         return "open"
-    action_id = _restart(agent, out, svc, did)
+    action_id = _restart(agent, out, svc, did, analysis("feature_flag", {"error_rate": ERROR_RATE_OK}))
     if out.action_status != "applied":
         return "open"
-    out.verified, _ = agent.verify(action_id, svc, "error_rate", metrics["error_rate"], good=lambda v: v < 0.05)
+    _verify(agent, out, "feature_flag", action_id, svc, metrics["error_rate"], ERROR_RATE_OK)
     return "resolved" if out.verified == "success" else "escalated"
 
 
@@ -259,11 +348,11 @@ def shared_dependency(agent: Agent, out: Outcome, svc: Service, *, own: Service 
     action_id, out.action_status = agent.change(
         verb="patch", resource="horizontalpodautoscalers", namespace=svc.namespace, name=opt.action["name"],
         decision_id=did, make_patch=lambda obj: patch,
-        touched=lambda obj: {"spec.maxReplicas": obj["spec"].get("maxReplicas")})
+        touched=lambda obj: {"spec.maxReplicas": obj["spec"].get("maxReplicas")},
+        analysis=lambda obj: analysis("shared_dependency", {"latency_p95_ms": svc.slo_latency_ms}, _workload(obj)))
     if out.action_status != "applied":
         return "open"
-    out.verified, _ = agent.verify(action_id, svc, "latency_p95_ms", dep_metrics["latency_p95_ms"],
-                                  good=lambda v: v <= svc.slo_latency_ms)
+    _verify(agent, out, "shared_dependency", action_id, svc, dep_metrics["latency_p95_ms"], svc.slo_latency_ms)
     return "resolved" if out.verified == "success" else "escalated"
 
 
@@ -335,3 +424,9 @@ def _template_facts(deploy: dict) -> dict:
     c0 = deploy["spec"]["template"]["spec"]["containers"][0]
     return {"revision": (deploy["metadata"].get("annotations") or {}).get(REVISION),
             "image": c0.get("image"), "env": {e["name"]: e.get("value") for e in c0.get("env") or [] if "value" in e}}
+
+
+def _workload(obj: dict) -> str | None:
+    """The Deployment an HPA scales (its scaleTargetRef), named in its analysis; None when the
+    object is the workload itself."""
+    return ((obj.get("spec") or {}).get("scaleTargetRef") or {}).get("name")
