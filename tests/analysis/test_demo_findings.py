@@ -21,7 +21,10 @@ def test_the_demo_night_yields_every_kind_of_finding_where_it_belongs(demo_store
     masked = by_kind["masked_issue"][0]
     assert masked.target == "shop/cart" and masked.details["will_recur"] == "yes"
     (bundled,) = by_kind["bundled_rollback"]
-    assert "env.DB_POOL_SIZE 20 → 5" in bundled.title
+    # the rollback records the Deployment's own fields; the title names them as a reviewer reads them
+    assert "payments env DB_POOL_SIZE 20 → 5" in bundled.title and "[name=" not in bundled.title
+    [undone] = bundled.details["also_undone"]
+    assert undone == "spec.template.spec.containers[name=payments].env[name=DB_POOL_SIZE].value"
     assert any(f.target == "shop/payments" and f.severity == "high" for f in by_kind["side_effect"])
     assert _scenario(demo_store, by_kind["duplicate_investigation"][0].incident_id) == "parallel_teams"
     assert any(f.target == "shop/search" for f in by_kind["unverified_action"])

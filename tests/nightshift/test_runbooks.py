@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from afterfix.analysis.diffs import flatten
 from afterfix.nightshift import runbooks
 from afterfix.nightshift.agent import Service
 from afterfix.nightshift.scenarios import at
@@ -118,3 +119,25 @@ def test_a_check_without_a_threshold_is_left_out():
     assert [s["name"] for s in runbooks.analysis("memory", {"memory_mb": 256, "restarts": 2})] == ["memory", "restarts"]
     assert runbooks.analysis("memory", {"memory_mb": 256, "restarts": None})["name"] == "memory"
     assert runbooks.analysis("memory", {"memory_mb": None, "restarts": None}) is None
+
+
+def test_the_rollback_records_the_template_as_the_object_holds_it():
+    deploy = {"metadata": {"annotations": {runbooks.REVISION: "4", "other": "x"}, "generation": 9},
+              "spec": {"replicas": 3, "template": {"metadata": {"labels": {"app": "p"}}, "spec": {"containers": [
+                  {"name": "app", "image": "p:2", "ports": [{"containerPort": 80}],
+                   "env": [{"name": "A", "value": "1"}, {"name": "S", "valueFrom": {"secretKeyRef": {"name": "s"}}},
+                           {"name": "B", "value": ""}]},
+                  {"name": "proxy", "image": "envoy:1", "envFrom": [{"configMapRef": {"name": "c"}}]}]}}}}
+    facts = runbooks._template_facts(deploy)
+    assert facts == {"metadata": {"annotations": {runbooks.REVISION: "4"}},
+                     "spec": {"template": {"spec": {"containers": [
+                         {"name": "app", "image": "p:2", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": ""}]},
+                         {"name": "proxy", "image": "envoy:1"}]}}}}
+    assert list(flatten(facts)) == [
+        "metadata.annotations.deployment.kubernetes.io/revision",
+        "spec.template.spec.containers[name=app].image",
+        "spec.template.spec.containers[name=app].env[name=A].value",
+        "spec.template.spec.containers[name=app].env[name=B].value",
+        "spec.template.spec.containers[name=proxy].image"]
+    del deploy["metadata"]["annotations"]
+    assert "metadata" not in runbooks._template_facts(deploy)

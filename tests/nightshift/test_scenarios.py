@@ -7,12 +7,15 @@ import json
 
 import pytest
 
+from afterfix.analysis.diffs import flatten
 from afterfix.nightshift import scenarios as sc
 from afterfix.nightshift.clock import SimClock
 from afterfix.nightshift.cluster import Cluster
 from afterfix.nightshift.night import content, run_night
 from afterfix.nightshift.policy import POLICIES
+from afterfix.nightshift.runbooks import REVISION
 from afterfix.store import Store
+from afterfix.undo import paths
 from afterfix.undo.analysis import measure_phase, parse_analysis
 
 
@@ -109,14 +112,21 @@ def test_b_the_leak_comes_back_and_the_second_restart_escalates(night):
                                                                  incs[1].incident_id: "escalated"}
 
 
+def _deployment_state(revision, image, pool):
+    """What the rollback records: the partial Deployment, as kubectl shows its fields."""
+    env = [{"name": "DB_POOL_SIZE", "value": pool}, {"name": "LOG_LEVEL", "value": "info"}]
+    return {"metadata": {"annotations": {REVISION: revision}},
+            "spec": {"template": {"spec": {"containers": [{"name": "payments", "image": image, "env": env}]}}}}
+
+
 def test_c_rollback_reverts_the_bundled_env_fix(night):
     result, store = night
     [inc] = incidents_of(result, "bad_rollout")
     [act] = rows(store, "SELECT before, after FROM actions WHERE incident_id = ?", [inc.incident_id])
     before, after = json.loads(act["before"]), json.loads(act["after"])
     expect = sc.BAD_ROLLOUT.expect
-    assert before["image"] == expect["before"]["image"] and before["env"]["DB_POOL_SIZE"] == "20"
-    assert after["image"] == expect["after"]["image"] and after["env"]["DB_POOL_SIZE"] == "5"
+    assert before == _deployment_state("2", expect["before"]["image"], "20")
+    assert after == _deployment_state("3", expect["after"]["image"], "5")
     [v] = verification(store, inc.incident_id)
     assert v["before"] > 0.2 and v["after"] < 0.05
 
@@ -159,6 +169,19 @@ def test_every_applied_change_records_the_analysis_its_verification_agrees_with(
         assert phase == {"success": "Successful", "failure": "Failed"}[act["outcome"]], (act["action_id"], why)
         waited = (act["verified_at"] - act["acted_at"]).total_seconds()  # simulated time
         assert waited == pytest.approx(first.initial_delay_s, abs=5), act["action_id"]
+
+
+def test_every_recorded_state_names_fields_of_the_live_object(night):
+    """A rollback resolves recorded paths against the live object: each one has to be there."""
+    result, store = night
+    cluster = Cluster(SimClock(), state_file=result.state_file)
+    applied = _applied(store)
+    for act in applied:
+        live = cluster.get(act["target_api_version"], act["target_kind"], act["target_namespace"], act["target_name"])
+        before, after = json.loads(act["before"]), json.loads(act["after"])
+        for path, value in [*flatten(after).items(), *((p, v) for p, v in flatten(before).items() if v is not None)]:
+            found = paths.get(live, paths.parse(path, live))  # as the rollback engine resolves it
+            assert found is not paths.MISSING, f"{act['verb']} {act['target_name']}: {path} is not a field of the object"
 
 
 def test_d_later_steps_build_on_the_wrong_tool_call(night):

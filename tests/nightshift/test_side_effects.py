@@ -74,7 +74,9 @@ def rollback(store: Store) -> dict:
 def test_both_nights_roll_back_the_bad_image(nights, case, pool):
     store, result = nights[case]
     act = rollback(store)
-    assert act["after"]["image"] == "registry.example/payments:2.3.1" and act["after"]["env"]["DB_POOL_SIZE"] == pool
+    [container] = act["after"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example/payments:2.3.1"
+    assert {e["name"]: e["value"] for e in container["env"]}["DB_POOL_SIZE"] == pool
     deploy = Cluster(state_file=result.state_file).get("apps/v1", "Deployment", "shop", "payments")
     env = {e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["DB_POOL_SIZE"] == pool

@@ -33,7 +33,7 @@ def test_the_handoff_is_five_lines_that_answer_should_i_worry(demo):
     assert "critical: shop/checkout and shop/payments" in broke
     assert "The agent applied" in did and "asked approval for 1 more" in did
     # the night's side effect: the rollback took the pool size back to 5, and payments' latency rose later
-    assert watch.startswith("Watch shop/payments:") and "DB_POOL_SIZE 20 → 5" in watch
+    assert watch.startswith("Watch shop/payments:") and "also set payments env DB_POOL_SIZE 20 → 5" in watch
     assert tonight.startswith("Tonight: yes") and "shop/cart" in tonight
     assert all(len(line) < 320 for line in demo.handoff)  # read in 30 seconds
 
@@ -41,6 +41,9 @@ def test_the_handoff_is_five_lines_that_answer_should_i_worry(demo):
 def test_each_section_answers_from_the_night(demo):
     rolled = demo.section("rolled_back")
     assert "also undid" in rolled.summary and "DB_POOL_SIZE" in rolled.table["also undid"].iloc[0]
+    # the rollback's fields as a reviewer reads them, not as the paths it recorded them by
+    assert "payments env DB_POOL_SIZE: 20 → 5" in rolled.table["fields"].iloc[0]
+    assert "[name=" not in rolled.table["fields"].iloc[0]
     tried = demo.section("what_tried").table
     assert (tried["turned down"] != "—").any()  # the options it turned down, with their reasons
     assert "scored" in " ".join(tried["turned down"])

@@ -9,7 +9,8 @@ into a decision runs inside `agent.feeding(<input keys>)`, so the decision names
 Each change is judged by the `Check`s of its runbook (`CHECKS`): the agent verifies the first one
 once, and records all of them with the change as its analysis (Argo metric specs,
 docs/analysis.md), so a guard can keep measuring after the agent has moved on, against the same
-thresholds.
+thresholds. Recorded before and after state is a partial Kubernetes object or dotted paths of
+real fields, which a rollback resolves against the live object.
 """
 
 from __future__ import annotations
@@ -421,9 +422,21 @@ def _revision_facts(rs: dict) -> dict:
 
 
 def _template_facts(deploy: dict) -> dict:
-    c0 = deploy["spec"]["template"]["spec"]["containers"][0]
-    return {"revision": (deploy["metadata"].get("annotations") or {}).get(REVISION),
-            "image": c0.get("image"), "env": {e["name"]: e.get("value") for e in c0.get("env") or [] if "value" in e}}
+    """What a rollback changes, as the partial Deployment it is (`kubectl get -o json` field names):
+    the revision annotation, and every container by name with its image and the env items that have
+    a value (those from a ConfigMap or Secret are not the template's to record)."""
+    containers = []
+    for c0 in deploy["spec"]["template"]["spec"]["containers"]:
+        container = {"name": c0["name"], "image": c0.get("image")}
+        env = [{"name": e["name"], "value": e["value"]} for e in c0.get("env") or [] if "value" in e]
+        if env:  # an empty list would read as "no env at all" to whatever restores this state
+            container["env"] = env
+        containers.append(container)
+    facts: dict = {"spec": {"template": {"spec": {"containers": containers}}}}
+    revision = (deploy["metadata"].get("annotations") or {}).get(REVISION)
+    if revision is not None:
+        facts = {"metadata": {"annotations": {REVISION: revision}}, **facts}
+    return facts
 
 
 def _workload(obj: dict) -> str | None:

@@ -25,6 +25,7 @@ import pandas as pd
 from afterfix.analysis.diffs import state_diff
 from afterfix.analysis.findings import find
 from afterfix.analysis.findings import _common as c
+from afterfix.analysis.findings.bundled import label
 from afterfix.analysis.findings.scope import Scope, naive_utc
 from afterfix.analysis.model import SEVERITIES, Finding
 from afterfix.analysis.window import utc_now
@@ -236,7 +237,7 @@ class _Night:
             line += ", still high"
         also = bundled.get(d.get("action_id"))
         if also is not None:
-            undone = [f"{x['path']} {x['before']} → {x['after']}" for x in also.details.get("fields", []) if not x.get("intended")]
+            undone = [f"{label(x['path'])} {x['before']} → {x['after']}" for x in also.details.get("fields", []) if not x.get("intended")]
             if undone:
                 line += f"; that {also.details.get('verb', 'rollback')} also set {_join(undone, limit=2)}"
         more = len(effects) - 1
@@ -483,7 +484,7 @@ def _changes_text(a) -> str:
     changes = [ch for ch in state_diff(a["before"], a["after"]) if not ch.path.startswith("metadata.")]
     if not changes:
         return "no field change recorded"
-    shown = [f"{ch.path}: {_value(ch.before)} → {_value(ch.after)}" for ch in changes[:MAX_CHANGES]]
+    shown = [f"{label(ch.path)}: {_value(ch.before)} → {_value(ch.after)}" for ch in changes[:MAX_CHANGES]]
     if len(changes) > MAX_CHANGES:
         shown.append(f"and {len(changes) - MAX_CHANGES} more")
     return "; ".join(shown)

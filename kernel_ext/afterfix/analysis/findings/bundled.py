@@ -35,6 +35,17 @@ def _tokens(path: str) -> list[str]:
     return out
 
 
+def label(path: str) -> str:
+    """A field as a reviewer reads it: 'payments env DB_POOL_SIZE' for
+    'spec.template.spec.containers[name=payments].env[name=DB_POOL_SIZE].value', 'payments image';
+    any other path as it is. (afterfix.undo.paths.label names fields the same way.)"""
+    m = re.fullmatch(r"spec\.template\.spec\.containers\[name=([^\]]*)\]\.(.+)", path)
+    if not m:
+        return path
+    rest = re.sub(r"^env\[name=([^\]]*)\]\.value$", r"env \1", m.group(2))
+    return f"{m.group(1)} {rest}"
+
+
 def _manager_paths(fields_v1: dict, prefix: tuple = ()) -> list[tuple[str, ...]]:
     """Leaf paths of a FieldsV1 tree as plain names: f:spec -> spec, k:{"name":"x"} -> x."""
     leaves = []
@@ -166,22 +177,23 @@ def _finding(context: _Context, act, changes) -> Finding:
     for ch in changes:
         owner = _owner(ch.path, managed, earlier)
         meant = ch is intended
-        fields.append({"path": ch.path, "before": ch.before, "after": ch.after, "intended": meant, **owner})
+        fields.append({"path": ch.path, "label": label(ch.path), "before": ch.before, "after": ch.after,
+                       "intended": meant, **owner})
         if not meant:
             who = f"set by {owner['who']} at {owner['when']}" if owner["who"] else "who set it is not recorded"
-            lines.append(f"{ch.path} {ch.before!r} → {ch.after!r} ({who})")
+            lines.append(f"{label(ch.path)} {ch.before!r} → {ch.after!r} ({who})")
     evidence = [Evidence("action", f"{act['verb']} {act['target_kind']} {target} at {c.when(act['start_time'])}",
                          time=c.py_time(act["start_time"]), span_id=act["span_id"], trace_id=act["trace_id"],
                          run_id=act["run_id"])]
-    evidence += [Evidence("action", f"{f['path']}: {f['before']!r} → {f['after']!r}"
+    evidence += [Evidence("action", f"{f['label']}: {f['before']!r} → {f['after']!r}"
                                     + ("" if f["intended"] else " (also undone)"),
                           time=c.py_time(act["start_time"]), span_id=act["span_id"], trace_id=act["trace_id"],
                           run_id=act["run_id"]) for f in fields]
-    aim = f"meant to undo {intended.path} {intended.before!r}" if intended is not None else "meant to undo a bad rollout"
+    aim = f"meant to undo {label(intended.path)} {intended.before!r}" if intended is not None else "meant to undo a bad rollout"
     return Finding(
         kind="bundled_rollback", severity="high",
         title=(f"{act['verb']} of {target} also undid "
-               + ", ".join(f"{f['path']} {_short(f['before'])} → {_short(f['after'])}" for f in fields if not f["intended"])),
+               + ", ".join(f"{f['label']} {_short(f['before'])} → {_short(f['after'])}" for f in fields if not f["intended"])),
         explanation=(f"The agent's {act['verb']} of {target} at {c.hhmm(act['start_time'])} was {aim}, and it also "
                      f"reverted: {'; '.join(lines)}. If those were fixes, they are gone now: restore them alone "
                      f"(only those fields), and watch {target} and its dependents until then."),
