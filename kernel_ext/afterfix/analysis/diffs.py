@@ -3,6 +3,7 @@
     field_diff(before, after) -> list[FieldChange]
     parse_state(text) -> (value, parsed)
     action_diffs(store, incident_id=None, run_id=None) -> pandas.DataFrame, one row per changed field
+    field_label(path) -> how a reviewer reads a path ("payments env DB_POOL_SIZE")
 
 Agents record state in two shapes and both mean the same thing: nested objects
 (`{"spec": {"maxReplicas": 2}}`) and flat dotted paths (`{"spec.maxReplicas": 2}`). Both flatten
@@ -17,6 +18,7 @@ change at the path `.`), never evaluated, and never an exception.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from afterfix.analysis.model import FieldChange
@@ -24,6 +26,17 @@ from afterfix.analysis.model import FieldChange
 ROOT = "."  # the path of a whole value that is not an object or a list (raw text, a scalar)
 
 _MISSING = object()
+
+
+def field_label(path: str) -> str:
+    """A field as a reviewer reads it: 'payments env DB_POOL_SIZE' for
+    'spec.template.spec.containers[name=payments].env[name=DB_POOL_SIZE].value', 'payments image'
+    for its image; any other path as it is."""
+    m = re.fullmatch(r"spec\.template\.spec\.containers\[name=([^\]]*)\]\.(.+)", path)
+    if not m:
+        return path
+    rest = re.sub(r"^env\[name=([^\]]*)\]\.value$", r"env \1", m.group(2))
+    return f"{m.group(1)} {rest}"
 
 
 def parse_state(value: Any) -> tuple[Any, bool]:

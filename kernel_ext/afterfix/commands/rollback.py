@@ -225,6 +225,10 @@ def _value(v) -> str:
     return safe(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), newlines=False)
 
 
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def format_plan(plan) -> str:
     """The plan as a person reads it at 7am: what changes, what stays, every check, the patch."""
     t = plan.target
@@ -236,7 +240,7 @@ def format_plan(plan) -> str:
         lines.append(f"  {'':<16} {'field':<26} {'before':<15} {'agent set':<15} {'now':<15}")
         for f in plan.fields:
             if f.state == "server-managed":
-                what = "server-managed, not written"
+                what = "not written"
             elif f.restore:
                 what = "RESTORE"
             elif f.state == "already restored":
@@ -244,8 +248,9 @@ def format_plan(plan) -> str:
             else:
                 what = "stays"
             owner = f" (now owned by {f.owner})" if f.owner and f.state == "drifted" else ""
-            lines.append(safe(f"  {what:<16} {f.label[:26]:<26} {_value(f.before)[:15]:<15} "
-                              f"{_value(f.agent_after)[:15]:<15} {_value(f.now)[:15]:<15} {f.state}{owner}", newlines=False))
+            lines.append(safe(f"  {what:<16} {_cut(f.label, 26):<26} {_cut(_value(f.before), 15):<15} "
+                              f"{_cut(_value(f.agent_after), 15):<15} {_cut(_value(f.now), 15):<15} {f.state}{owner}",
+                              newlines=False))
         lines.append("")
     lines.append("  checks")
     for c in plan.checks:

@@ -25,7 +25,7 @@ import pandas as pd
 from afterfix.analysis.diffs import state_diff
 from afterfix.analysis.findings import find
 from afterfix.analysis.findings import _common as c
-from afterfix.analysis.findings.bundled import label
+from afterfix.analysis.diffs import field_label as label
 from afterfix.analysis.findings.scope import Scope, naive_utc
 from afterfix.analysis.model import SEVERITIES, Finding
 from afterfix.analysis.window import utc_now

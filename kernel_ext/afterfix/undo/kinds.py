@@ -187,7 +187,7 @@ def _bundled(cluster, act: dict, live: dict, fplans: list):
     if len(own) > 1:
         notes.append(f"this action changed {len(own)} fields at once ({', '.join(f.label for f in own)}); "
                      "restore only some with --fields, e.g. --fields "
-                     + paths.tokens(own[-1].path)[-1])
+                     + paths.tokens(next((f for f in own if paths.tokens(f.path)[-1:] != ["image"]), own[0]).path)[-1])
     if older:
         prev_rev, prev = older[-1]
         now = flatten(_template(live), "spec.template")

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from afterfix.analysis.diffs import field_label as label
+
 __all__ = ["Key", "Item", "Index", "parse", "get", "MISSING", "strategic_patch", "label", "matches"]
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>", "__bool__": lambda self: False})()
@@ -140,15 +142,6 @@ def _put(node: Any, segs: list[Segment], value: Any) -> None:
         item["$patch"] = "delete"
     elif isinstance(value, dict):
         item.update(value)
-
-
-def label(path: str) -> str:
-    """A short, readable name for a path: `app env DB_POOL_SIZE`, `spec.maxReplicas`."""
-    m = re.fullmatch(r"spec\.template\.spec\.containers\[name=([^\]]*)\]\.(.+)", path)
-    if m:
-        rest = re.sub(r"^env\[name=([^\]]*)\]\.value$", r"env \1", m.group(2))
-        return f"{m.group(1)} {rest}"
-    return path
 
 
 def tokens(path: str) -> list[str]:

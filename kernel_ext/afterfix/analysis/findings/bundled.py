@@ -14,7 +14,7 @@ import re
 
 import pandas as pd
 
-from afterfix.analysis.diffs import field_diff
+from afterfix.analysis.diffs import field_diff, field_label as label
 from afterfix.analysis.findings import _common as c
 from afterfix.analysis.model import Evidence, Finding
 
@@ -33,17 +33,6 @@ def _tokens(path: str) -> list[str]:
     if len(out) >= 2 and out[-1] == "value":
         out.pop()  # env[name=X].value and env.X name the same field
     return out
-
-
-def label(path: str) -> str:
-    """A field as a reviewer reads it: 'payments env DB_POOL_SIZE' for
-    'spec.template.spec.containers[name=payments].env[name=DB_POOL_SIZE].value', 'payments image';
-    any other path as it is. (afterfix.undo.paths.label names fields the same way.)"""
-    m = re.fullmatch(r"spec\.template\.spec\.containers\[name=([^\]]*)\]\.(.+)", path)
-    if not m:
-        return path
-    rest = re.sub(r"^env\[name=([^\]]*)\]\.value$", r"env \1", m.group(2))
-    return f"{m.group(1)} {rest}"
 
 
 def _manager_paths(fields_v1: dict, prefix: tuple = ()) -> list[tuple[str, ...]]:
