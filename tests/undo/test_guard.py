@@ -800,3 +800,20 @@ def test_sigterm_stops_the_guard_cleanly_and_records_it(world, prometheus, tmp_p
     assert "stopped (SIGTERM); the analysis resumes when a guard starts" in last["message"]
     assert "stopped cleanly (SIGTERM); 1 analyses in progress resume when a guard starts again" in guard.text()
     assert store.query("SELECT * FROM rollbacks").empty and store.query("SELECT * FROM alerts").empty
+
+
+def test_once_makes_one_pass_and_bad_options_say_what_to_fix(world, tmp_path):
+    cluster, kubeconfig, store = world
+    record(store, tmp_path, time.time() - 5, [{"id": "act-once", "name": "orders", "analysis": spec(count=3)}])
+    points(store, time.time(), {("shop", "orders"): 100.0})
+    base = [sys.executable, "-m", "afterfix", "guard", "--store", str(store.root), "--kubeconfig", str(kubeconfig)]
+    done = subprocess.run(base + ["--metrics", "store", "--once"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert events(store, "act-once") == [("started", "Running"), ("measurement", "Successful")]
+    assert "watching scale of Deployment shop/orders with latency-p95 (trace)" in done.stderr
+    for extra, message in [(["--webhook", "ftp://x/y"], "--webhook: 'ftp://x' is not an http(s) URL"),
+                           (["--policy", str(tmp_path / "none.yaml")], "none.yaml: no such file"),
+                           (["--prometheus", "localhost:9090"], "give the server's http(s) URL"),
+                           (["--lookback", "soon"], "'soon' is not a duration")]:
+        bad = subprocess.run(base + extra + ["--once"], capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr, (extra, bad.stderr)
