@@ -5,12 +5,18 @@ guard killed with SIGKILL resumes and never rolls anything back twice.
 
 The first part runs the library with a stand-in for the rollback engine (it writes the rows the
 engine writes) and a clock the test moves; the second runs `afterfix guard` itself against the
-simulator, the real engine and a real Prometheus."""
+simulator, the real engine and a real Prometheus (tests/metrics/conftest.py's, here scraping this
+file's `sim`)."""
+
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,13 +28,22 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from metrics.conftest import prometheus  # noqa: F401 - the session's real Prometheus, scraping `sim` below
+
 from afterfix import schema, sdk
 from afterfix.ingest.files import ingest_paths
 from afterfix.metrics import StoreMetrics
-from afterfix.sdk import Target
+from afterfix.nightshift import scenarios
+from afterfix.nightshift.apiserver import ApiServer
+from afterfix.nightshift.clock import SimClock
+from afterfix.nightshift.cluster import Cluster
+from afterfix.sdk import Option, Target
+from afterfix.store import Store
+from afterfix.undo import paths
 from afterfix.undo.guard import Guard
 from afterfix.undo.notify import Notifier
 from afterfix.undo.policy import load_policy
+from afterfix.undo.trace import recording
 
 LATENCY = "afterfix.workload.latency_p95_ms"
 _files = itertools.count()
@@ -505,22 +520,6 @@ def test_the_interval_floor_holds_whatever_the_spec_asks(store, tmp_path, clock)
 
 
 # ---- `afterfix guard` against the simulator, the real engine and a real Prometheus ----------------
-
-from metrics.conftest import prometheus  # noqa: E402,F401 - one real Prometheus scraping `sim` below
-
-from afterfix.nightshift import scenarios  # noqa: E402
-from afterfix.nightshift.apiserver import ApiServer  # noqa: E402
-from afterfix.nightshift.clock import SimClock  # noqa: E402
-from afterfix.nightshift.cluster import Cluster  # noqa: E402
-from afterfix.sdk import Option  # noqa: E402
-from afterfix.store import Store  # noqa: E402
-from afterfix.undo import paths  # noqa: E402
-from afterfix.undo.trace import recording  # noqa: E402
-
-import os  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 AGENT_MANAGER = "afterfix-agent"
 API = {"Deployment": "apps/v1", "ConfigMap": "v1"}
