@@ -68,6 +68,15 @@ NUM = r"[\d,.]+"
             rf"^run_tree warm \(same Store\): median {NUM} ms of {NUM} \(target ≤ 200 ms: (met|MISSED)\)$",
             rf"^\(tree\) decision tree from a 2,303-span store: {NUM} ms cold, {NUM} ms in a new process, {NUM} ms warm",
         ]),
+        ("plan.py", ["--repeat", "1"], [
+            rf"^plan: slowest median {NUM} ms over \d+ actions, first plan of the process {NUM} ms \(target ≤ 1000 ms\): (met|MISSED)$",
+        ]),
+        ("guard.py", ["--analyses", "20", "--minutes", "0.3", "--warmup", "15"], [
+            r"^store: 20 applied actions with their analyses \(10 s interval, count 1000\)",
+            rf"^measurements: {NUM} in the window, \d+% of one per analysis per 10 s .*; 0 not Successful, 0 analyses ended",
+            rf"^\(guard\) 20 active analyses at a 10 s interval: {NUM} % of one core .*\(target <= 5 %\)",
+            r"^SIGTERM: exit 0, stop recorded on 20 analyses in progress",
+        ]),
         ("findings.py", ["--spans", "15000", "--copies", "2", "--repeat", "1"], [
             r"^night: [\d,]+ spans, \d+ incidents, [\d,]+ metric points; window 2026-11-26 21:00 to ",
             r"^demo night's findings  : bundled_rollback \d+, duplicate_investigation \d+, first_bad_step \d+, masked_issue \d+, "

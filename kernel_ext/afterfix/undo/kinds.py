@@ -9,7 +9,8 @@
 - A created object is undone by deleting it, and only when nothing else refers to it.
 (A restart has no inverse: plan.py says so before any of these run.)
 
-Each rule reads the live cluster through the same `Cluster` and returns `Check`s.
+Each rule reads the live cluster through the same `Cluster` and returns `Check`s. A rule that
+cannot read what it needs (403, no answer) raises: a check that could not run has not passed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from afterfix.analysis.diffs import flatten
 from afterfix.undo import paths
-from afterfix.undo.kube import ClusterError, KindInfo
+from afterfix.undo.kube import KindInfo, NotFound, Rejected
 
 __all__ = ["checks", "references", "hpas_for", "consumers", "revisions"]
 
@@ -88,7 +89,7 @@ def _hpa_actions(store, ns: str, name: str) -> str:
 def hpas_for(cluster, ns: str, kind: str, name: str) -> list[dict]:
     try:
         items = cluster.list(None, "HorizontalPodAutoscaler", ns)
-    except ClusterError:
+    except (NotFound, Rejected):  # a kind this cluster does not serve; a 403 or no answer propagates
         return []
     return [h for h in items if (h.get("spec", {}).get("scaleTargetRef") or {}).get("name") == name
             and (h["spec"]["scaleTargetRef"].get("kind") in (None, kind))]
@@ -119,7 +120,7 @@ def consumers(cluster, ns: str, kind: str, name: str) -> list[str]:
     for workload in ("Deployment", "StatefulSet", "DaemonSet"):
         try:
             items = cluster.list(None, workload, ns)
-        except ClusterError:
+        except (NotFound, Rejected):  # a kind this cluster does not serve; a 403 or no answer propagates
             continue
         for obj in items:
             if _refs_in_pod_spec(((obj.get("spec") or {}).get("template") or {}).get("spec") or {}, kind, name):
@@ -136,7 +137,7 @@ def references(cluster, info: KindInfo, live: dict) -> list[str]:
     for kind in ("Deployment", "ReplicaSet", "Pod", "Job", "ConfigMap", "Secret"):
         try:
             items = cluster.list(None, kind, ns)
-        except ClusterError:
+        except (NotFound, Rejected):  # a kind this cluster does not serve; a 403 or no answer propagates
             continue
         for obj in items:
             owners = obj["metadata"].get("ownerReferences") or []
@@ -152,7 +153,7 @@ def revisions(cluster, deploy: dict) -> list[tuple[int, dict]]:
     uid = deploy["metadata"].get("uid")
     try:
         items = cluster.list(None, "ReplicaSet", deploy["metadata"].get("namespace"))
-    except ClusterError:
+    except (NotFound, Rejected):  # a kind this cluster does not serve; a 403 or no answer propagates
         return []
     out = []
     for rs in items:
