@@ -253,3 +253,17 @@ def test_records_that_cannot_be_planned_from_are_refused(world, record, message)
     result = rollback_action(world.store, world.cluster, act, who="ana", reason="r")
     assert result.outcome == "refused" and result.exit_code == 3
     assert world.get("HorizontalPodAutoscaler", "shop", "catalog")["spec"]["maxReplicas"] == 6
+
+
+def test_a_check_that_cannot_run_stops_the_rollback(world, tmp_path):
+    # may read and patch Deployments, but not list the HPAs the HPA rule needs to see
+    scale = world.change("Deployment", "shop", "payments", {"spec": {"replicas": 5}}, ["spec.replicas"], verb="scale")
+    authz = Authorizer.from_dict({"users": {"half": {"token": "half-token", "rules": [
+        {"apiGroups": ["apps"], "resources": ["deployments", "replicasets"], "verbs": ["get", "list", "patch"]}]}}})
+    with ApiServer(world.sim, authorizer=authz) as server:
+        cluster = connect(kubeconfig=str(server.write_kubeconfig(tmp_path / "half", user="half")))
+        result = rollback_action(world.store, cluster, scale, who="ana", reason="r")
+        cluster.close()
+    assert result.outcome == "failed" and result.exit_code == 4
+    assert "may not list horizontalpodautoscalers" in result.message
+    assert world.get("Deployment", "shop", "payments")["spec"]["replicas"] == 5
