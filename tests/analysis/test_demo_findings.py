@@ -25,6 +25,7 @@ def test_the_demo_night_yields_every_kind_of_finding_where_it_belongs(demo_store
     assert "payments env DB_POOL_SIZE 20 → 5" in bundled.title and "[name=" not in bundled.title
     [undone] = bundled.details["also_undone"]
     assert undone == "spec.template.spec.containers[name=payments].env[name=DB_POOL_SIZE].value"
+    assert f"afterfix rollback {bundled.details['action_id']} --fields DB_POOL_SIZE" in bundled.explanation
     assert any(f.target == "shop/payments" and f.severity == "high" for f in by_kind["side_effect"])
     assert _scenario(demo_store, by_kind["duplicate_investigation"][0].incident_id) == "parallel_teams"
     assert any(f.target == "shop/search" for f in by_kind["unverified_action"])

@@ -185,11 +185,18 @@ def _finding(context: _Context, act, changes) -> Finding:
                + ", ".join(f"{f['label']} {_short(f['before'])} → {_short(f['after'])}" for f in fields if not f["intended"])),
         explanation=(f"The agent's {act['verb']} of {target} at {c.hhmm(act['start_time'])} was {aim}, and it also "
                      f"reverted: {'; '.join(lines)}. If those were fixes, they are gone now: restore them alone "
-                     f"(only those fields), and watch {target} and its dependents until then."),
+                     f"(only those fields: `afterfix rollback {act['action_id']} --fields "
+                     + ",".join(_last_name(f["path"]) for f in fields if not f["intended"])
+                     + f"` shows the plan), and watch {target} and its dependents until then."),
         time=c.py_time(act["start_time"]), incident_id=act["incident_id"], run_ids=[act["run_id"]], target=target,
         evidence=evidence,
         details={"action_id": act["action_id"], "fields": fields,
                  "also_undone": [f["path"] for f in fields if not f["intended"]]})
+
+
+def _last_name(path: str) -> str:
+    """The name `afterfix rollback --fields` takes for a path: DB_POOL_SIZE, image."""
+    return _tokens(path)[-1] if _tokens(path) else path
 
 
 def _short(value, n: int = 40) -> str:
