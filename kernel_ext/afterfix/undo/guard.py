@@ -31,8 +31,9 @@ and asks the engine again only when no outcome is there; the engine answers
 `already_rolled_back` when the object already holds its before-state, so nothing is rolled back
 twice. An alert whose webhook was sent just before a kill is sent again (at least once).
 
-Per tick, measurements due within a short window are taken together: on the store's metric
-history with one query for all of them; their rows, outcomes and intents in one transaction.
+Per tick, measurements due within a short window are taken together (afterfix.undo.measure reads
+them: on the store's metric history with one query for all of them); their rows, outcomes and
+intents are written in one transaction.
 """
 
 from __future__ import annotations
@@ -46,15 +47,16 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
 import duckdb
 import pandas as pd
 
 from afterfix._exceptions import StoreError
-from afterfix.metrics import MetricSource, MetricSourceError, MetricSourceUnavailable, StoreMetrics
+from afterfix.metrics import MetricSource
 from afterfix.undo.analysis import ERROR_RETRY_S, AnalysisError, AnalysisSpec, assess_run, measure_phase, parse_analysis
+from afterfix.undo.measure import MetricReader, utc
 from afterfix.undo.notify import Alert, Notifier
 from afterfix.undo.trace import ROLLBACK_OF
 
@@ -73,11 +75,6 @@ MAX_VALUES = 50  # values of a vector kept in a measurement row
 ENDED = ("Failed", "Error", "Inconclusive")  # worst first: Argo's order
 _EVENTS = {"started": 0, "resumed": 1, "measurement": 2, "outcome": 3, "rollback": 4, "stopped": 5}
 _ROLLBACK_OUTCOMES = ("rolled_back", "already_rolled_back", "nothing_to_do", "refused", "failed", "dry_run")
-
-
-def utc(epoch: float) -> datetime:
-    """Naive UTC, as the store keeps times."""
-    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
 
 
 def epoch(t: Any) -> float:
@@ -213,7 +210,7 @@ class Guard:
         self.unwatched: set[str] = set()  # actions no analysis could be found for (told once)
         self._watermark: datetime | None = None
         self._next_discover = 0.0
-        self._series: dict[str, dict[str, str]] = {}  # store series_id -> labels
+        self.reader = MetricReader(source)
         self._analysis_sql: str | None = None
         store.create()
 
@@ -375,16 +372,7 @@ class Guard:
         """Take the due measurements; their rows."""
         if not due:
             return []
-        if isinstance(self.source, StoreMetrics):
-            values = self._store_values([m.spec for _, m in due], now)
-        else:
-            cache: dict[tuple, Any] = {}
-            values = []
-            for _, m in due:
-                key = (m.spec.provider, m.spec.query, m.spec.metric, tuple(sorted(m.spec.labels.items())))
-                if key not in cache:
-                    cache[key] = self._source_values(m.spec, now)
-                values.append(cache[key])
+        values = self.reader.read([m.spec for _, m in due], now)
         rows = []
         for (watch, metric), got in zip(due, values):
             if isinstance(got, Exception):
@@ -403,58 +391,9 @@ class Guard:
                                           "labels": metric.spec.labels or None}))
         return rows
 
-    def _source_values(self, spec: AnalysisSpec, now: float) -> list[float] | Exception:
-        try:
-            if spec.provider == "prometheus":
-                frame = self.source.instant_query(spec.query, at=utc(now))
-            else:
-                frame = self.source.latest(spec.metric, spec.labels, at=utc(now))
-        except MetricSourceError as e:
-            return e
-        return [float(v) for v in frame["value"]]
-
     def _store_values(self, specs: Sequence[AnalysisSpec], now: float) -> list[list[float] | Exception]:
-        """Each spec's vector at `now` from the store's metric history, in one query: per series,
-        its newest point within the lookback (StoreMetrics' rule), matched on labels as
-        StoreMetrics matches them (the point's attributes, else its resource's)."""
-        at = utc(now)
-        names = sorted({s.metric for s in specs})
-        where, params = ["name IN (SELECT unnest(?))", "time > ?", "time <= ?"], [names, at - self.source.lookback, at]
-        namespaces = {s.labels.get("k8s.namespace.name") for s in specs}
-        if None not in namespaces:
-            where.append("namespace IN (SELECT unnest(?))")
-            params.append(sorted(namespaces))
-        try:
-            rows = self.source.store.query(f"""
-                SELECT name, series_id, any_value(kind) AS kind, arg_max(value, time) AS value,
-                       any_value(attributes) AS attributes, any_value(resource_attributes) AS resource_attributes
-                FROM metrics WHERE {' AND '.join(where)} GROUP BY name, series_id""", params)
-        except StoreError as e:
-            return [MetricSourceUnavailable(f"{self.source.where}: {e}")] * len(specs)
-        by_name: dict[str, list[tuple[dict, float, str]]] = {}
-        for name, series, kind, value, attrs, resource in (rows.itertuples(index=False) if not rows.empty else ()):
-            labels = self._series.get(series)
-            if labels is None:
-                labels = self._series[series] = {**_labels(resource), **_labels(attrs)}
-            by_name.setdefault(name, []).append((labels, value, kind))
-        index: dict[tuple, dict[tuple, list]] = {}
-        out: list[list[float] | Exception] = []
-        for spec in specs:
-            keys = tuple(sorted(spec.labels))
-            table = index.get((spec.metric, keys))
-            if table is None:
-                table = index[(spec.metric, keys)] = {}
-                for labels, value, kind in by_name.get(spec.metric, ()):
-                    if all(k in labels for k in keys):
-                        table.setdefault(tuple(labels[k] for k in keys), []).append((value, kind))
-            found = table.get(tuple(spec.labels[k] for k in keys), [])
-            bucketed = {kind for _, kind in found} & {"histogram", "exponential_histogram", "summary"}
-            if bucketed:
-                out.append(MetricSourceError(f"{self.source.where}: {spec.metric} is a {sorted(bucketed)[0]}; an "
-                                             "analysis reads gauges and sums"))
-            else:
-                out.append([float("nan") if v is None else float(v) for v, _ in found])
-        return out
+        """The reader's one-query read of the store's metric history (MetricReader.store_values)."""
+        return self.reader.store_values(specs, now)
 
     # ---- judging -------------------------------------------------------------------------------
     def judge(self, now: float) -> list[dict]:
@@ -671,13 +610,3 @@ class Guard:
         return {"time": utc(at).isoformat(timespec="milliseconds") + "Z", "metric": metric, "phase": phase,
                 "values": values, "message": message}
 
-
-def _labels(text: str | None) -> dict[str, str]:
-    """A JSON object of attributes as text, the way StoreMetrics' SQL compares them."""
-    try:
-        parsed = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    if not isinstance(parsed, dict):
-        return {}
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in parsed.items()}
