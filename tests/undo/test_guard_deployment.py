@@ -20,7 +20,8 @@ MANIFEST = Path(__file__).resolve().parents[2] / "templates" / "guard-deployment
 RULES = {("apps", "deployments"): {"get", "list", "patch"},
          ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "patch"},
          ("", "configmaps"): {"get", "list", "patch"}, ("", "secrets"): {"get", "list", "patch"},
-         ("apps", "replicasets"): {"get", "list"}, ("", "pods"): {"get", "list"}}
+         ("apps", "replicasets"): {"get", "list"}, ("", "pods"): {"get", "list"},
+         ("apps", "statefulsets"): {"get", "list"}, ("apps", "daemonsets"): {"get", "list"}, ("batch", "jobs"): {"get", "list"}}
 
 
 @pytest.fixture(scope="module")
