@@ -76,8 +76,8 @@ class StoreMetrics(MetricSource):
             if picked.empty:
                 continue
             first = points.iloc[0]
-            series_labels = {k: v for k, v in {**_attributes(first["resource_attributes"]),
-                                               **_attributes(first["attributes"])}.items() if k not in COLUMNS}
+            series_labels = {k: v for k, v in {**attribute_labels(first["resource_attributes"]),
+                                               **attribute_labels(first["attributes"])}.items() if k not in COLUMNS}
             frames.append(picked.assign(series=series_id, **series_labels))
         if not frames:
             return empty()
@@ -118,7 +118,7 @@ class StoreMetrics(MetricSource):
         return bool(found["n"].iloc[0])
 
 
-def _attributes(text: str) -> dict[str, str]:
+def attribute_labels(text: str | None) -> dict[str, str]:
     """A JSON object of attributes as text labels (numbers and booleans as JSON writes them)."""
     try:
         parsed = json.loads(text) if text else {}

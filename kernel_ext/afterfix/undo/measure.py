@@ -14,12 +14,12 @@ guard's business (its interval floor), not the reader's.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from afterfix._exceptions import StoreError
 from afterfix.metrics import MetricSource, MetricSourceError, MetricSourceUnavailable, StoreMetrics
+from afterfix.metrics.store import attribute_labels
 from afterfix.undo.analysis import AnalysisSpec
 
 __all__ = ["MetricReader", "utc"]
@@ -88,7 +88,7 @@ class MetricReader:
         for name, series, kind, value, attrs, resource in (rows.itertuples(index=False) if not rows.empty else ()):
             labels = self._series.get(series)
             if labels is None:
-                labels = self._series[series] = {**_labels(resource), **_labels(attrs)}
+                labels = self._series[series] = {**attribute_labels(resource), **attribute_labels(attrs)}
             by_name.setdefault(name, []).append((labels, value, kind))
         index: dict[tuple, dict[tuple, list]] = {}
         out: list[list[float] | Exception] = []
@@ -108,14 +108,3 @@ class MetricReader:
             else:
                 out.append([float("nan") if v is None else float(v) for v, _ in found])
         return out
-
-
-def _labels(text: str | None) -> dict[str, str]:
-    """A JSON object of attributes as text, the way StoreMetrics' SQL compares them."""
-    try:
-        parsed = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    if not isinstance(parsed, dict):
-        return {}
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in parsed.items()}
