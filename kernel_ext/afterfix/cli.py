@@ -57,6 +57,13 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    """--kubeconfig and --context, for the commands that reach a cluster (rollback, actions, guard)."""
+    parser.add_argument("--kubeconfig", default=None, metavar="PATH",
+                        help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster config)")
+    parser.add_argument("--context", default=None, metavar="NAME", help="kubeconfig context (default: the current one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; the docs test walks it, so every option here is documented."""
     parser = argparse.ArgumentParser(

@@ -51,7 +51,7 @@ def _count(text: str) -> int:
 
 
 def register(subparsers) -> None:
-    from afterfix.cli import _store_option
+    from afterfix.cli import _cluster_options, _store_option
 
     p = subparsers.add_parser(
         "guard", help="watch each agent change with its analysis; roll back the ones that fail, alert people",
@@ -62,9 +62,7 @@ def register(subparsers) -> None:
                     "inconclusive one waits for a person. Every measurement and outcome goes to the analyses "
                     "ledger; a restarted guard resumes from it. Runs until SIGTERM or SIGINT.")
     _store_option(p)
-    p.add_argument("--kubeconfig", default=None, metavar="PATH",
-                   help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster config)")
-    p.add_argument("--context", default=None, metavar="NAME", help="kubeconfig context (default: the current one)")
+    _cluster_options(p)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--prometheus", default=None, metavar="URL",
                         help="read metrics from this Prometheus (its HTTP API), e.g. http://prometheus:9090")

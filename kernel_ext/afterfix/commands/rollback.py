@@ -13,7 +13,6 @@ the account may not do it; 5 `--decision` stopped part-way (some actions were ro
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import json
 import os
@@ -24,14 +23,8 @@ from afterfix.cli import UsageError, safe
 ENV_USER = "AFTERFIX_USER"
 
 
-def _cluster_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kubeconfig", default=None, metavar="PATH",
-                   help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster config)")
-    p.add_argument("--context", default=None, metavar="NAME", help="kubeconfig context (default: the current one)")
-
-
 def register(subparsers) -> None:
-    from afterfix.cli import _store_option
+    from afterfix.cli import _cluster_options, _store_option
 
     p = subparsers.add_parser(
         "actions", help="the action ledger: every change the agent made, and what touched the same object later",
