@@ -238,14 +238,13 @@ def make_plan(store, cluster: Cluster, action_id: str, *, fields: list[str] | No
         return _finish(summary_act, target, live, live_summary, "none", None, fplans, checks, fields, override_drift,
                        "nothing_to_do", f"already rolled back{by}: every chosen field holds its before value; "
                                         "nothing changes")
+    # Past the blocks above, a drifted field is one --override-drift asked to restore anyway.
     for f in restore:
         if f.state == "already restored":
             f.restore = False
-        if f.state == "drifted" and not override_drift:
-            f.restore = False
     try:
         patch = paths.strategic_patch([(paths.parse(f.path, live), paths.MISSING if _absent(f.before) else f.before)
-                                       for f in fplans if f.restore or (f.state == "drifted" and f in restore)])
+                                       for f in fplans if f.restore])
     except ValueError as e:
         checks.append(Check("inverse", "block", f"{e}: restore it by hand"))
         patch = None
@@ -257,14 +256,10 @@ def make_plan(store, cluster: Cluster, action_id: str, *, fields: list[str] | No
     if plan.blocks:
         plan.outcome = "refused"
         plan.summary = "refused: " + "; ".join(c.summary for c in plan.blocks)
-    else:
-        restored = [f.label for f in plan.fields if f.restore or (f.state == "drifted" and override_drift and f in restore)]
-        plan.summary = (f"ready: restore {', '.join(restored)} on {target['kind']} {target['namespace']}/{target['name']}"
-                        + (f"; keep {', '.join(f.label for f in plan.fields if not f.restore and f.state != 'server-managed')}"
-                           if any(not f.restore and f.state != "server-managed" for f in plan.fields) else ""))
-        for f in plan.fields:
-            if f.state == "drifted" and override_drift and f in restore:
-                f.restore = True
+        return plan
+    kept = [f.label for f in plan.fields if not f.restore and f.state != "server-managed"]
+    plan.summary = (f"ready: restore {', '.join(f.label for f in plan.restored)} on {target['kind']} "
+                    f"{target['namespace']}/{target['name']}" + (f"; keep {', '.join(kept)}" if kept else ""))
     return plan
 
 

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 from afterfix.undo import paths
 from afterfix.undo.kube import ClusterError, ClusterUnreachable, Conflict, Forbidden, Rejected
-from afterfix.undo.plan import (SERVER_MANAGED, Plan, PlanError, UnknownAction, _equal, load_action, make_plan)
+from afterfix.undo.plan import SERVER_MANAGED, Plan, PlanError, UnknownAction, _equal, _text, load_action, make_plan
+from afterfix.undo.trace import emit_rollback
 
 __all__ = ["RollbackResult", "DecisionRollback", "rollback_action", "rollback_decision", "EXIT_CODES"]
 
@@ -123,7 +124,7 @@ def rollback_action(store, cluster, action_id: str, *, who: str, reason: str | N
                                rv_after=result["write"]["resourceVersion"])
             out = _record(store, base, plan, "rolled_back", plan.summary.replace("ready: restore ", "rolled back: restored ", 1)
                           + f"; verified ({verify['message']})", 0, result, rv_after=result["write"]["resourceVersion"])
-            out.trace_id = _emit(store, act, plan, out, who, reason, automatic)
+            out.trace_id = emit_rollback(store, act, plan, out, who=who, reason=reason, automatic=automatic)
             return out
         return _record(store, base, plan, "failed", f"the object kept changing under afterfix ({MAX_REPLANS + 1} "
                        "conflicts in a row): nothing was written; try again when its other writer is done",
@@ -225,12 +226,6 @@ def _verify(cluster, plan: Plan, act: dict) -> dict:
             "resourceVersion": obj["metadata"].get("resourceVersion")}
 
 
-def _text(value: Any) -> str:
-    from afterfix.undo.plan import _text as text
-
-    return text(value)
-
-
 def _append(store, base: dict, plan: Plan | None, outcome: str, message: str, result: dict,
             rv_after: str | None = None) -> None:
     t = plan.target if plan else {}
@@ -246,12 +241,6 @@ def _append(store, base: dict, plan: Plan | None, outcome: str, message: str, re
 def _record(store, base, plan, outcome, message, code, result, rv_after=None) -> RollbackResult:
     _append(store, base, plan, outcome, message, result, rv_after)
     return RollbackResult(base["action_id"], outcome, message, code, plan, base["rollback_id"], result)
-
-
-def _emit(store, act: dict, plan: Plan, out: RollbackResult, who: str, reason: str | None, automatic: bool) -> str | None:
-    from afterfix.undo.trace import emit_rollback
-
-    return emit_rollback(store, act, plan, out, who=who, reason=reason, automatic=automatic)
 
 
 def rollback_decision(store, cluster, decision_id: str, **kw) -> DecisionRollback:
