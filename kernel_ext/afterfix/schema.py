@@ -153,6 +153,60 @@ ALERT_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
     ("delivery", pa.string(), "VARCHAR", True),  # "HTTP 200 from URL", "failed: reason", "no webhook"
 ]
 
+# One row per event of one approval request (trust level 2): `requested` by the agent, then exactly
+# one decision (`approved`, `denied`, or `expired` when the agent stopped waiting). A request is
+# decided once: the decision rows are appended under the store's write lock, after checking that
+# none exists, so a second person deciding at the same moment is told who decided first.
+APPROVAL_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("request_id", pa.string(), "VARCHAR", False),
+    ("time", _TS, "TIMESTAMP", False),
+    ("event", pa.string(), "VARCHAR", False),  # requested, approved, denied, expired
+    ("who", pa.string(), "VARCHAR", False),  # the agent (requested) or the person who decided
+    ("comment", pa.string(), "VARCHAR", True),
+    ("action_id", pa.string(), "VARCHAR", True),  # the agent action waiting for it
+    ("decision_id", pa.string(), "VARCHAR", True),
+    ("run_id", pa.string(), "VARCHAR", True),
+    ("incident_id", pa.string(), "VARCHAR", True),
+    ("agent_name", pa.string(), "VARCHAR", True),
+    ("verb", pa.string(), "VARCHAR", True),
+    ("target", pa.string(), "VARCHAR", True),  # Kind/namespace/name
+    ("summary", pa.string(), "VARCHAR", True),  # one line: what will happen if approved
+    ("request", pa.string(), "VARCHAR", True),  # JSON: the exact change asked for (manifest or patch)
+    ("expires_at", _TS, "TIMESTAMP", True),  # when the agent stops waiting (requested rows)
+]
+
+# One row per verdict a person gave on a decision or an action. Appended: the newest row by one
+# person on one target is that person's verdict, the older ones its history.
+VERDICT_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("verdict_id", pa.string(), "VARCHAR", False),
+    ("time", _TS, "TIMESTAMP", False),
+    ("who", pa.string(), "VARCHAR", False),
+    ("target_type", pa.string(), "VARCHAR", False),  # decision, action
+    ("target_id", pa.string(), "VARCHAR", False),  # the decision id or action id
+    ("decision_id", pa.string(), "VARCHAR", True),  # the decision (an action's own decision)
+    ("run_id", pa.string(), "VARCHAR", True),
+    ("incident_id", pa.string(), "VARCHAR", True),
+    ("verdict", pa.string(), "VARCHAR", False),  # correct, wrong, unsure
+    ("note", pa.string(), "VARCHAR", True),
+    ("should_have", pa.string(), "VARCHAR", True),  # wrong: the option id that should have been taken
+]
+
+# One row per replay or what-if a person ran: what was re-run, on which inputs, and what came out.
+REPLAY_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("replay_id", pa.string(), "VARCHAR", False),
+    ("time", _TS, "TIMESTAMP", False),
+    ("who", pa.string(), "VARCHAR", False),
+    ("kind", pa.string(), "VARCHAR", False),  # replay, what_if
+    ("decision_id", pa.string(), "VARCHAR", False),  # the decision re-run first
+    ("run_id", pa.string(), "VARCHAR", True),
+    ("incident_id", pa.string(), "VARCHAR", True),
+    ("decider", pa.string(), "VARCHAR", False),  # "policy:hpa_capacity", "endpoint:http://...#model", ...
+    ("edits", pa.string(), "VARCHAR", True),  # JSON list of {path, old, new} (what-if)
+    ("diverged", pa.bool_(), "BOOLEAN", False),  # any re-run decision chose differently
+    ("result", pa.string(), "VARCHAR", False),  # JSON: every re-run decision, recorded vs replayed
+    ("note", pa.string(), "VARCHAR", True),
+]
+
 TABLES: dict[str, list[tuple[str, pa.DataType, str, bool]]] = {
     "spans": SPAN_COLUMNS,
     "metrics": METRIC_COLUMNS,
@@ -162,8 +216,11 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str, bool]]] = {
     "rollbacks": ROLLBACK_COLUMNS,
     "analyses": ANALYSIS_COLUMNS,
     "alerts": ALERT_COLUMNS,
+    "approvals": APPROVAL_COLUMNS,
+    "verdicts": VERDICT_COLUMNS,
+    "replays": REPLAY_COLUMNS,
 }
-LEDGERS = ("rollbacks", "analyses", "alerts")
+LEDGERS = ("rollbacks", "analyses", "alerts", "approvals", "verdicts", "replays")
 
 
 def arrow_schema(table: str) -> pa.Schema:

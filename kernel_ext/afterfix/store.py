@@ -382,11 +382,17 @@ class Store:
             raise
         return result
 
-    def append_ledger(self, table: str, rows: "list[dict] | pa.Table") -> int:
-        """Append rows to one ledger (rollbacks, analyses, alerts) in one transaction: all or none.
+    def append_ledger(self, table: str, rows: "list[dict] | pa.Table", *, unless: str | None = None,
+                      params: list | None = None) -> "int | tuple":
+        """Append rows to one ledger (`schema.LEDGERS`) in one transaction: all or none.
 
         Rows are dicts keyed by column (missing nullable columns are null) or an Arrow table of
         the ledger's schema. Returns the number of rows written.
+
+        `unless` makes the append conditional, for things decided once (an approval): a query
+        over `lake.<ledger>` run inside the same transaction under the write lock; when it
+        returns a row, nothing is written and that row (a tuple) is returned instead of a count.
+        Two writers on one machine racing for the same decision therefore see one winner.
         """
         if table not in schema.LEDGERS:
             raise ValueError(f"{table!r} is not a ledger; ledgers are {', '.join(schema.LEDGERS)}")
@@ -395,10 +401,18 @@ class Store:
         if not batch.num_rows:
             return 0
         con = self.connection(read_only=False)
+        found: list = []
 
         def attempt() -> None:
+            found.clear()
             con.execute("BEGIN TRANSACTION")
             try:
+                if unless is not None:
+                    row = con.execute(unless, params or []).fetchone()
+                    if row is not None:
+                        found.append(row)
+                        con.execute("ROLLBACK")
+                        return
                 con.register("afterfix_ledger", batch)
                 con.execute(f"INSERT INTO lake.{table} SELECT * FROM afterfix_ledger")
                 con.unregister("afterfix_ledger")
@@ -412,7 +426,7 @@ class Store:
 
         with self.write_lock():
             self._retry(attempt, "append")
-        return batch.num_rows
+        return found[0] if found else batch.num_rows
 
     @staticmethod
     def _insert_spans(con, spans: pa.Table, events: pa.Table | None, res: AppendResult, files: "_DataFiles") -> None:
