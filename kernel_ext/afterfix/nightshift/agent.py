@@ -181,7 +181,8 @@ class Agent:
     def __init__(self, *, kubeconfig: str, metrics_url: str, recorder: sdk.Recorder, trust_level: int = 3,
                  wait: Callable[[float], None] | None = None, now: Callable[[], float] | None = None,
                  approver: Callable[[dict], str | None] | None = None, approval_timeout_s: float = 900.0,
-                 agent_name: str = "reference-agent", team: str = "sre", llm_tokens: bool = True):
+                 agent_name: str = "reference-agent", team: str = "sre", llm_tokens: bool = True,
+                 store: Any = None):
         if trust_level not in (1, 2, 3, 4):
             raise ValueError(f"trust_level={trust_level!r}: must be 1 (recommend), 2 (approve), 3 or 4 (act)")
         self.api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
@@ -195,6 +196,7 @@ class Agent:
         self.agent_name = agent_name
         self.team = team
         self.llm_tokens = llm_tokens
+        self.store = store  # where approval requests go (afterfix.approvals); None: only `approver` answers
         self.checkpoint: Callable[[], object] = lambda: None  # called between deciding and acting
         self._scrape: list[tuple[str, dict, float]] | None = None
         self._calls: list[str] = []

@@ -165,7 +165,7 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
             rec = sdk.Recorder(provider, agent_name=name, scenario=scenario, clock=now_s)
             agents[key] = Agent(kubeconfig=str(kubeconfig), metrics_url=f"{server.url}/metrics", recorder=rec,
                                 trust_level=trust, wait=wait, now=clock.now, approver=approver, agent_name=name,
-                                team=team, llm_tokens=llm_tokens)
+                                team=team, llm_tokens=llm_tokens, store=store)
         return agents[key]
 
     incidents: list[Incident] = []

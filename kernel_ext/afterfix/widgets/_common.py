@@ -1,0 +1,90 @@
+"""What every widget shares: trace text made safe for HTML, small HTML tables, and live refresh.
+
+Trace text is untrusted. Everything a widget shows from the store goes through `text()` (or
+`table()`, which uses it) before it becomes part of an `ipywidgets.HTML` value: `&`, `<`, `>`,
+quotes and `$` become entities, so no element, attribute or script can be formed from it, and
+JupyterLab's MathJax typesets nothing of it. Widgets that only need plain strings use `Label`-like
+widgets or `value=` of text inputs, which the browser shows as text anyway.
+
+Live refresh: `Poller` runs a function every few seconds on a daemon thread. The function may
+only set trait values (`html.value = ...`, `dropdown.options = ...`): never `with out:` from a
+thread (ipywidgets #1794, #3260), so new traces show without re-running the cell.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+from typing import Any, Callable, Iterable, Sequence
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+ELLIPSIS = "…"
+
+
+def text(value: Any, limit: int | None = None) -> str:
+    """`value` as HTML text: escaped (quotes and `$` included), control characters dropped, cut to
+    `limit` characters (before escaping, so no entity is cut in two)."""
+    if value is None:
+        return ""
+    raw = _CONTROL.sub("", value if isinstance(value, str) else str(value))
+    if limit is not None and len(raw) > limit:
+        raw = raw[: max(limit - 1, 0)] + ELLIPSIS
+    return html.escape(raw, quote=True).replace("$", "&#36;")
+
+
+def table(rows: Iterable[dict], columns: Sequence[tuple[str, str]], *, limit: int | None = 200,
+          css: str = "afterfix-table") -> str:
+    """An HTML table of `rows` (dicts) with `columns` as (key, heading) pairs; every cell escaped."""
+    head = "".join(f"<th>{text(label)}</th>" for _, label in columns)
+    body = "".join("<tr>" + "".join(f"<td>{text(row.get(key), limit)}</td>" for key, _ in columns) + "</tr>"
+                   for row in rows)
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+STYLE = """<style>
+.afterfix-table { border-collapse: collapse; font-size: 12px; }
+.afterfix-table th, .afterfix-table td { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left;
+  vertical-align: top; max-width: 480px; overflow-wrap: anywhere; }
+.afterfix-table th { background: #f3f3f3; }
+.afterfix-ok { color: #1a7f37; } .afterfix-bad { color: #c62828; font-weight: 600; } .afterfix-warn { color: #9a6700; }
+.afterfix-muted { color: #666; }
+pre.afterfix-pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px; max-height: 320px; overflow: auto;
+  background: #f7f7f7; padding: 4px 8px; margin: 2px 0; }
+</style>"""
+
+
+class Poller:
+    """Calls `fn()` every `interval` seconds on a daemon thread until `stop()`.
+
+    `fn` runs off the kernel's main thread: it may set trait values only. An exception stops
+    nothing; its text is kept in `error` (and passed to `on_error` if given) so a widget can show it.
+    """
+
+    def __init__(self, fn: Callable[[], None], interval: float = 2.0,
+                 on_error: Callable[[str], None] | None = None):
+        self.fn, self.interval, self.on_error = fn, interval, on_error
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="afterfix-widget-poll", daemon=True)
+
+    def start(self) -> "Poller":
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.fn()
+                self.error = None
+            except Exception as e:  # shown by the widget, never raised into a thread's void
+                self.error = f"{type(e).__name__}: {e}"
+                if self.on_error is not None:
+                    self.on_error(self.error)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
