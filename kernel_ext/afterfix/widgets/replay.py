@@ -1,0 +1,225 @@
+"""ReplayPanel: step through one run as its agent lived it, replay a decision, try a what-if.
+
+Thin over `afterfix.review`: the steps come from `recorded.run_steps`, every replay from
+`replay.replay_decision` / `replay.what_if`, the saved ones from `replays`. Every trace text is
+escaped with `_common.text` / `table` before it becomes HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ipywidgets as w
+
+from afterfix.review import recorded, replays
+from afterfix.review import replay as rp
+from afterfix.widgets._common import STYLE, table, text
+
+__all__ = ["ReplayPanel"]
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _pre(value: Any) -> str:
+    return f'<pre class="afterfix-pre">{text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=1, default=str), 4000)}</pre>'
+
+
+def editable_paths(decision: recorded.RecordedDecision) -> list[str]:
+    """Leaf paths of the inputs and of each recorded tool result, as `what_if` takes them."""
+    out: list[str] = []
+
+    def walk(value, prefix):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(v, f"{prefix}.{k}")
+        elif isinstance(value, list) and value and len(value) <= 20:
+            for i, v in enumerate(value):
+                walk(v, f"{prefix}.{i}")
+        else:
+            out.append(prefix)
+
+    for k, v in decision.observations().items():
+        walk(v, f"inputs.{k}")
+    for t in decision.tool_calls:
+        if t.call_id:
+            walk(t.result, f"tool:{t.call_id}")
+    return out[:2000]
+
+
+class ReplayPanel(w.VBox):
+    """A run (or the run of a decision) step by step, with Replay and a what-if editor."""
+
+    def __init__(self, store, run_id: str | None = None, *, decision_id: str | None = None, who: str | None = None,
+                 endpoint: str | None = None, save: bool = True):
+        if (run_id is None) == (decision_id is None):
+            raise ValueError("ReplayPanel needs a run_id or a decision_id")
+        self.store, self.endpoint, self.who = store, endpoint, who or replays.default_who()
+        focus = recorded.load_decision(store, decision_id) if decision_id else None
+        self.run_id = run_id or focus.run_id
+        self.steps = recorded.run_steps(store, self.run_id)
+        self.decisions = {d.decision_id: d for d in recorded.run_decisions(store, self.run_id)}
+        self.result: rp.ReplayResult | None = None
+
+        self.title = w.HTML(STYLE + f"<b>Replay of run {text(self.run_id)}</b> "
+                                    f"<span class='afterfix-muted'>{len(self.steps)} steps, {len(self.decisions)} decisions</span>")
+        self.prev_button = w.Button(description="◀ previous", layout=w.Layout(width="110px"))
+        self.next_button = w.Button(description="next ▶", layout=w.Layout(width="110px"))
+        self.slider = w.IntSlider(value=0, min=0, max=max(len(self.steps) - 1, 0), description="step", continuous_update=False)
+        self.step_html = w.HTML()
+        self.decision_choice = w.Dropdown(options=[(f"{d.decision_id}: {(d.question or '')[:60]}", d.decision_id)
+                                                   for d in self.decisions.values()], description="decision")
+        self.replay_button = w.Button(description="Replay", button_style="primary")
+        self.save_box = w.Checkbox(value=save, description="save to the replays ledger", indent=False)
+        self.path_choice = w.Dropdown(description="edit", options=[], layout=w.Layout(width="520px"))
+        self.value_box = w.Text(description="new value", placeholder="JSON (120, 0.5, null, \"text\") or text")
+        self.whatif_button = w.Button(description="Run what-if", button_style="warning")
+        self.result_html = w.HTML()
+        self.saved_choice = w.Dropdown(description="saved", options=[])
+        self.open_button = w.Button(description="Reopen")
+
+        self.prev_button.on_click(lambda _: self._move(-1))
+        self.next_button.on_click(lambda _: self._move(+1))
+        self.slider.observe(lambda ch: self._show_step(), names="value")
+        self.decision_choice.observe(lambda ch: self._paths(), names="value")
+        self.replay_button.on_click(lambda _: self.replay())
+        self.whatif_button.on_click(lambda _: self.run_what_if())
+        self.open_button.on_click(lambda _: self.reopen())
+
+        super().__init__([
+            self.title, w.HBox([self.prev_button, self.slider, self.next_button]), self.step_html,
+            w.HTML("<b>Replay and what-if</b>"), w.HBox([self.decision_choice, self.replay_button, self.save_box]),
+            w.HBox([self.path_choice, self.value_box, self.whatif_button]), self.result_html,
+            w.HBox([self.saved_choice, self.open_button]),
+        ])
+        if focus is not None:
+            self.decision_choice.value = focus.decision_id
+            self.slider.value = next((s["index"] for s in self.steps if (s.get("decision") or {}).get("decision_id")
+                                      == focus.decision_id), 0)
+        self._paths()
+        self._show_step()
+        self._saved()
+
+    # -- stepping --------------------------------------------------------------------------------
+
+    def _move(self, by: int) -> None:
+        self.slider.value = min(max(self.slider.value + by, self.slider.min), self.slider.max)
+
+    def _show_step(self) -> None:
+        if not self.steps:
+            self.step_html.value = "<i>this run has no steps</i>"
+            return
+        s = self.steps[self.slider.value]
+        parts = [f"<b>step {s['index'] + 1} of {len(self.steps)}: {text(s['kind'])}</b> {text(s['name'])} "
+                 f"<span class='afterfix-muted'>{text(str(s['start'])[:23])} · {text(s['status'])}</span>"]
+        if "tool_call" in s:
+            t = s["tool_call"]
+            parts.append(f"<div>call {text(t['call_id'])} {text(t['name'])}" + (f" <span class='afterfix-bad'>failed: "
+                         f"{text(t['error'])}</span>" if t["failed"] else "") + "</div>arguments" + _pre(t["arguments"])
+                         + "result" + (_pre(t["result"]) if t["result"] is not None else " <i>not recorded</i>"))
+        if "decision" in s:
+            d = s["decision"]
+            parts.append(f"<div>decision {text(d['decision_id'])}: {text(d['question'])}<br>policy {text(d['policy'] or '-')} · "
+                         f"selected <b>{text(d['selected'] or '-')}</b>: {text(d['reason'])}</div>")
+            parts.append(table([{**o, "evidence": "; ".join(o["evidence"])} for o in d["options"]],
+                               [("id", "option"), ("verdict", "verdict"), ("score", "score"), ("evidence", "evidence"),
+                                ("reason", "reason")]))
+            if d.get("chat") and d["chat"].get("input_messages"):
+                parts.append(f"model {text(d['chat']['model'])}: messages" + _pre(d["chat"]["input_messages"]))
+        if "chat" in s:
+            c = s["chat"]
+            parts.append(f"<div>model {text(c['model'])}</div>" + (("messages in" + _pre(c["input_messages"])) if c["input_messages"] else "")
+                         + (("answer" + _pre(c["output_messages"])) if c["output_messages"] else ""))
+        if "action" in s:
+            a = s["action"]
+            parts.append(f"<div>{text(a['verb'])} {text(a['target'])} · {text(a['status'])}</div>" + _pre(a["patch"]))
+        parts.append("<b>what the agent had</b>")
+        if s["observations"] is not None:
+            parts.append("observations (latest decision's inputs)" + _pre(s["observations"]))
+        parts.append(table([{"call_id": t["call_id"], "name": t["name"], "arguments": _j(t["arguments"]),
+                             "result": "not recorded" if t["result"] is None and not t["failed"] else
+                             (f"failed: {t['error']}" if t["failed"] else _j(t["result"]))} for t in s["tool_calls"]],
+                           [("call_id", "call"), ("name", "tool"), ("arguments", "arguments"), ("result", "result")], limit=300))
+        self.step_html.value = STYLE + "".join(parts)
+
+    # -- replay and what-if ----------------------------------------------------------------------
+
+    def _paths(self) -> None:
+        d = self.decisions.get(self.decision_choice.value)
+        self.path_choice.options = editable_paths(d) if d else []
+
+    def _done(self, result: rp.ReplayResult) -> None:
+        if self.save_box.value and not result.first.error:
+            replays.save_replay(self.store, result, self.who)
+        self.result = result
+        self.result_html.value = STYLE + render(result)
+        self._saved()
+
+    def replay(self) -> rp.ReplayResult | None:
+        if not self.decision_choice.value:
+            return None
+        self._done(rp.replay_decision(self.store, self.decision_choice.value, endpoint=self.endpoint))
+        return self.result
+
+    def run_what_if(self) -> rp.ReplayResult | None:
+        from afterfix._exceptions import AfterfixError
+        from afterfix.review.whatif import parse_value
+
+        if not (self.decision_choice.value and self.path_choice.value):
+            self.result_html.value = "<span class='afterfix-bad'>choose a decision and a path to edit</span>"
+            return None
+        try:
+            result = rp.what_if(self.store, self.decision_choice.value,
+                                {self.path_choice.value: parse_value(self.value_box.value)}, endpoint=self.endpoint)
+        except AfterfixError as e:
+            self.result_html.value = f"<span class='afterfix-bad'>{text(e)}</span>"
+            return None
+        self._done(result)
+        return result
+
+    def _saved(self) -> None:
+        rows = replays.list_replays(self.store, run_id=self.run_id, limit=20)
+        self.saved_choice.options = [(f"{str(r['time'])[:19]} {r['who']} {r['kind']} {r['decision_id']}"
+                                      + (" diverged" if r["diverged"] else ""), r["replay_id"]) for r in rows]
+
+    def reopen(self) -> rp.ReplayResult | None:
+        if not self.saved_choice.value:
+            return None
+        self.result = replays.open_replay(self.store, self.saved_choice.value)
+        self.result_html.value = STYLE + render(self.result)
+        return self.result
+
+
+def render(r: rp.ReplayResult) -> str:
+    """A replay as HTML: the edits, then each re-run decision, recorded and replayed side by side."""
+    head = f"<b>{text(r.kind.replace('_', '-'))} of {text(r.decision_id)}</b> by {text(r.decider)}"
+    if r.replay_id:
+        head += f" <span class='afterfix-muted'>saved {text(r.replay_id)} by {text(r.who)} at {text(str(r.time)[:19])}</span>"
+    parts = [head]
+    if r.edits:
+        parts.append(table([{**e, "old": _j(e["old"]), "new": _j(e["new"])} for e in r.edits],
+                           [("path", "edited"), ("old", "recorded"), ("new", "what-if"), ("via", "via")]))
+    for d in r.decisions:
+        parts.append(f"<h4>{text(d.decision_id)}: {text(d.question)}</h4>")
+        if d.error:
+            parts.append(f"<span class='afterfix-bad'>cannot replay: {text(d.error)}</span>")
+            continue
+        verdict = "<span class='afterfix-ok'>same choice</span>" if d.same else "<span class='afterfix-bad'>DIVERGED</span>"
+        parts.append(f"<table class='afterfix-table'><tr><th></th><th>recorded</th><th>replayed</th></tr>"
+                     f"<tr><td>choice</td><td>{text(d.recorded_selected)}</td><td>{text(d.replayed_selected)}</td></tr>"
+                     f"<tr><td>reason</td><td>{text(d.recorded_reason)}</td><td>{text(d.replayed_reason)}</td></tr></table>"
+                     f"{verdict}")
+        if d.note:
+            parts.append(f"<div class='afterfix-warn'>{text(d.note)}</div>")
+        parts.append(table([{**o, "changed": "changed" if o["recorded_verdict"] != o["replayed_verdict"] else ""} for o in d.options],
+                           [("id", "option"), ("changed", ""), ("recorded_verdict", "recorded"), ("recorded_reason", "recorded reason"),
+                            ("replayed_verdict", "replayed"), ("replayed_reason", "replayed reason")]))
+        if d.would_do:
+            parts.append("<b>would do (not executed)</b>" + table(
+                [{**x, "patch": _j(x.get("patch"))} for x in d.would_do],
+                [("verb", "verb"), ("target", "target"), ("patch", "patch"), ("source", "from"), ("recorded_status", "recorded")]))
+        if d.missing:
+            parts.append(f"<div class='afterfix-warn'>missing recordings: {text(', '.join(d.missing))}</div>")
+    return "".join(parts)
