@@ -90,8 +90,11 @@ def _policies():
 
 
 def made_by_model(decision: RecordedDecision) -> bool:
-    """A decision an LLM made: its model call's messages are recorded, and no known policy is."""
-    return bool(decision.chat and decision.chat.get("input_messages")) and decision.policy not in _policies()
+    """A decision an LLM made: its model call's messages are recorded and no policy is, or the policy
+    named is unknown and the model call ran inside the decision span."""
+    if not (decision.chat and decision.chat.get("input_messages")) or decision.policy in _policies():
+        return False
+    return decision.policy is None or bool(decision.chat.get("inside"))
 
 
 def decider_for(decision: RecordedDecision, *, endpoint: str | None = None, model: str | None = None,

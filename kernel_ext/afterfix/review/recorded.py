@@ -71,7 +71,7 @@ class RecordedDecision:
     selected: str | None
     reason: str | None
     tool_calls: list[ToolCall] = field(default_factory=list)  # the run's calls before this decision
-    chat: dict | None = None  # model, span_id, system_instructions, input_messages, output_messages, seed
+    chat: dict | None = None  # model, span_id, system_instructions, input_messages, output_messages, seed, inside
     actions: list[dict] = field(default_factory=list)  # action_id, verb, target, mutating, status, patch
     start: datetime | None = None
     span_id: str | None = None
@@ -174,7 +174,8 @@ def _decision(run, span, before: list[dict], under: set) -> RecordedDecision:
     decision_id = span["decision_id"] or a.get(c.DECISION_ID)
     tools = [_tool(s) for s in before if _load.span_kind(s) == "tool"]
     chats = [s for s in before if _load.span_kind(s) == "llm"]
-    inner = [s for s in chats if (s["trace_id"], s["span_id"]) in under]
+    # The model call that made it: one inside the decision span, or one the decision was recorded within.
+    inner = [s for s in chats if (s["trace_id"], s["span_id"]) in under] or _llm_ancestors(run, span)
     chat = (inner or chats[-1:] or [None])[-1]
     actions = [_action(s) for s in run.spans if s["afterfix_kind"] == "action" and s["decision_id"] == decision_id]
     return RecordedDecision(
@@ -182,7 +183,17 @@ def _decision(run, span, before: list[dict], under: set) -> RecordedDecision:
         agent_name=span["agent_name"], question=a.get(c.DECISION_QUESTION), policy=a.get(c.DECISION_POLICY) or None,
         inputs=inputs if isinstance(inputs, dict) else None, options=[_option(o["attrs"]) for o in span.get("options", [])],
         selected=a.get(c.DECISION_SELECTED) or None, reason=a.get(c.DECISION_REASON), tool_calls=tools,
-        chat=_chat(chat) if chat is not None else None, actions=actions, start=span["start_time"], span_id=span["span_id"])
+        chat=dict(_chat(chat), inside=bool(inner)) if chat is not None else None, actions=actions, start=span["start_time"], span_id=span["span_id"])
+
+
+def _llm_ancestors(run, span) -> list[dict]:
+    out, seen, node = [], set(), run.parent(span)
+    while node is not None and node["span_id"] not in seen:
+        seen.add(node["span_id"])
+        if _load.span_kind(node) == "llm":
+            out.insert(0, node)
+        node = run.parent(node)
+    return out[-1:]
 
 
 def _option(a: dict) -> dict:
