@@ -4,7 +4,9 @@
 
 The sections come in the order a reviewer asks: what broke; what the agent tried (the options it
 turned down included); what worked; what was rolled back; side effects to watch; will it happen
-again; findings; open approvals; actions by trust level. Each is a `Section`: a title, a sentence
+again; findings; open approvals; actions by trust level. Beside them, `Briefing.verdicts` (also
+`section("verdicts")`) lists what people said of the window's decisions and actions
+(`review.verdicts`); a step someone marked wrong is a reason to worry in the handoff's first line. Each is a `Section`: a title, a sentence
 that answers its question, a table of plain text (never HTML: `reports.html` escapes it when it is
 shown) and the figures that belong to it. The template, the CLI and a test all read the same
 object, so whatever the HTML says can be checked without a browser.
@@ -34,6 +36,8 @@ __all__ = ["Briefing", "Section", "build_briefing", "SECTION_KEYS", "TRUST_LEVEL
 
 SECTION_KEYS = ("what_broke", "what_tried", "what_worked", "rolled_back", "side_effects", "again",
                 "findings", "approvals", "trust")
+VERDICTS_KEY = "verdicts"  # the reviewers' verdicts: `Briefing.verdicts`, shown after what the agent tried
+VERDICT_ORDER = {"wrong": 0, "unsure": 1, "correct": 2}
 TRUST_LEVELS = {1: "1 alert & recommend", 2: "2 fix with approval", 3: "3 fix & inform", 4: "4 fix & report"}
 ROLLBACK_VERBS = ("rollback", "undo", "revert")
 WORRY_SEVERITIES = ("critical", "high")
@@ -61,12 +65,13 @@ class Briefing:
     sections: list[Section]
     findings: list[Finding]
     counts: dict[str, int]
+    verdicts: Section | None = None  # what reviewers said of the window's decisions and actions
 
     def section(self, key: str) -> Section:
-        for s in self.sections:
-            if s.key == key:
+        for s in [*self.sections, self.verdicts]:
+            if s is not None and s.key == key:
                 return s
-        raise KeyError(f"no briefing section {key!r}: the sections are {', '.join(SECTION_KEYS)}")
+        raise KeyError(f"no briefing section {key!r}: the sections are {', '.join(SECTION_KEYS)}, {VERDICTS_KEY}")
 
     @property
     def window(self) -> str:
@@ -89,7 +94,7 @@ def build_briefing(store, since: datetime | None = None, until: datetime | None 
                 night.side_effects(), night.again(), night.findings_section(), night.approvals(), night.trust()]
     return Briefing(since=since, until=until, namespace=namespace, store=str(getattr(store, "root", store)),
                     worry=night.worry(), handoff=night.handoff(), sections=sections, findings=night.found,
-                    counts=night.counts())
+                    counts=night.counts(), verdicts=night.verdicts_section())
 
 
 class _Night:
@@ -109,6 +114,7 @@ class _Night:
         self.all_changes = applied
         self.changes = applied[~ours] if not applied.empty else applied
         self.outcomes = self._outcomes()
+        self.verdicts = self._verdicts()
 
     # --- shared reading -------------------------------------------------------------
 
@@ -119,6 +125,29 @@ class _Night:
             return {}
         last = v.dropna(subset=["action_id"]).sort_values("start_time").groupby("action_id").tail(1)
         return {row["action_id"]: row for _, row in last.iterrows()}
+
+    def _verdicts(self) -> list:
+        """Each person's current verdict on one of the window's decisions or actions, given at any time
+        (reviews come the morning after), in the order they were given."""
+        from afterfix.review.verdicts import verdicts
+
+        ids = set(self.decisions["decision_id"].dropna()) if not self.decisions.empty else set()
+        ids |= set(self.actions["action_id"].dropna()) if not self.actions.empty else set()
+        if not ids:
+            return []
+        try:
+            found = verdicts(self.scope.store)
+        except Exception:  # a store from before the ledgers
+            return []
+        return [v for v in found if v.target_id in ids]
+
+    def wrong(self) -> list:
+        """The decisions and actions someone currently calls wrong, one verdict each (the first given)."""
+        seen: dict[str, Any] = {}
+        for v in self.verdicts:
+            if v.verdict == "wrong":
+                seen.setdefault(v.target_id, v)
+        return list(seen.values())
 
     def of_kind(self, *kinds: str) -> list[Finding]:
         return [f for f in self.found if f.kind in kinds]
@@ -147,7 +176,7 @@ class _Night:
 
     def worry(self) -> bool:
         return bool(self.worrying() or not self.awaiting().empty or not self.unresolved().empty
-                    or not self.alerts().empty
+                    or not self.alerts().empty or bool(self.wrong())
                     or any(self._outcome(a) in ("failure", "inconclusive") for _, a in self.changes.iterrows()))
 
     def _outcome(self, action) -> str | None:
@@ -158,7 +187,8 @@ class _Night:
         verified = sum(self._outcome(a) == "success" for _, a in self.changes.iterrows())
         return {"incidents": len(self.incidents), "changes": len(self.changes), "verified": int(verified),
                 "awaiting_approval": len(self.awaiting()), "unresolved": len(self.unresolved()),
-                "findings": len(self.found), "worrying": len(self.worrying()), "decisions": len(self.decisions)}
+                "findings": len(self.found), "worrying": len(self.worrying()), "decisions": len(self.decisions),
+                "verdicts": len(self.verdicts), "marked_wrong": len(self.wrong())}
 
     # --- the handoff ------------------------------------------------------------------
 
@@ -190,6 +220,11 @@ class _Night:
         alerts = self.alerts()
         if not alerts.empty:
             needs.append(_count(len(alerts), "guard alert"))
+        wrong = self.wrong()
+        if wrong:
+            kinds = [_count(n, kind) for kind in ("decision", "action")
+                     if (n := sum(v.target_type == kind for v in wrong))]
+            needs.append(f"{_join(kinds)} a reviewer marked wrong")
         if not needs:
             return "Nothing needs you: every incident was resolved and every change the agent made verified."
         return "Yes, worry: " + _join(needs) + "."
@@ -303,6 +338,7 @@ class _Night:
         if d.empty:
             return Section("what_tried", title, "The agent recorded no decisions in this window.")
         options = _options(self.scope.store, list(d["decision_id"]))
+        said = _said(v for v in self.verdicts if v.target_type == "decision")
         rows = []
         for _, dec in d.iterrows():
             mine = options[options["decision_id"] == dec["decision_id"]] if not options.empty else options
@@ -311,6 +347,8 @@ class _Night:
             rows.append({"time": c.hhmm(dec["start_time"]), "incident": dec["incident_id"], "agent": dec["agent_name"],
                          "question": dec["question"], "chose": dec["selected_option"], "because": dec["reason"],
                          "turned down": "\n".join(turned) if turned else "—"})
+            if said:
+                rows[-1]["reviewers"] = said.get(dec["decision_id"], "—")
         table = pd.DataFrame(rows)
         rejected = int((options["verdict"] == "rejected").sum()) if not options.empty else 0
         summary = (f"{_count(len(d), 'decision')} over {_count(d['incident_id'].nunique(), 'incident')}; "
@@ -333,6 +371,39 @@ class _Night:
         if mine.empty:
             return None
         return mine.sort_values(["changes", "decisions", "start_time"], ascending=[False, False, True])["run_id"].iloc[0]
+
+    def verdicts_section(self) -> Section:
+        title = "Reviewers' verdicts"
+        found = self.verdicts
+        if not found:
+            return Section(VERDICTS_KEY, title, "Nobody has given a verdict on this window's decisions or actions "
+                           "yet; `afterfix verdict ID correct|wrong|unsure --note TEXT` records one.")
+        labels = self._labels()
+        ordered = sorted(found, key=lambda v: (VERDICT_ORDER.get(v.verdict, 3), v.time))
+        rows = [{"verdict": v.verdict, "who": v.who, "on": labels.get(v.target_id, v.target_id),
+                 "incident": v.incident_id, "should have": v.should_have or "", "note": v.note or "",
+                 "when": c.when(v.time)} for v in ordered]
+        by = pd.Series([v.verdict for v in found]).value_counts()
+        summary = (f"{_count(len(found), 'verdict')} on the window's decisions and actions: "
+                   + ", ".join(f"{by[k]} {k}" for k in VERDICT_ORDER if k in by) + ".")
+        notes = []
+        for v in self.wrong():
+            note = f"{v.who} marked {v.target_type} {labels.get(v.target_id, v.target_id)} wrong"
+            note += f"; it should have taken {v.should_have}" if v.should_have else ""
+            notes.append(note + (f": {v.note}" if v.note else "."))
+        return Section(VERDICTS_KEY, title, summary, pd.DataFrame(rows), notes=notes)
+
+    def _labels(self) -> dict[str, str]:
+        """What a verdict is about, as a reviewer reads it: the decision's question, or the action."""
+        out = {}
+        if not self.decisions.empty:
+            for _, d in self.decisions.iterrows():
+                out[d["decision_id"]] = f"{d['decision_id']}: {d['question'] or 'no question recorded'} (chose {d['selected_option'] or 'nothing'})"
+        if not self.actions.empty:
+            for _, a in self.actions.iterrows():
+                if a["action_id"]:
+                    out[a["action_id"]] = f"{a['action_id']}: {_action_text(a)}"
+        return out
 
     def what_worked(self) -> Section:
         title = "What worked"
@@ -468,6 +539,15 @@ def _options(store, decision_ids: list[str]) -> pd.DataFrame:
     marks = ", ".join("?" for _ in decision_ids)
     return store.query(f"SELECT decision_id, option_id, verdict, reason, score FROM options "
                        f"WHERE decision_id IN ({marks}) ORDER BY decision_id, seq", decision_ids)
+
+
+def _said(found) -> dict[str, str]:
+    """Current verdicts by target id, one line per person: "alice: wrong, should have restart"."""
+    out: dict[str, list[str]] = {}
+    for v in found:
+        out.setdefault(v.target_id, []).append(
+            f"{v.who}: {v.verdict}" + (f", should have {v.should_have}" if v.should_have else ""))
+    return {k: "\n".join(lines) for k, lines in out.items()}
 
 
 def _newest(store) -> datetime | None:
