@@ -43,8 +43,8 @@ def test_a_wrong_verdict_makes_a_calm_night_worth_a_look(tmp_path):
     assert list(section.table["verdict"]) == ["wrong", "correct"]  # the wrong ones first
     assert list(section.table["should have"]) == ["no_action", ""]
     assert section.table["on"].iloc[0].endswith("what to do about shop/catalog? (chose patch)")
-    assert section.notes == [f"alice marked decision {ids['decision_id']}: what to do about shop/catalog? (chose patch) "
-                             "wrong; it should have taken no_action: the alert was a blip"]
+    assert section.notes == [f"Wrong, says alice: decision {ids['decision_id']} on INC-1 (“what to do about "
+                             "shop/catalog?”) chose patch; it should have taken no_action. “the alert was a blip”"]
     assert b.section("what_tried").table["reviewers"].iloc[0] == "alice: wrong, should have no_action"
     assert b.counts["marked_wrong"] == 1 and b.counts["verdicts"] == 2
 

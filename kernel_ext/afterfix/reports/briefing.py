@@ -382,16 +382,32 @@ class _Night:
         ordered = sorted(found, key=lambda v: (VERDICT_ORDER.get(v.verdict, 3), v.time))
         rows = [{"verdict": v.verdict, "who": v.who, "on": labels.get(v.target_id, v.target_id),
                  "incident": v.incident_id, "should have": v.should_have or "", "note": v.note or "",
-                 "when": c.when(v.time)} for v in ordered]
+                 "time": c.when(v.time)} for v in ordered]
         by = pd.Series([v.verdict for v in found]).value_counts()
         summary = (f"{_count(len(found), 'verdict')} on the window's decisions and actions: "
                    + ", ".join(f"{by[k]} {k}" for k in VERDICT_ORDER if k in by) + ".")
         notes = []
         for v in self.wrong():
-            note = f"{v.who} marked {v.target_type} {labels.get(v.target_id, v.target_id)} wrong"
-            note += f"; it should have taken {v.should_have}" if v.should_have else ""
-            notes.append(note + (f": {v.note}" if v.note else "."))
+            what = self._what(v)
+            note = f"Wrong, says {v.who}: {what}"
+            note += f"; it should have taken {v.should_have}." if v.should_have else "."
+            notes.append(note + (f" “{v.note}”" if v.note else ""))
         return Section(VERDICTS_KEY, title, summary, pd.DataFrame(rows), notes=notes)
+
+    def _what(self, v) -> str:
+        """One wrong step in a sentence: what was asked and what the agent chose, or what it did."""
+        where = f" on {v.incident_id}" if v.incident_id else ""
+        if v.target_type == "decision" and not self.decisions.empty:
+            d = self.decisions[self.decisions["decision_id"] == v.target_id]
+            if not d.empty:
+                d = d.iloc[0]
+                return (f"decision {v.target_id}{where} (“{d['question'] or 'no question recorded'}”) "
+                        f"chose {d['selected_option'] or 'nothing'}")
+        if v.target_type == "action" and not self.actions.empty:
+            a = self.actions[self.actions["action_id"] == v.target_id]
+            if not a.empty:
+                return f"action {v.target_id}{where}, {_action_text(a.iloc[0])}"
+        return f"{v.target_type} {v.target_id}{where}"
 
     def _labels(self) -> dict[str, str]:
         """What a verdict is about, as a reviewer reads it: the decision's question, or the action."""
