@@ -68,6 +68,9 @@ NUM = r"[\d,.]+"
             rf"^run_tree warm \(same Store\): median {NUM} ms of {NUM} \(target ≤ 200 ms: (met|MISSED)\)$",
             rf"^\(tree\) decision tree from a 2,303-span store: {NUM} ms cold, {NUM} ms in a new process, {NUM} ms warm",
         ]),
+        ("replay.py", ["--quick"], [
+            r"^replay: slowest median [\d.]+ ms over 3 decisions \(target ≤ 50 ms\): (met|MISSED)$",
+        ]),
         ("plan.py", ["--repeat", "1"], [
             rf"^plan: slowest median {NUM} ms over \d+ actions, first plan of the process {NUM} ms \(target ≤ 1000 ms\): (met|MISSED)$",
         ]),
