@@ -32,7 +32,7 @@ from afterfix.analysis.findings.scope import Scope, naive_utc
 from afterfix.analysis.model import SEVERITIES, Finding
 from afterfix.analysis.window import utc_now
 
-__all__ = ["Briefing", "Section", "build_briefing", "SECTION_KEYS", "TRUST_LEVELS"]
+__all__ = ["Briefing", "Section", "build_briefing", "SECTION_KEYS", "VERDICTS_KEY", "TRUST_LEVELS"]
 
 SECTION_KEYS = ("what_broke", "what_tried", "what_worked", "rolled_back", "side_effects", "again",
                 "findings", "approvals", "trust")

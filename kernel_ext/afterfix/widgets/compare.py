@@ -24,6 +24,7 @@ CSS = """<style>
 .afterfix-cmp tr.only_a td.a, .afterfix-cmp tr.only_a td.st { background: #ffebe9; }
 .afterfix-cmp tr.only_b td.b, .afterfix-cmp tr.only_b td.st { background: #dafbe1; }
 .afterfix-cmp td.diff { color: #9a6700; font-weight: 600; }
+.afterfix-cmp td.st { white-space: nowrap; }
 .afterfix-cmp td code { font-size: 11px; }
 </style>"""
 STATUS = {"same": "same", "changed": "changed", "only_a": "only in A", "only_b": "only in B"}
@@ -69,11 +70,16 @@ class RunComparison(w.VBox):
         else:
             verdict = (f"<div><b>{n['same']}</b> same · <span class='afterfix-warn'><b>{n['changed']}</b> changed</span> · "
                        f"<b>{n['only_a']}</b> only in A · <b>{n['only_b']}</b> only in B · "
-                       f"<span class='afterfix-bad'>{len(c.decisions)} decision(s) and {len(c.actions)} action(s) differ</span></div>")
+                       f"<span class='afterfix-bad'>{_count(len(c.decisions), 'decision')} and {_count(len(c.actions), 'action')} "
+                       f"differ</span></div>")
         self.header.value = runs + verdict
         self.steps.value = _steps_html(c, self.only.value)
         self.decisions.value = _decisions_html(c.decisions)
         self.actions.value = _actions_html(c.actions)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _cell(step: dict | None) -> str:

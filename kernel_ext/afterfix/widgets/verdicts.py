@@ -84,7 +84,7 @@ class VerdictPanel(w.VBox):
             return
         body = table(rows, COLUMNS)
         wrong = sum(r["verdict"] == "wrong" for r in rows)
-        lead = f"<span class='afterfix-bad'>{wrong} of {len(rows)} say wrong</span>" if wrong else f"{len(rows)} verdict(s)"
+        lead = f"<span class='afterfix-bad'>{wrong} of {len(rows)} say wrong</span>" if wrong else f"{len(rows)} verdict{'s' if len(rows) != 1 else ''}, none wrong"
         self.current.value = f"<div>{lead}</div>{body}"
 
     def _save(self) -> None:
