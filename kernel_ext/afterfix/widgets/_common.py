@@ -88,3 +88,45 @@ class Poller:
     @property
     def running(self) -> bool:
         return self._thread.is_alive() and not self._stop.is_set()
+
+
+def open_store(store=None):
+    """`store` as a Store: one already open, a path, or None for the default (AFTERFIX_STORE, else
+    traces/store). A store that does not exist is an error naming the path and the fix."""
+    from afterfix.store import Store, StoreError
+
+    s = store if hasattr(store, "query") else Store(store or None)
+    if not s.exists():
+        raise StoreError(f"no store at {s.root}: pass store=PATH (or set AFTERFIX_STORE); `afterfix demo` makes one")
+    return s
+
+
+def figure_outputs(fig) -> tuple:
+    """A plotly figure as the `outputs` value of an `ipywidgets.Output`: plotly's own mime type,
+    which JupyterLab's plotly renderer draws. Setting `out.outputs = figure_outputs(fig)` is a trait
+    assignment, so a Poller thread may do it (`with out: display(fig)` it may not). plotly 6+
+    FigureWidget needs anywidget, which afterfix does not depend on."""
+    import json
+
+    # plotly's own encoder: datetimes, numpy arrays and NaN become JSON the renderer reads
+    return ({"output_type": "display_data", "metadata": {},
+             "data": {"application/vnd.plotly.v1+json": json.loads(fig.to_json()),
+                      "text/plain": f"<plotly figure: {len(fig.data)} traces>"}},)
+
+
+class StoreWatch:
+    """Whether the store changed since the last look: `changed()` compares a cheap fingerprint
+    (`afterfix.review.incidents.store_token`: counts and the latest ingest time) with the last one."""
+
+    def __init__(self, store, token: Callable | None = None):
+        from afterfix.review.incidents import store_token
+
+        self.store, self._token = store, token or store_token
+        self.last = self._token(store)
+
+    def changed(self) -> bool:
+        now = self._token(self.store)
+        if now == self.last:
+            return False
+        self.last = now
+        return True
