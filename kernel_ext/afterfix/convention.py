@@ -39,6 +39,7 @@ DECISION_SELECTED = "afterfix.decision.selected"  # option id that was chosen ("
 DECISION_REASON = "afterfix.decision.reason"  # why the selected option won
 DECISION_POLICY = "afterfix.decision.policy"  # name of the decision function (for replay)
 DECISION_INPUTS = "afterfix.decision.inputs"  # JSON: the recorded observations it decided on
+DECISION_DECIDER = "afterfix.decision.decider"  # what chose when no policy did: "llm:<model>" (its chat span precedes it)
 
 # One span event per option considered, on the decision span.
 OPTION_EVENT = "afterfix.option"
@@ -114,6 +115,10 @@ GENAI_TOOL_TYPE = "gen_ai.tool.type"
 GENAI_TOOL_DEFINITIONS = "gen_ai.tool.definitions"  # JSON array: the tools the agent or model was given
 GENAI_INPUT_MESSAGES = "gen_ai.input.messages"  # JSON array: the messages a model call read
 GENAI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # JSON array: the messages it answered with
+GENAI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"  # JSON array of parts: the instructions given apart from the chat
+GENAI_REQUEST_SEED = "gen_ai.request.seed"  # int: the seed sent with the request
+GENAI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"  # double
+GENAI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"  # list of strings, one per output message
 GENAI_REQUEST_MODEL = "gen_ai.request.model"
 GENAI_RESPONSE_MODEL = "gen_ai.response.model"
 GENAI_PROVIDER = "gen_ai.provider.name"
@@ -121,6 +126,10 @@ GENAI_SYSTEM_OLD = "gen_ai.system"
 GENAI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GENAI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 ERROR_TYPE = "error.type"
+
+# Message part types of gen_ai.input.messages / gen_ai.output.messages / gen_ai.system_instructions.
+GENAI_PART_TYPES = ("text", "tool_call", "tool_call_response")
+GENAI_ROLES = ("system", "user", "assistant", "tool")
 
 OI_SPAN_KIND = "openinference.span.kind"
 OI_TOOL_NAME = "tool.name"

@@ -256,15 +256,85 @@ class ToolCallHandle(_Handle):
 
 
 class LlmCallHandle(_Handle):
+    """A model call. Its messages are recorded as the GenAI conventions describe them
+    (`{"role", "parts": [{"type": "text", "content"}, {"type": "tool_call", "id", "name",
+    "arguments"}, {"type": "tool_call_response", "id", "response"}]}`, output messages with a
+    `finish_reason`), checked here: a malformed message raises ValueError naming it."""
+
     def tokens(self, input: int, output: int) -> None:
         self.span.set_attribute(c.GENAI_INPUT_TOKENS, int(input))
         self.span.set_attribute(c.GENAI_OUTPUT_TOKENS, int(output))
+
+    def system_instructions(self, instructions: str | Sequence[Mapping[str, Any]]) -> None:
+        """What the model was told apart from the chat: a text, or a list of message parts."""
+        parts = [{"type": "text", "content": instructions}] if isinstance(instructions, str) else instructions
+        self.span.set_attribute(c.GENAI_SYSTEM_INSTRUCTIONS, dumps(_parts(parts, "system_instructions")))
+
+    def input_messages(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """The messages the model read (`gen_ai.input.messages`)."""
+        self.span.set_attribute(c.GENAI_INPUT_MESSAGES, dumps(_messages(messages, "input_messages", output=False)))
+
+    def output_messages(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """The messages the model answered with (`gen_ai.output.messages`), each with its
+        `finish_reason`; the reasons also go to gen_ai.response.finish_reasons."""
+        checked = _messages(messages, "output_messages", output=True)
+        self.span.set_attribute(c.GENAI_OUTPUT_MESSAGES, dumps(checked))
+        self.span.set_attribute(c.GENAI_RESPONSE_FINISH_REASONS, [m["finish_reason"] for m in checked])
+
+    def request(self, *, seed: int | None = None, temperature: float | None = None) -> None:
+        """Request parameters worth replaying with: the seed and the temperature sent."""
+        if seed is not None:
+            if type(seed) is not int:
+                raise ValueError(f"seed {seed!r} must be an int")
+            self.span.set_attribute(c.GENAI_REQUEST_SEED, seed)
+        if temperature is not None:
+            self.span.set_attribute(c.GENAI_REQUEST_TEMPERATURE, float(temperature))
 
     def response_model(self, model: str) -> None:
         self.span.set_attribute(c.GENAI_RESPONSE_MODEL, model)
 
     def error(self, error: BaseException | str, error_type: str | None = None) -> None:
         self._rec._fail(self.span, error, error_type)
+
+
+def _parts(parts: Any, where: str) -> list[dict]:
+    """Message parts checked against the GenAI shapes; other part types pass as they are (the
+    conventions allow them), but every part needs a type."""
+    if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence):
+        raise ValueError(f"{where}: parts must be a list of objects like {{'type': 'text', 'content': '...'}}, "
+                         f"not {type(parts).__name__}")
+    out = []
+    for i, part in enumerate(parts):
+        here = f"{where}[{i}]"
+        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str) or not part["type"]:
+            raise ValueError(f"{here}: a part is an object with a 'type' ({', '.join(c.GENAI_PART_TYPES)}, ...)")
+        kind = part["type"]
+        if kind == "text" and not isinstance(part.get("content"), str):
+            raise ValueError(f"{here}: a text part needs 'content', a string")
+        if kind == "tool_call" and not (isinstance(part.get("name"), str) and part["name"]):
+            raise ValueError(f"{here}: a tool_call part needs 'name', the tool's name")
+        if kind in ("tool_call", "tool_call_response") and not isinstance(part.get("id"), (str, type(None))):
+            raise ValueError(f"{here}: a {kind} part's 'id' is the call id, a string")
+        if kind == "tool_call_response" and "response" not in part:
+            raise ValueError(f"{here}: a tool_call_response part needs 'response', the tool's result")
+        out.append(dict(part))
+    return out
+
+
+def _messages(messages: Any, where: str, *, output: bool) -> list[dict]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ValueError(f"{where}: messages must be a list of {{'role', 'parts'}} objects, not {type(messages).__name__}")
+    out = []
+    for i, message in enumerate(messages):
+        here = f"{where}[{i}]"
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) or not message["role"]:
+            raise ValueError(f"{here}: a message is an object with a 'role' ({', '.join(c.GENAI_ROLES)}) and 'parts'")
+        checked = {**message, "parts": _parts(message.get("parts"), f"{here}.parts")}
+        if output and not (isinstance(message.get("finish_reason"), str) and message["finish_reason"]):
+            raise ValueError(f"{here}: an output message needs 'finish_reason' (stop, length, content_filter, "
+                             "tool_call or error)")
+        out.append(checked)
+    return out
 
 
 class ActionHandle(_Handle):
@@ -520,11 +590,13 @@ class Recorder:
         inputs: Mapping[str, Any] | None = None,
         decision_id: str | None = None,
         sources: Mapping[str, str | Sequence[str]] | Sequence[str] | None = None,
+        decider: str | None = None,
     ) -> str:
         """Record a choice between `options`; returns the decision id (pass it to `action()`).
 
         `sources` names the tool calls the inputs came from (their call ids, as a list, or by
         input key: `{"hpa": [call.call_id]}`); it is recorded inside the inputs under "sources".
+        `decider` says what chose when no policy did (`"llm:<model>"`, after its `llm_call`).
 
         One "afterfix.option" span event per option carries its evidence, score, verdict and
         reason. Raises ValueError when the options contradict the selection: an unknown or
@@ -544,6 +616,7 @@ class Recorder:
             c.DECISION_SELECTED: selected or "",
             c.DECISION_REASON: reason,
             c.DECISION_POLICY: policy,
+            c.DECISION_DECIDER: decider,
             c.DECISION_INPUTS: dumps(dict(inputs)) if inputs is not None else None,
         }
         with self._span(f"decide: {_short(question)}", attrs) as span:

@@ -9,6 +9,10 @@ simulated time. Every workload's metric history (one sample per simulated minute
 same receiver's `/v1/metrics` every `metrics_minutes` (`metrics_export.py`), so the store holds
 what the agent saw next to what it did. The same seed gives the same night, apart from ids and
 timestamps.
+
+The incidents of the scenarios in `LLM_SCENARIOS` go to the LLM agent (`llm_agent.LlmAgent`,
+named "llm-agent"), which decides through chat with a `model.ScriptedModel` started for the night
+with the night's seed and stopped at its end; its decisions replay against an endpoint.
 """
 
 from __future__ import annotations
@@ -29,11 +33,16 @@ from afterfix.nightshift.agent import Agent, Outcome, Service
 from afterfix.nightshift.apiserver import ApiServer
 from afterfix.nightshift.clock import SimClock
 from afterfix.nightshift.cluster import Cluster
+from afterfix.nightshift.llm_agent import AGENT_NAME as LLM_AGENT, LlmAgent
+from afterfix.nightshift.model import ScriptedModel
 from afterfix.nightshift.metrics_export import MetricExportError, MetricHistoryExporter
 from afterfix.store import Store
 
 SERVICE_NAME = "afterfix-reference-agent"
 NIGHT_ATTRIBUTE = "afterfix.night"  # resource attribute: which simulated night a span belongs to
+# Scenarios whose incidents the LLM agent handles. feature_flag: one decision whose tool results
+# (the error rate, the ConfigMap, the pods) a what-if can change, e.g. errors already low -> wait.
+LLM_SCENARIOS = ("feature_flag",)
 
 
 class SimTime:
@@ -133,6 +142,8 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
     store.create()
     capture, trace_file = _start_capture(store, transport, workdir / "inbox" / f"night-{night}.jsonl", say)
     server = ApiServer(cluster).start()
+    model = ScriptedModel(seed) if any(s.key in LLM_SCENARIOS for s in chosen) else None
+    model_url = model.start() if model else None
     server.write_kubeconfig(kubeconfig)
     resource = {NIGHT_ATTRIBUTE: night, "afterfix.seed": seed}
     provider = sdk.setup(SERVICE_NAME, endpoint=capture.receiver.url if capture else None,
@@ -160,12 +171,15 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
 
     def agent_for(scenario: str | None, name: str = "reference-agent", team: str = "sre", trust: int = 3,
                   wait: Callable[[float], None] = tick) -> Agent:
+        llm = model_url is not None and scenario in LLM_SCENARIOS and name == "reference-agent"
+        name = LLM_AGENT if llm else name
         key = (scenario, name, trust)
         if key not in agents:
             rec = sdk.Recorder(provider, agent_name=name, scenario=scenario, clock=now_s)
-            agents[key] = Agent(kubeconfig=str(kubeconfig), metrics_url=f"{server.url}/metrics", recorder=rec,
-                                trust_level=trust, wait=wait, now=clock.now, approver=approver, agent_name=name,
-                                team=team, llm_tokens=llm_tokens, store=store)
+            kwargs = dict(kubeconfig=str(kubeconfig), metrics_url=f"{server.url}/metrics", recorder=rec,
+                          trust_level=trust, wait=wait, now=clock.now, approver=approver, agent_name=name,
+                          team=team, llm_tokens=llm_tokens, store=store)
+            agents[key] = LlmAgent(model_url=model_url, seed=seed, **kwargs) if llm else Agent(**kwargs)
         return agents[key]
 
     incidents: list[Incident] = []
@@ -203,6 +217,8 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
             capture.flush(30)
             capture.stop()
         server.stop()
+        if model is not None:
+            model.stop()
         cluster.state_file = state_file
         cluster._dirty = True
         cluster.save()
