@@ -479,7 +479,7 @@ def test_acknowledged_spans_survive_kill_9_exactly_once(kernels, tmp_path, free_
 
 
 @pytest.mark.slow
-def test_queries_notebook_runs_on_example_traces(tmp_path, free_port, monkeypatch):
+def test_ad_hoc_queries_notebook_runs_on_example_traces(tmp_path, free_port, monkeypatch):
     import nbformat
     import papermill
 
@@ -493,8 +493,8 @@ def test_queries_notebook_runs_on_example_traces(tmp_path, free_port, monkeypatc
     store.close()
     for key, value in kernel_env(tmp_path, free_port).items():
         monkeypatch.setenv(key, value)
-    out = tmp_path / "queries.out.ipynb"
-    papermill.execute_notebook(str(root / "notebooks" / "queries.ipynb"), str(out), kernel_name="python3",
+    out = tmp_path / "ad_hoc_queries.out.ipynb"
+    papermill.execute_notebook(str(root / "notebooks" / "ad_hoc_queries.ipynb"), str(out), kernel_name="python3",
                                cwd=str(tmp_path), progress_bar=False)
     nb = nbformat.read(out, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]

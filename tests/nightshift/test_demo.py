@@ -105,24 +105,32 @@ def test_demo_cluster_serves_what_the_night_left(demo_night, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="IncidentBrowser, RollbackPanel, ApprovalQueue not landed")
 def test_review_notebook_runs_on_the_demo_store(demo_night, tmp_path, monkeypatch):
+    """The notebook `afterfix demo` tells people to open, on the store it just filled."""
     import nbclient
     import nbformat
 
-    _, store_dir, _ = demo_night
+    from afterfix.review.incidents import most_serious
+
+    _, store_dir, workdir = demo_night
     notebooks = Path(__file__).resolve().parents[2] / "notebooks"
-    nb = nbformat.read(notebooks / "review.ipynb", as_version=4)
-    # The kernel inherits this environment: the demo's store, any free port, a private inbox.
+    nb = nbformat.read(notebooks / "review_incident.ipynb", as_version=4)
+    # The kernel inherits this environment: the demo's store and cluster, any free port, a private inbox.
     monkeypatch.setenv("AFTERFIX_STORE", str(store_dir))
+    monkeypatch.setenv("KUBECONFIG", str(workdir / "kubeconfig"))
     monkeypatch.setenv("AFTERFIX_PORT", "0")
     monkeypatch.setenv("AFTERFIX_INBOX", str(tmp_path / "inbox"))
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(notebooks)}}).execute()
-    shown = "\n".join(str(o.get("data", {}).get("text/plain", "")) for c in nb.cells if c.cell_type == "code"
-                      for o in c.outputs)
-    assert "raise_hpa_max" in shown and "rejected" in shown
-    assert "spec.maxReplicas" in shown  # the before/after table of the changes
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    opened = next(c for c in nb.cells if c.get("id") == "open")
+    shown = "\n".join(str(o.get("text", "")) for o in opened.outputs)
+    assert f"incident {most_serious(Store(store_dir))} " in shown
+    # every panel displayed a widget
+    widgets = [c.get("id") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert {"browser", "run-view", "replay", "rollback", "approvals", "verdict"} <= set(widgets), widgets
 
 
 def test_the_command_line_offers_demo():

@@ -104,7 +104,7 @@ def _run_demo(args) -> int:
         print("then plan the undo of one agent change (nothing is written without --apply --reason):\n"
               f"  afterfix rollback {undo} --kubeconfig {result.kubeconfig}\n"
               f"  afterfix rollback {undo} --fields DB_POOL_SIZE --dry-run --kubeconfig {result.kubeconfig}")
-    print("\nReview it in JupyterLab:\n  .venv/bin/jupyter lab notebooks/    then open review.ipynb")
+    print("\nReview it in JupyterLab:\n  .venv/bin/jupyter lab notebooks/    then open review_incident.ipynb")
     return 0
 
 
