@@ -218,9 +218,16 @@ def test_f_migration_waits_for_approval_and_writes_nothing(night):
     [inc] = incidents_of(result, "db_migration")
     approvals = rows(store, """SELECT json_extract_string(attributes, '$."afterfix.approval.status"') AS s
                                FROM spans WHERE afterfix_kind = 'approval' AND incident_id = ?""", [inc.incident_id])
-    assert [a["s"] for a in approvals] == ["requested"]
-    [act] = rows(store, "SELECT trust_level, status, patch FROM actions WHERE incident_id = ?", [inc.incident_id])
+    # Nobody approves in the demo night: the request expires when the agent stops waiting.
+    assert [a["s"] for a in approvals] == ["requested", "expired"]
+    ledger = rows(store, "SELECT event, who, action_id FROM approvals WHERE incident_id = ? ORDER BY time",
+                  [inc.incident_id])
+    assert [r["event"] for r in ledger] == ["requested", "expired"]
+    [act] = rows(store, "SELECT action_id, trust_level, status, patch FROM actions WHERE incident_id = ?",
+                 [inc.incident_id])
     assert act["trust_level"] == 2 and "CREATE INDEX CONCURRENTLY" in act["patch"]
+    assert {r["action_id"] for r in ledger} == {act["action_id"]}
+    assert not Cluster(state_file=result.state_file).list("batch/v1", "Job")  # nothing was created
 
 
 def test_g_restart_makes_the_flag_take_effect(night):

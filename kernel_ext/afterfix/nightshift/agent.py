@@ -30,7 +30,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from afterfix import sdk
+from afterfix import convention, sdk
 from afterfix.nightshift import policy as policies
 from afterfix.nightshift import runbooks
 
@@ -59,6 +59,9 @@ RESOURCES = {
     "configmaps": ("CoreV1Api", "read_namespaced_config_map", "list_namespaced_config_map", "v1", "ConfigMap"),
     "events": ("CoreV1Api", "read_namespaced_event", "list_namespaced_event", "v1", "Event"),
 }
+# (verb, resource plural) -> (api class, create method): what `propose` makes once approved.
+CREATORS = {("create", "jobs"): ("BatchV1Api", "create_namespaced_job")}
+APPROVAL_POLL_S = 60.0  # how often a waiting agent looks for a decision, in its own clock
 PATCHERS = {
     "deployments": ("AppsV1Api", "patch_namespaced_deployment"),
     "horizontalpodautoscalers": ("AutoscalingV2Api", "patch_namespaced_horizontal_pod_autoscaler"),
@@ -114,6 +117,22 @@ class Outcome:
     verified: str | None = None
     tool_calls: list[str] = field(default_factory=list)
     error: str | None = None
+
+
+def resource_of(kind: str) -> str:
+    """The resource plural of a kind the agent reads or creates ("Job" -> "jobs")."""
+    return {"Job": "jobs"}.get(kind) or next((r for r, spec in RESOURCES.items() if spec[4] == kind), kind.lower() + "s")
+
+
+def _change_summary(verb: str, target: Any, change: dict) -> str:
+    """One line for a person deciding: what will happen if they approve."""
+    where = f"{target.kind} {target.namespace}/{target.name}"
+    if target.kind == "Job":
+        containers = (((change.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+        commands = "; ".join(" ".join(str(a) for a in (c.get("command") or []) + (c.get("args") or []))
+                             for c in containers if isinstance(c, dict))
+        return f"{verb} {where}, which runs: {commands}" if commands else f"{verb} {where}"
+    return f"{verb} {where}: {json.dumps(change, sort_keys=True)[:300]}"
 
 
 def tool_definitions(namespaces: list[str] | None) -> list[dict]:
@@ -191,7 +210,7 @@ class Agent:
         self.trust_level = trust_level
         self.wait = wait or time.sleep  # the night passes its simulated clock here
         self.now = now or (lambda: datetime.now(timezone.utc).timestamp())
-        self.approver = approver or (lambda request: None)
+        self.approver = approver  # None: ask through the store (afterfix.approvals), if there is one
         self.approval_timeout_s = approval_timeout_s
         self.agent_name = agent_name
         self.team = team
@@ -353,7 +372,7 @@ class Agent:
             if level == 1:
                 act.status("recommended")
                 return action_id, "recommended"
-            if level == 2 and not self._approved(action_id, verb, target, patch):
+            if level == 2 and not self._approved(act, verb, target, patch):
                 act.status("awaiting_approval")
                 return action_id, "awaiting_approval"
             api, method = PATCHERS[resource]
@@ -373,32 +392,85 @@ class Agent:
             act.status("applied")
             return action_id, "applied"
 
+    approval_poll_s = APPROVAL_POLL_S  # how often a waiting agent looks for a decision, in its own clock
+
     def propose(self, *, verb: str, kind: str, api_version: str, namespace: str, name: str, decision_id: str,
-                spec: dict) -> tuple[str, str]:
-        """A change that needs a person whatever the trust level (a schema migration): ask and wait."""
+                spec: dict, summary: str | None = None) -> tuple[str, str]:
+        """A change that needs a person whatever the trust level (a schema migration): ask, wait, and
+        once approved create the object (`spec`, a manifest) through the official client, a
+        server-side dry-run first. Returns (action_id, status): "applied" once created, "denied",
+        "failed" (the API refused it), or "awaiting_approval" when nobody decided in time."""
         target = sdk.Target(None, kind, api_version, namespace, name)  # not created yet: no uid
         with self.rec.action(verb, target, decision_id=decision_id, trust_level=2, mutating=True, patch=spec,
                              field_manager=FIELD_MANAGER) as act:
             act.before({}, None)
             action_id = act.action_id
-            status = "approved" if self._approved(action_id, verb, target, spec) else "awaiting_approval"
-            act.status(status)
-            return action_id, status
+            answer = self._approval(act, verb, target, spec, summary=summary, decision_id=decision_id)
+            if answer != "approved":
+                status = "denied" if answer == "denied" else "awaiting_approval"
+                act.status(status)
+                return action_id, status
+            if (verb, resource_of(kind)) not in CREATORS:
+                act.status("approved")  # approved, but not a change this agent knows how to make
+                return action_id, "approved"
+            api, method = CREATORS[(verb, resource_of(kind))]
+            body = {**spec, "apiVersion": api_version, "kind": kind,
+                    "metadata": {**spec.get("metadata", {}), "name": name, "namespace": namespace}}
+            try:
+                self._raw(api, method, namespace, body, dry_run="All", field_manager=FIELD_MANAGER)
+                act.dry_run_ok()
+                new = self._raw(api, method, namespace, body, field_manager=FIELD_MANAGER)
+            except ApiException as e:
+                # 409 AlreadyExists: someone made it meanwhile; theirs is not overwritten.
+                act.set("error.type", f"{e.status} {e.reason}")
+                act.status("failed")
+                return action_id, "failed"
+            meta = new["metadata"]
+            act.set(convention.TARGET_UID, meta["uid"])  # known only now that it exists
+            act.after({"metadata.uid": meta["uid"], "metadata.creationTimestamp": meta.get("creationTimestamp"),
+                       "spec": new.get("spec")}, meta["resourceVersion"])
+            act.status("applied")
+            return action_id, "applied"
 
-    def _approved(self, action_id: str, verb: str, target: Any, patch: dict) -> bool:
-        """Ask for approval and poll the approver in simulated time, up to the timeout."""
+    def _approved(self, act: Any, verb: str, target: Any, patch: dict) -> bool:
+        """Level 2 for `change()`: True once a person approved (see `_approval`)."""
+        return self._approval(act, verb, target, patch) == "approved"
+
+    def _approval(self, act: Any, verb: str, target: Any, change: dict, *, summary: str | None = None,
+                  decision_id: str | None = None) -> str | None:
+        """Ask a person and wait, up to the timeout, in the agent's own clock. Returns "approved",
+        "denied", or None (nobody decided). `act` is the action handle (or its id).
+
+        With an `approver` callable it is polled (tests and automation); otherwise, with a
+        `store`, the request goes to the approvals ledger (afterfix.approvals) where any process
+        that reaches the store can decide it, and the agent's trace records requested/approved/
+        denied/expired with who and why."""
+        action_id = getattr(act, "action_id", act)
+        where = f"{target.kind}/{target.namespace}/{target.name}"
+        if self.approver is None and self.store is not None:
+            attributes = getattr(getattr(act, "span", None), "attributes", None) or {}
+            from afterfix import approvals
+
+            done = approvals.request(
+                self.store, action_id=action_id, verb=verb, target=where, change=change,
+                summary=summary or _change_summary(verb, target, change), agent=self.agent_name,
+                decision_id=decision_id or attributes.get(convention.ACTION_DECISION_ID),
+                run_id=attributes.get(convention.RUN_ID), incident_id=attributes.get(convention.INCIDENT_ID),
+                timeout_s=self.approval_timeout_s, poll_s=self.approval_poll_s, sleep=self.wait, now=self.now,
+                recorder=self.rec)
+            return done.status if done.status in ("approved", "denied") else None
+        approver = self.approver or (lambda request: None)
         self.rec.approval(action_id, status="requested")
-        request = {"action_id": action_id, "verb": verb, "target": f"{target.kind}/{target.namespace}/{target.name}",
-                   "patch": patch, "agent": self.agent_name}
-        waited, step = 0.0, 60.0
+        request = {"action_id": action_id, "verb": verb, "target": where, "patch": change, "agent": self.agent_name}
+        waited = 0.0
         while waited < self.approval_timeout_s:
-            answer = self.approver(request)
+            answer = approver(request)
             if answer in ("approved", "denied"):
                 self.rec.approval(action_id, status=answer)
-                return answer == "approved"
-            self.wait(step)
-            waited += step
-        return False  # still pending: the request waits for a person in the morning
+                return answer
+            self.wait(self.approval_poll_s)
+            waited += self.approval_poll_s
+        return None  # still pending: the request waits for a person in the morning
 
     def verify(self, action_id: str, svc: Service, signal: str, before: float, *, after_s: float = 300.0,
                good: Callable[[float], bool]) -> tuple[str, float | None]:

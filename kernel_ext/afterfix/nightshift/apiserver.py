@@ -67,7 +67,7 @@ def _resource_list(api_version: str) -> dict:
         resources.append({"name": k.plural, "singularName": k.kind.lower(), "namespaced": k.namespaced,
                           "kind": k.kind, "verbs": _VERBS + ["watch"], "shortNames": SHORT_NAMES.get(k.kind, []),
                           **({"categories": ["all"]} if k.kind in ("Pod", "Deployment", "ReplicaSet",
-                                                                  "HorizontalPodAutoscaler") else {})})
+                                                                  "HorizontalPodAutoscaler", "Job") else {})})
         if k.has_status:
             resources.append({"name": f"{k.plural}/status", "singularName": "", "namespaced": k.namespaced,
                               "kind": k.kind, "verbs": ["get", "patch", "update"]})
@@ -244,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if method == "GET":
                     items = cluster.list(kind.api_version, kind.kind, namespace, query.get("labelSelector"),
                                          query.get("fieldSelector"))
-                    if tables.wants_table(self.headers.get("Accept")):
+                    if tables.wants_table(self.headers.get("Accept")) and kind.kind in tables.COLUMNS:
                         return 200, tables.table(kind.kind, items, cluster.clock.now(), cluster.resource_version)
                     return 200, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version,
                                  "metadata": {"resourceVersion": cluster.resource_version}, "items": items}
@@ -256,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, self._scale(method, kind, namespace, name, dry_run, manager)
             if method == "GET":
                 obj = cluster.get(kind.api_version, kind.kind, namespace, name)
-                if sub is None and tables.wants_table(self.headers.get("Accept")):
+                if sub is None and tables.wants_table(self.headers.get("Accept")) and kind.kind in tables.COLUMNS:
                     return 200, tables.table(kind.kind, [obj], cluster.clock.now(), obj["metadata"]["resourceVersion"])
                 return 200, obj
             if method == "PUT":

@@ -4,7 +4,8 @@ This is a simulator, not Kubernetes: no real API server can run on the machines 
 and tested on, so this keeps the parts of the API contract that the product and its rollback engine
 depend on: `metadata.uid`, a resourceVersion that changes on every write, 409 Conflict on a stale
 resourceVersion, `Status` errors, merge/strategic/JSON patches, `dryRun=All`, `managedFields` per
-field manager, Deployment revisions through ReplicaSets, pods that follow them, and an HPA.
+field manager, Deployment revisions through ReplicaSets, pods that follow them, an HPA, and Jobs
+(batch/v1: a generated selector, an immutable pod template, a pod that runs to completion).
 Controllers live in `controllers.py`, the workload metrics in `workloads.py`, HTTP in `apiserver.py`.
 """
 
@@ -78,7 +79,10 @@ KINDS: dict[str, Kind] = {k.kind: k for k in [
     Kind("apps/v1", "Deployment", "deployments"),
     Kind("apps/v1", "ReplicaSet", "replicasets"),
     Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    Kind("batch/v1", "Job", "jobs"),
 ]}
+JOB_RESTART_POLICIES = ("Never", "OnFailure")
+JOB_UID_LABEL, JOB_NAME_LABEL = "batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-name"
 
 
 def kind_for(api_version: str | None, kind: str | None) -> Kind:
@@ -207,8 +211,12 @@ class Cluster:
                 meta.pop(key, None)
             validation.default(new)
             validation.validate(new, None)
+            if spec.kind == "Job":
+                _validate_job(new, None)
             meta["uid"] = self.new_uid()
             meta["creationTimestamp"] = rfc3339(self.clock.now())
+            if spec.kind == "Job":
+                _default_job(new)
             if spec.has_generation:
                 meta["generation"] = 1
             if spec.has_status:
@@ -350,6 +358,9 @@ class Cluster:
                 new["status"] = clone(current.get("status", {}))
         validation.default(new)
         validation.validate(new, current)
+        if spec.kind == "Job":
+            _default_job(new)
+            _validate_job(new, current)
         if _sans_managed(new) == _sans_managed(current):
             return clone(current) if copy_result else current  # a no-op write does not bump resourceVersion, as in Kubernetes
         if spec.has_generation and _body(new) != _body(current):
@@ -541,6 +552,54 @@ class Cluster:
         if len(events) > 500:  # events expire in Kubernetes; keep the newest so the state stays small
             for ev in sorted(events, key=lambda e: int(e["metadata"]["resourceVersion"]))[: len(events) - 500]:
                 self.controller_delete(ev)
+
+
+def _default_job(job: dict) -> None:
+    """What the API server fills in on a Job: counts, and a selector on labels it adds to the pod
+    template that name this Job's uid (so its pods are told from any other Job's)."""
+    spec = job.get("spec")
+    if not isinstance(spec, dict):
+        return
+    for key, value in (("parallelism", 1), ("completions", 1), ("backoffLimit", 6), ("completionMode", "NonIndexed"),
+                       ("suspend", False), ("manualSelector", False), ("podReplacementPolicy", "TerminatingOrFailed")):
+        spec.setdefault(key, value)
+    uid, name = job["metadata"]["uid"], job["metadata"]["name"]
+    spec.setdefault("selector", {"matchLabels": {JOB_UID_LABEL: uid}})
+    template = spec.get("template")
+    if isinstance(template, dict):
+        labels = template.setdefault("metadata", {}).setdefault("labels", {})
+        for key, value in ((JOB_UID_LABEL, uid), (JOB_NAME_LABEL, name), ("controller-uid", uid), ("job-name", name)):
+            labels.setdefault(key, value)
+
+
+def _validate_job(job: dict, old: dict | None) -> None:
+    """A Job's pod template must not restart its pods forever, and cannot change once created."""
+    name = job["metadata"].get("name", "")
+    spec = job.get("spec")
+    causes = []
+    template = spec.get("template") if isinstance(spec, dict) else None
+    pod = template.get("spec") if isinstance(template, dict) else None
+    if not isinstance(pod, dict):
+        causes.append(("FieldValueRequired", "spec.template.spec", "Required value"))
+    else:
+        if not isinstance(pod.get("containers"), list) or not pod["containers"]:
+            causes.append(("FieldValueRequired", "spec.template.spec.containers", "Required value"))
+        else:
+            for i, c in enumerate(pod["containers"]):
+                if not isinstance(c, dict) or not c.get("name") or not c.get("image"):
+                    causes.append(("FieldValueRequired", f"spec.template.spec.containers[{i}]",
+                                   "Required value: name and image"))
+        if pod.get("restartPolicy") not in JOB_RESTART_POLICIES:
+            causes.append(("FieldValueNotSupported", "spec.template.spec.restartPolicy",
+                           f'Unsupported value: {pod.get("restartPolicy")!r}: supported values: "OnFailure", "Never"'))
+    if old is not None and isinstance(spec, dict):
+        for field in ("template", "selector", "completions", "completionMode"):
+            if spec.get(field) != (old.get("spec") or {}).get(field):
+                causes.append(("FieldValueInvalid", f"spec.{field}", "Invalid value: field is immutable"))
+    if causes:
+        kind = KINDS["Job"]
+        raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: '
+                       + ", ".join(f"{f}: {m}" for _, f, m in causes), _details(kind, name, causes))
 
 
 def _body(obj: dict) -> dict:

@@ -1,5 +1,5 @@
-"""The controllers of the simulated cluster: Deployment → ReplicaSet → Pods, and the
-HorizontalPodAutoscaler. They run synchronously after every API write (`reconcile`) and on every
+"""The controllers of the simulated cluster: Deployment → ReplicaSet → Pods, the
+HorizontalPodAutoscaler, and Job → Pod (the pod runs for the Job's simulated duration, then succeeds). They run synchronously after every API write (`reconcile`) and on every
 simulated time step (`tick`), writing through the same path as API clients, so every change they
 make bumps resourceVersion and leaves a managedFields entry and an Event, as in Kubernetes."""
 
@@ -16,7 +16,8 @@ from afterfix.nightshift.patches import clone
 if TYPE_CHECKING:
     from afterfix.nightshift.cluster import Cluster
 
-__all__ = ["reconcile", "tick", "template_hash", "owned_by", "REVISION", "HASH_LABEL"]
+__all__ = ["reconcile", "tick", "template_hash", "owned_by", "REVISION", "HASH_LABEL", "JOB_DURATION",
+           "JOB_DURATION_S"]
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
@@ -29,6 +30,11 @@ HPA_CONTROLLER = "horizontal-pod-autoscaler"
 HPA_PERIOD = 15.0            # seconds between HPA evaluations (kube-controller-manager default)
 HPA_TOLERANCE = 0.1          # no rescale while usage/target is within 10 %
 HPA_DOWNSCALE_WINDOW = 300.0  # scale-down stabilization window
+JOB_CONTROLLER = "job-controller"
+# How long a Job's pod runs before it succeeds: a simulator knob (an annotation on the Job), as
+# the simulated containers run no commands.
+JOB_DURATION = "sim.afterfix.dev/duration-seconds"
+JOB_DURATION_S = 120.0
 
 
 def template_hash(template: dict) -> str:
@@ -87,7 +93,9 @@ def _revision(obj: dict) -> int:
 
 
 def reconcile(cluster: Cluster) -> None:
-    """Bring ReplicaSets and Pods in line with Deployments, then refresh their status."""
+    """Bring ReplicaSets and Pods in line with Deployments, and Pods with Jobs; then refresh status."""
+    for job in cluster.objects("Job"):
+        _start_job(cluster, job)
     for deploy in cluster.objects("Deployment"):
         _sync_deployment(cluster, deploy)
     pods = _children(cluster, "Pod")
@@ -104,6 +112,10 @@ def reconcile(cluster: Cluster) -> None:
     sets = _children(cluster, "ReplicaSet")
     for deploy in cluster.objects("Deployment"):
         _deployment_status(cluster, deploy, sets.get(deploy["metadata"]["uid"], []))
+    if cluster.objects("Job"):
+        pods = _children(cluster, "Pod")
+        for job in cluster.objects("Job"):
+            _job_status(cluster, job, pods.get(job["metadata"]["uid"], []))
 
 
 def tick(cluster: Cluster, dt: float) -> None:
@@ -117,6 +129,7 @@ def tick(cluster: Cluster, dt: float) -> None:
         for hpa in cluster.objects("HorizontalPodAutoscaler"):
             _sync_hpa(cluster, hpa)
     cluster.sim["hpa_elapsed"] = elapsed
+    _run_job_pods(cluster)
     reconcile(cluster)
     cluster.workloads.record()
 
@@ -390,3 +403,104 @@ def _write_hpa_status(cluster: Cluster, hpa: dict, status: dict) -> None:
         new = clone(hpa)
         new["status"] = status
         cluster.controller_write(new, CONTROLLER_MANAGER, subresource="status")
+
+
+# ---- Job -----------------------------------------------------------------------------------------
+def _job_done(job: dict) -> bool:
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def _start_job(cluster: Cluster, job: dict) -> None:
+    """A Job that is neither suspended nor done, with no pod yet, gets its one pod."""
+    spec = job["spec"]
+    if spec.get("suspend") or _job_done(job) or (job.get("status") or {}).get("succeeded"):
+        return
+    if any(owned_by(p, job) for p in cluster.objects("Pod", job["metadata"]["namespace"])):
+        return
+    template = clone(spec["template"])
+    meta = template.get("metadata") or {}
+    name = f"{job['metadata']['name']}-{cluster.random_suffix()}"
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": job["metadata"]["namespace"], "labels": meta.get("labels") or {},
+                        **({"annotations": meta["annotations"]} if meta.get("annotations") else {}),
+                        "ownerReferences": [_owner_ref(job)]},
+           "spec": template["spec"]}
+    cluster.controller_write(pod, CONTROLLER_MANAGER)
+    cluster.record_event(job, "Normal", "SuccessfulCreate", f"Created pod: {name}", JOB_CONTROLLER)
+
+
+def _duration(job: dict) -> float:
+    try:
+        return max(0.0, float((job["metadata"].get("annotations") or {}).get(JOB_DURATION, JOB_DURATION_S)))
+    except ValueError:
+        return JOB_DURATION_S
+
+
+def _run_job_pods(cluster: Cluster) -> None:
+    """Running pods of Jobs whose simulated duration has passed exit 0 (phase Succeeded)."""
+    jobs = {j["metadata"]["uid"]: j for j in cluster.objects("Job")}
+    if not jobs:
+        return
+    now = cluster.clock.now()
+    for pod in cluster.objects("Pod"):
+        job = jobs.get(controller_uid(pod) or "")
+        status = pod.get("status") or {}
+        if job is None or status.get("phase") != "Running":
+            continue
+        started = _epoch(status.get("startTime"))
+        if started is None or now - started < _duration(job):
+            continue
+        done = clone(pod)
+        finished = rfc3339(now)
+        done["status"] = {
+            **status, "phase": "Succeeded",
+            "conditions": [{**c, "status": "False", "reason": "PodCompleted", "lastTransitionTime": finished}
+                           if c["type"] in ("Ready", "ContainersReady") else c for c in status.get("conditions") or []],
+            "containerStatuses": [{**c, "ready": False, "started": False, "state": {"terminated": {
+                "exitCode": 0, "reason": "Completed", "startedAt": status.get("startTime"), "finishedAt": finished}}}
+                for c in status.get("containerStatuses") or []]}
+        cluster.controller_write(done, "kubelet", subresource="status")
+
+
+def _job_status(cluster: Cluster, job: dict, pods: list[dict]) -> None:
+    """active/ready/succeeded from the Job's pods; Complete (with SuccessCriteriaMet, as 1.31+
+    reports it) and completionTime once `completions` pods succeeded."""
+    old = job.get("status") or {}
+    if _job_done(job):
+        return
+    now = rfc3339(cluster.clock.now())
+    phases = [(p.get("status") or {}).get("phase") for p in pods]
+    active = sum(1 for ph in phases if ph not in ("Succeeded", "Failed"))
+    succeeded = max(int(old.get("succeeded") or 0), phases.count("Succeeded"))
+    status = {"ready": sum(1 for p in pods if pod_ready(p)), "terminating": 0, "uncountedTerminatedPods": {}}
+    if active:
+        status["active"] = active
+    if pods or old.get("startTime"):
+        status["startTime"] = old.get("startTime") or min(
+            (p.get("status") or {}).get("startTime") or now for p in pods)
+    if succeeded:
+        status["succeeded"] = succeeded
+    completed = succeeded >= int(job["spec"].get("completions") or 1)
+    if completed:
+        status["completionTime"] = now
+        status["conditions"] = [
+            {"type": t, "status": "True", "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods",
+             "lastProbeTime": now, "lastTransitionTime": now} for t in ("SuccessCriteriaMet", "Complete")]
+    if status != old:
+        new = clone(job)
+        new["status"] = status
+        cluster.controller_write(new, CONTROLLER_MANAGER, subresource="status")
+        if completed:
+            cluster.record_event(job, "Normal", "Completed", "Job completed", JOB_CONTROLLER)
+
+
+def _epoch(text: str | None) -> float | None:
+    from datetime import datetime
+
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

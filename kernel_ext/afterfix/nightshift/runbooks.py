@@ -305,7 +305,7 @@ def _feature_flag(agent: Agent, out: Outcome, svc: Service, deploy: dict, metric
 
 def db(agent: Agent, out: Outcome, svc: Service, *, db_stats: Callable[[str], dict] | None = None, **_) -> str:
     """Latency from the database: read pg_stat_statements (`db_stats`), propose a migration,
-    which always waits for a person."""
+    which always waits for a person; once approved, the migration runs as a Job."""
     with agent.feeding("metrics"):
         metrics = _recheck(agent, svc)
     agent.kubectl_describe("deployments", svc.namespace, svc.name)
@@ -318,12 +318,63 @@ def db(agent: Agent, out: Outcome, svc: Service, *, db_stats: Callable[[str], di
     opt = choice.chosen
     if opt is None or opt.id != "create_index_migration":
         return "open"
+    sql = opt.action["sql"]
     _, out.action_status = agent.propose(
         verb="create", kind="Job", api_version="batch/v1", namespace=svc.namespace, name=opt.action["name"],
-        decision_id=did, spec={"kind": "Job", "metadata": {"name": opt.action["name"]},
-                               "spec": {"template": {"spec": {"containers": [
-                                   {"name": "migrate", "image": "postgres:16", "command": ["psql", "-c", opt.action["sql"]]}]}}}})
-    return "mitigated" if out.action_status == "approved" else "open"
+        decision_id=did, summary=f"create Job {svc.namespace}/{opt.action['name']} to run on {svc.name}-db: {sql}",
+        spec={"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": opt.action["name"]},
+              "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
+                  {"name": "migrate", "image": "postgres:16", "command": ["psql", "-c", sql]}]}}}})
+    return "mitigated" if out.action_status == "applied" else "open"
+
+
+def run_migration_agent(store, kubeconfig: str, *, metrics_url: str | None = None, service: Service | None = None,
+                        incident_id: str | None = None, agent_name: str = "reference-agent", timeout_s: float = 600.0,
+                        poll_s: float = 1.0, db_stats: Callable[[str], dict] | None = None) -> Outcome:
+    """The database-migration incident, live: a CLI-free entry for a background process.
+
+    Against a running simulator (`kubeconfig`; its `/metrics` unless `metrics_url`) whose cluster
+    has the db_migration scenario set up and its slowdown applied, the reference agent at trust
+    level 2 sweeps `service` (default: shop/orders), opens the incident, runs the `db` runbook, asks
+    for approval in `store` and waits in real time up to `timeout_s`, polling every `poll_s`
+    seconds; once approved it creates the migration Job (dry-run first). The runbook's simulated
+    waits pass as `poll_s` real seconds. Spans go into `store` when the run ends. Returns the
+    Outcome (`action_status` "applied" once the Job exists, "awaiting_approval" if it expired).
+    """
+    import time
+
+    import yaml
+
+    from afterfix import AfterfixError
+    from afterfix.nightshift import scenarios
+    from afterfix.nightshift.agent import Agent
+    from afterfix.undo.trace import recording
+
+    svc = service or scenarios.ORDERS
+    if metrics_url is None:
+        try:
+            config = yaml.safe_load(open(kubeconfig))
+            metrics_url = config["clusters"][0]["cluster"]["server"].rstrip("/") + "/metrics"
+        except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError) as e:
+            raise AfterfixError(f"{kubeconfig}: no cluster server to read /metrics from ({e}); pass metrics_url=") from None
+    incident_id = incident_id or f"INC-live-{int(time.time())}"
+    store.create()
+    with recording(store, agent_name) as rec:
+        agent = Agent(kubeconfig=str(kubeconfig), metrics_url=metrics_url, recorder=rec, trust_level=2,
+                      wait=lambda s: time.sleep(min(s, poll_s)), now=time.time, approval_timeout_s=timeout_s,
+                      agent_name=agent_name, team=svc.team, llm_tokens=False, store=store)
+        agent.approval_poll_s = poll_s
+        try:
+            found = [f for f in agent.sweep([svc]) if f[1] == "latency_p95_ms"]
+            if not found:
+                raise AfterfixError(f"{svc.key}: p95 latency is within its SLO, so there is no incident to handle; set "
+                                    "the cluster up with scenarios.DB_MIGRATION (setup and its events) first")
+            _, signal, value, threshold = found[0]
+            out = agent.handle(incident_id, svc, signal, value, threshold,
+                               db_stats=db_stats or scenarios.DB_MIGRATION.context["db_stats"])
+        finally:
+            agent.close()
+    return out
 
 
 def shared_dependency(agent: Agent, out: Outcome, svc: Service, *, own: Service | None = None,
