@@ -169,8 +169,10 @@ class RunView(W.VBox):
         return row["n"], row["t"], row["v"]
 
     def _read_verdicts(self) -> dict[str, list]:
+        import importlib
+
         try:
-            from afterfix.review import verdicts as vmod
+            vmod = importlib.import_module("afterfix.review.verdicts")
         except ImportError:  # written by another part of the review; without it there is nothing to show
             return {}
         found: dict[str, list] = {}
@@ -223,7 +225,7 @@ class RunView(W.VBox):
         self.status.value = f"<span class='afterfix-bad'>live refresh failed: {text(message)}</span>"
 
     def close(self) -> None:
-        if self.poller is not None:
+        if getattr(self, "poller", None) is not None:
             self.poller.stop()
         super().close()
 
