@@ -309,3 +309,62 @@ def test_cli_shows_hostile_text_escaped_for_the_terminal(store, capsys):
     assert main(["approvals", "list", "--store", str(store.root)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b[31mred" in out
+
+
+# ---- the ApprovalQueue widget, in process ---------------------------------------------------------
+
+
+def test_widget_shows_the_pending_request_escaped_and_approves_with_a_comment(store):
+    from afterfix.widgets.approvals import ApprovalQueue
+
+    req = open_request(store, action_id="act-1", verb="create", target="Job/shop/" + HOSTILE,
+                       change={"kind": "Job", "note": HOSTILE}, summary="create " + HOSTILE, agent="agent-" + HOSTILE,
+                       incident_id="INC-1", timeout_s=900)
+    q = ApprovalQueue(store, who="ana", live=False)
+    assert q.pick.value == req.request_id and "1 pending" in q.header.value
+    shown = q.detail.value
+    for fragment in ("<img", "<script", "$x$"):
+        assert fragment not in shown
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in shown and "&#36;x&#36;" in shown
+    assert "INC-1" in shown and "min" in shown and '"kind": "Job"' not in shown and "&quot;kind&quot;: &quot;Job&quot;" in shown
+    assert q.approve.disabled and q.deny.disabled  # no comment yet
+    q.comment.value = "   "
+    assert q.approve.disabled
+    q.comment.value = "index is built concurrently"
+    assert not q.approve.disabled and not q.deny.disabled
+    q.approve.click()
+    assert "approved by ana" in q.result.value and "afterfix-ok" in q.result.value
+    assert get(store, req.request_id).status == "approved"
+    assert q.pick.value is None and q.approve.disabled and q.comment.value == ""
+    assert "index is built concurrently" in q.history.value and "<img" not in q.history.value
+
+
+def test_widget_tells_the_second_person_that_someone_decided_first(store):
+    from afterfix.widgets.approvals import ApprovalQueue
+
+    req = ask(store)
+    q = ApprovalQueue(store, who="bob", live=False)
+    decide(store, req.request_id, "approved", "ana", "safe")  # meanwhile, from the shell
+    q.comment.value = "not during the sale"
+    q.deny.click()
+    assert "Someone decided first" in q.result.value
+    assert "already approved by ana" in q.result.value and "your denial was not recorded" in q.result.value
+    assert [r["event"] for r in ledger(store, req.request_id)] == ["requested", "approved"]
+    assert q.pick.value is None and "approved" in q.history.value
+
+
+def test_widget_refreshes_live_when_a_request_arrives(store):
+    from afterfix.widgets.approvals import ApprovalQueue
+
+    q = ApprovalQueue(store, who="ana", live=True, interval=0.2)
+    try:
+        assert q.pick.value is None and "No agent is waiting" in q.detail.value
+        req = ask(store)
+        deadline = time.monotonic() + 30
+        while q.pick.value != req.request_id:
+            assert time.monotonic() < deadline, q.poller.error
+            time.sleep(0.1)
+        assert "orders-add-index" in q.detail.value
+    finally:
+        q.close()
+    assert not q.poller.running
