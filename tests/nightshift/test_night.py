@@ -11,6 +11,7 @@ from afterfix.nightshift import scenarios as sc
 from afterfix.nightshift.night import SimTime, content, run_night
 from afterfix.nightshift.clock import SimClock
 from afterfix.nightshift.policy import POLICIES
+from afterfix.review.replay import replay_window
 from afterfix.store import Store
 
 SMALL = ["hpa_starvation", "feature_flag", "noise"]  # noise: read-only incidents and many sweeps
@@ -73,9 +74,13 @@ def test_full_night(tmp_path):
     assert views["actions"] == c["actions"] and c["changes"] >= 7
     assert views["orphans"] == 0
     assert result.state_file.exists() and result.kubeconfig.exists()
-    # The replay contract over a whole night: every decision comes back from its policy and inputs.
-    for policy, inputs, selected in store.query("SELECT policy, inputs, selected_option FROM decisions").itertuples(index=False):
+    # The replay contract over a whole night: every decision comes back from its recorded inputs, through
+    # its policy, or (the LLM agent's) through the scripted model it was made by.
+    for policy, inputs, selected in store.query(
+            "SELECT policy, inputs, selected_option FROM decisions WHERE policy IS NOT NULL").itertuples(index=False):
         assert (POLICIES[policy](json.loads(inputs)).selected or "") == selected
+    replays = replay_window(store, endpoint="scripted")
+    assert len(replays) == views["decisions"] and not [r.decision_id for r in replays if r.first.error or r.diverged]
     span = store.query("SELECT min(start_time) AS first, max(end_time) AS last FROM spans").iloc[0]
     assert span["first"].hour == 22 and span["last"].hour in (6, 7)
     store.close()

@@ -39,7 +39,7 @@ def hpa_decision(demo_store):
 
 
 def test_every_demo_decision_replays_to_the_same_choice(demo_store):
-    results = replay_window(demo_store)
+    results = replay_window(demo_store, endpoint="scripted")  # the LLM agent's decision too
     assert len(results) == int(demo_store.query("SELECT count(*) AS n FROM decisions")["n"][0]) > 10
     assert [r.decision_id for r in results if r.first.error or not r.first.same] == []
     assert not any(r.diverged for r in results)
