@@ -25,10 +25,10 @@ from afterfix.widgets._common import STYLE, Poller, StoreWatch, open_store, tabl
 __all__ = ["IncidentBrowser", "parse_time"]
 
 ANY = "any"
-_COLUMNS = [("incident_id", "incident"), ("severity", "severity"), ("title", "title"), ("service", "service"),
-            ("status", "status"), ("start", "start (UTC)"), ("agents", "agents"), ("decisions", "decisions"),
-            ("changes", "changes"), ("trust_levels", "trust"), ("finding_text", "findings"),
-            ("rolled", "rolled back"), ("verdicts", "verdicts")]
+_COLUMNS = [("incident_id", "incident"), ("severity", "severity"), ("status", "status"), ("start", "start (UTC)"),
+            ("what", "what"), ("agents", "agents"), ("work", "decisions / changes"), ("trust_levels", "trust"),
+            ("finding_text", "findings"), ("rolled", "undone"), ("verdicts", "verdicts")]
+_SHORT = {"incident_id", "severity", "status", "start", "work", "trust_levels", "rolled", "verdicts"}
 
 
 def parse_time(value: str, field: str) -> datetime | None:
@@ -52,7 +52,7 @@ class IncidentBrowser(W.VBox):
         self.store = open_store(store)
         self.max_rows, self.view_options = max_rows, dict(view_options or {})
         self.view = None
-        small = W.Layout(width="210px")
+        small = W.Layout(width="230px")
         self.night = W.Dropdown(description="night", layout=small)
         self.since = W.Text(description="since", placeholder="2026-11-27 00:00", layout=small)
         self.until = W.Text(description="until", placeholder="UTC", layout=small)
@@ -61,10 +61,10 @@ class IncidentBrowser(W.VBox):
         self.trust = W.Dropdown(description="trust level", layout=small)
         self.status_filter = W.Dropdown(description="status", layout=small)
         for w in (self.night, self.namespace, self.finding, self.trust, self.status_filter):
-            w.style = {"description_width": "72px"}
+            w.style = {"description_width": "80px"}
         for w in (self.since, self.until):
-            w.style = {"description_width": "72px"}
-        self.table_html = W.HTML(layout=W.Layout(max_height="420px", overflow="auto"))
+            w.style = {"description_width": "80px"}
+        self.table_html = W.HTML(layout=W.Layout(max_height="480px", overflow="auto"))
         self.choice = W.Dropdown(description="incident", layout=W.Layout(width="auto", min_width="560px"))
         self.open_button = W.Button(description="Open", button_style="primary", layout=W.Layout(width="90px"))
         self.message = W.HTML()
@@ -172,14 +172,17 @@ class IncidentBrowser(W.VBox):
         rows = self.rows
         shown = []
         for r in rows.head(self.max_rows).to_dict("records"):
-            shown.append({**r, "start": f"{r['start_time']:%m-%d %H:%M:%S}" if pd.notna(r["start_time"]) else "",
-                          "finding_text": (f"{r['findings']}: {r['finding_kinds'].replace(',', ', ')}"
+            title, service = r["title"] or "", r["service"] or ""
+            shown.append({**r, "start": f"{r['start_time']:%m-%d %H:%M}" if pd.notna(r["start_time"]) else "",
+                          "what": title if service in title else f"{service}: {title}" if service else title,
+                          "work": f"{r['decisions']} / {r['changes']}",
+                          "finding_text": (f"{r['findings']}: {r['finding_kinds'].replace('_', ' ').replace(',', ', ')}"
                                            if r["findings"] else ""),
                           "rolled": "yes" if r["rolled_back"] else "", "verdicts": r["verdicts"] or ""})
         more = (f"<div class='afterfix-muted'>showing {self.max_rows} of {len(rows)}: narrow the filters</div>"
                 if len(rows) > self.max_rows else "")
         head = f"<div class='afterfix-muted'>{len(rows)} of {len(self._all)} incidents, most serious first</div>"
-        self.table_html.value = head + (table(shown, _COLUMNS, limit=90) if shown else
+        self.table_html.value = head + (table(shown, _COLUMNS, limit=90, short=_SHORT, wide=("what", "finding_text")) if shown else
                                         "<i>no incident matches these filters</i>") + more
         keep = self.choice.value
         options = [(f"{r['incident_id']} · {r['severity'] or '?'} · {r['title'] or ''}"[:120], r["incident_id"])

@@ -204,8 +204,7 @@ class RunView(W.VBox):
         self._loading = True
         self.tree_run.options = labels
         self.tree_run.layout.display = "" if len(labels) > 1 else "none"
-        if keep in self.run_ids:
-            self.tree_run.value = keep
+        self.tree_run.value = keep if keep in self.run_ids else (self.run_ids[0] if self.run_ids else None)
         self._loading = False
         self._draw_tree()
         self._draw_timeline()
@@ -326,7 +325,8 @@ class RunView(W.VBox):
         self.prev_page.disabled = self.page.value <= 1
         self.next_page.disabled = self.page.value >= self.page.max
         marked = [{**r, "kind": r["kind"] + (" ✓" if self._verdicts_of(r) else "")} for r in rows]
-        self.steps_html.value = table(marked, _STEP_COLUMNS, limit=160) if rows else \
+        self.steps_html.value = table(marked, _STEP_COLUMNS, limit=160, short=("n", "at", "agent", "kind", "status", "took"),
+                                      wide=("summary",)) if rows else \
             "<i class='afterfix-muted'>no steps of this kind</i>"
         keep = self.step.value
         options = [(_short(f"#{r['n']} {r['kind']} · {r['name']} · {r['summary']}", 110), r["n"]) for r in rows]
