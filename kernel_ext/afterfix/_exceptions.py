@@ -13,8 +13,14 @@
     ├── undo.kube.UnknownKind     a kind afterfix cannot undo
     ├── undo.plan.PlanError       an action that cannot be planned from (unknown id, no before-state)
     ├── undo.conditions.ConditionError, EvaluationError   an analysis condition refused or not evaluable
-    └── undo.analysis.AnalysisError                        an analysis spec refused
-        └── undo.policy.PolicyError                        a guard policy file refused (file and line)
+    ├── undo.analysis.AnalysisError                        an analysis spec refused
+    │   └── undo.policy.PolicyError                        a guard policy file refused (file and line)
+    │   (review, defined where they are raised:)
+    ├── review.deciders.NotReplayable   a decision no decider can re-make (unknown policy, no model messages)
+    ├── review.whatif.EditError         a what-if path or value that does not fit the recorded inputs
+    ├── review.endpoint.EndpointError   an OpenAI-compatible endpoint unreachable, refusing, or answering nonsense
+    ├── review.approvals.ApprovalError  an approval request or decision refused (unknown id, no comment)
+    └── review.verdicts.VerdictError    a verdict refused (wrong without the option that should have been taken)
 
 Single refused records are not exceptions: decoders return them as `Refusal`s with the place
 (file and line, or request and span) and the reason, and the rest of the input goes through.
