@@ -34,14 +34,16 @@ def text(value: Any, limit: int | None = None) -> str:
 
 
 def table(rows: Iterable[dict], columns: Sequence[tuple[str, str]], *, limit: int | None = 200,
-          css: str = "afterfix-table", short: Iterable[str] = (), wide: Iterable[str] = ()) -> str:
+          css: str = "afterfix-table", short: Iterable[str] = (), wide: Iterable[str] = (),
+          values: Iterable[str] = ()) -> str:
     """An HTML table of `rows` (dicts) with `columns` as (key, heading) pairs; every cell escaped.
     Cells of the `short` columns (ids, times, counts) are never wrapped; the `wide` ones (titles,
-    messages) keep room for a few words a line, so a crowded table wraps words, not letters."""
-    short, wide = set(short), set(wide)
+    messages) keep room for a few words a line, so a crowded table wraps words, not letters; the
+    `values` ones (image names, JSON) may break anywhere, since they have no words to wrap at."""
+    kinds = {**{k: "afterfix-value" for k in values}, **{k: "afterfix-wide" for k in wide},
+             **{k: "afterfix-short" for k in short}}
     head = "".join(f"<th>{text(label)}</th>" for _, label in columns)
-    cls = {key: ' class="afterfix-short"' if key in short else ' class="afterfix-wide"' if key in wide else ""
-           for key, _ in columns}
+    cls = {key: f' class="{kinds[key]}"' if key in kinds else "" for key, _ in columns}
     body = "".join("<tr>" + "".join(f"<td{cls[key]}>{text(row.get(key), limit)}</td>" for key, _ in columns) + "</tr>"
                    for row in rows)
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
@@ -54,6 +56,7 @@ STYLE = """<style>
 .afterfix-table th { background: #f3f3f3; overflow-wrap: normal; }
 .afterfix-table td.afterfix-short { white-space: nowrap; overflow-wrap: normal; }
 .afterfix-table td.afterfix-wide { min-width: 150px; }
+.afterfix-table td.afterfix-value { overflow-wrap: anywhere; min-width: 80px; max-width: 260px; }
 .afterfix-ok { color: #1a7f37; } .afterfix-bad { color: #c62828; font-weight: 600; } .afterfix-warn { color: #9a6700; }
 .afterfix-muted { color: #666; }
 pre.afterfix-pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px; max-height: 320px; overflow: auto;

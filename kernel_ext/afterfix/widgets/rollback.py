@@ -56,7 +56,7 @@ class RollbackPanel(W.VBox):
         self._armed = False
         self.header = W.HTML()
         self.plan_html = W.HTML()
-        self.fields = W.SelectMultiple(description="only fields", rows=4, layout=W.Layout(width="520px"))
+        self.fields = W.SelectMultiple(description="only fields", rows=4, layout=W.Layout(width="95%"))
         self.fields.style = {"description_width": "110px"}
         self.who = W.Text(value=who or os.environ.get(ENV_USER) or getpass.getuser(), description="who",
                           layout=W.Layout(width="320px"))
@@ -222,8 +222,9 @@ class RollbackPanel(W.VBox):
         return frame.to_dict("records")
 
     def _draw_ledger(self) -> None:
-        rows = self.ledger_rows()
-        self.ledger_html.value = table(rows, _LEDGER_COLUMNS, limit=300) if rows else \
+        rows = [{**r, "time": f"{r['time']:%Y-%m-%d %H:%M:%S}"} for r in self.ledger_rows()]
+        self.ledger_html.value = table(rows, _LEDGER_COLUMNS, limit=300, short=("time", "rollback_id", "who", "outcome"),
+                                       wide=("reason", "message")) if rows else \
             "<i class='afterfix-muted'>no rollback of this action recorded yet</i>"
 
     def close(self) -> None:
@@ -245,15 +246,16 @@ def plan_html(plan) -> str:
     checks = "".join(
         f"<tr><td class='{_MARK.get(c.status, (c.status, ''))[1]}'>{text(_MARK.get(c.status, (c.status,))[0])}</td>"
         f"<td>{text(c.name)}</td><td>{text(c.summary)}</td></tr>" for c in plan.checks)
-    out = [f"<div class='{outcome_cls}'><b>{text(plan.outcome)}</b>: {text(plan.summary)}</div>"]
+    summary = plan.summary if plan.summary.startswith(plan.outcome.replace("_", " ")) else f"{plan.outcome}: {plan.summary}"
+    out = [f"<div class='{outcome_cls}' style='font-weight:600'>{text(summary)}</div>"]
     if rows:
         out.append(table(rows, [("what", ""), ("field", "field"), ("before", "before"), ("agent", "agent set"),
-                                ("now", "now"), ("state", "state"), ("owner", "last written by"), ("path", "path")],
-                         limit=200))
+                                ("now", "now"), ("state", "state"), ("owner", "last written by")],
+                         limit=200, short=("what",), values=("field", "before", "agent", "now", "owner")))
     out.append("<div><b>Checks</b></div><table class='afterfix-table'><thead><tr><th></th><th>check</th>"
                f"<th>what it found</th></tr></thead><tbody>{checks}</tbody></table>")
     if plan.patch:
         how = "delete with preconditions" if plan.method == "delete" else "strategic merge patch, fieldManager afterfix"
         out.append(f"<div><b>Inverse</b> ({text(how)})</div><pre class='afterfix-pre'>"
-                   f"{text(json.dumps(plan.patch, indent=2, ensure_ascii=False))}</pre>")
+                   f"{text(json.dumps(plan.patch, ensure_ascii=False))}</pre>")
     return "".join(out)

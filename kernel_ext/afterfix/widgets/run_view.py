@@ -73,7 +73,9 @@ def _summary(kind: str, d: dict) -> str:
     if kind == "action":
         t = d.get("target") or {}
         diff = "; ".join(f"{c['path']} {_short(c['before'], 12)}→{_short(c['after'], 12)}" for c in d.get("diff") or [])
-        return f"{d.get('verb')} {t.get('kind')} {t.get('namespace')}/{t.get('name')} [{d.get('status')}] {_short(diff, 60)}"
+        where = "/".join(x for x in (t.get("namespace"), t.get("name")) if x)
+        head = " ".join(x for x in (d.get("verb"), t.get("kind"), where) if x)
+        return f"{head}{' [' + d['status'] + ']' if d.get('status') else ''} {_short(diff, 60)}"
     if kind == "verification":
         return f"{d.get('signal')}: {d.get('outcome')} ({d.get('before')} → {d.get('after')})"
     if kind == "detection":
@@ -108,7 +110,7 @@ class RunView(W.VBox):
 
     def __init__(self, store=None, run_id: str | None = None, *, incident_id: str | None = None,
                  page_size: int = PAGE_SIZE, tree_rows: int = TREE_ROWS, live: bool = False, interval: float = 3.0,
-                 width: int = 1100):
+                 width: int = 1000):
         if bool(run_id) == bool(incident_id):
             raise ValueError("RunView needs a run_id or an incident_id (one of them): "
                              "`afterfix query \"SELECT run_id, incident_id FROM runs\"` lists both")
@@ -374,7 +376,8 @@ class RunView(W.VBox):
                          f"<div>selected: <b>{text(d.get('selected_option') or 'nothing')}</b> · policy "
                          f"{text(d.get('policy') or '-')} · decision {text(d.get('decision_id'))}</div>"
                          f"<div>reason: {text(d.get('reason'))}</div>")
-            opts = [{**o.details, "evidence": "; ".join(map(str, o.details.get("evidence") or []))}
+            opts = [{**o.details, "evidence": "; ".join(map(str, o.details.get("evidence") or [])),
+                     "score": f"{o.details['score']:.4g}" if isinstance(o.details.get("score"), float) else o.details.get("score")}
                     for o in node.children if o.kind == "option"] if node is not None else []
             parts.append(table(opts, [("option_id", "option"), ("verdict", "verdict"), ("score", "score"),
                                       ("description", "description"), ("evidence", "evidence"), ("reason", "reason")],
