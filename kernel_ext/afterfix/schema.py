@@ -207,6 +207,23 @@ REPLAY_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
     ("note", pa.string(), "VARCHAR", True),
 ]
 
+# One row per change of a trust rule's level that a person accepted, or a suggestion they refused
+# (trust.ladder). The current level of a rule is its policy level plus the accepted changes, capped.
+TRUST_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("change_id", pa.string(), "VARCHAR", False),
+    ("time", _TS, "TIMESTAMP", False),
+    ("who", pa.string(), "VARCHAR", False),
+    ("rule_id", pa.string(), "VARCHAR", False),  # the trust policy rule's id
+    ("kind", pa.string(), "VARCHAR", False),  # promote, demote
+    ("outcome", pa.string(), "VARCHAR", False),  # accepted (the level changed), refused (a suggestion turned down)
+    ("from_level", pa.int32(), "INTEGER", False),  # the rule's level before
+    ("to_level", pa.int32(), "INTEGER", False),  # the level asked for (accepted) or suggested (refused)
+    ("reason", pa.string(), "VARCHAR", False),
+    ("suggested", pa.bool_(), "BOOLEAN", False),  # afterfix suggested this change from the track record
+    ("track_record", pa.string(), "VARCHAR", False),  # JSON: the rule's track record when it was decided
+    ("policy", pa.string(), "VARCHAR", True),  # the policy file the rule came from
+]
+
 TABLES: dict[str, list[tuple[str, pa.DataType, str, bool]]] = {
     "spans": SPAN_COLUMNS,
     "metrics": METRIC_COLUMNS,
@@ -219,8 +236,9 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str, bool]]] = {
     "approvals": APPROVAL_COLUMNS,
     "verdicts": VERDICT_COLUMNS,
     "replays": REPLAY_COLUMNS,
+    "trust": TRUST_COLUMNS,
 }
-LEDGERS = ("rollbacks", "analyses", "alerts", "approvals", "verdicts", "replays")
+LEDGERS = ("rollbacks", "analyses", "alerts", "approvals", "verdicts", "replays", "trust")
 
 
 def arrow_schema(table: str) -> pa.Schema:
