@@ -105,7 +105,6 @@ def test_demo_cluster_serves_what_the_night_left(demo_night, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="IncidentBrowser, RollbackPanel, ApprovalQueue not landed")
 def test_review_notebook_runs_on_the_demo_store(demo_night, tmp_path, monkeypatch):
     """The notebook `afterfix demo` tells people to open, on the store it just filled."""
     import nbclient
