@@ -76,6 +76,9 @@ ACTION_FIELD_MANAGER = "afterfix.action.field_manager"
 # JSON: the analysis that should watch it (an Argo Rollouts metric spec, or a list of them; docs/analysis.md)
 ACTION_ANALYSIS = "afterfix.action.analysis"
 TRUST_LEVEL = "afterfix.trust.level"  # int 1..4
+TRUST_RULE = "afterfix.trust.rule"  # the trust policy rule that gave the level (absent: the policy's default)
+TRUST_POLICY = "afterfix.trust.policy"  # the trust policy file the level came from (absent: a fixed level)
+LABELS_PREFIX = "afterfix.labels."  # afterfix.labels.<name>: a label trust policy rules can match (string)
 
 ACTION_STATUSES = ("applied", "recommended", "awaiting_approval", "approved", "denied", "failed", "dry_run")
 

@@ -154,6 +154,8 @@ class Timeline:
 
 FindingKind = Literal["masked_issue", "bundled_rollback", "first_bad_step", "duplicate_investigation",
                       "unverified_action", "side_effect"]
+# The built-in kinds. A package above analysis/ adds its own with analysis.findings.register
+# (trust/compliance.py: "trust_violation"); analysis.findings.finding_kinds() lists them all.
 FINDING_KINDS: tuple[str, ...] = ("masked_issue", "bundled_rollback", "first_bad_step",
                                   "duplicate_investigation", "unverified_action", "side_effect")
 Severity = Literal["critical", "high", "medium", "low", "info"]
@@ -180,7 +182,7 @@ class Evidence:
 
 @dataclass
 class Finding:
-    kind: FindingKind
+    kind: FindingKind | str  # a built-in kind, or one registered with analysis.findings.register
     severity: Severity
     title: str  # one line
     explanation: str  # what happened and what to do, in plain words

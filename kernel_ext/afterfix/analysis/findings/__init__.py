@@ -14,6 +14,14 @@ Each kind is one module with `detect(scope) -> list[Finding]`:
 
 A detector reads the store through its `Scope` (the window and filters, and the frames the
 detectors share, loaded once) and never writes. Findings come back most severe first.
+
+A package above analysis/ adds a kind of its own without analysis importing it (one direction):
+
+    register(kind, detect)          # detect(scope) -> list[Finding]; registering a kind again replaces it
+    finding_kinds() -> tuple[str]   # the built-in FINDING_KINDS, then the registered ones
+
+afterfix.trust.compliance registers `trust_violation` when it is imported; the faces that show
+findings to people (`afterfix findings`, the briefing) import it.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import importlib
 import json
 from datetime import datetime
+from typing import Callable
 
 import pandas as pd
 
@@ -36,8 +45,26 @@ _MODULES = {
     "side_effect": "side_effects",
 }
 
+_REGISTERED: dict[str, Callable] = {}
+
 COLUMNS = ["severity", "kind", "time", "incident_id", "target", "title", "explanation", "run_ids",
            "evidence", "details"]
+
+
+def register(kind: str, detect: Callable) -> None:
+    """Add a kind of finding found by `detect(scope) -> list[Finding]` (a built-in kind cannot be replaced)."""
+    if not isinstance(kind, str) or not kind.isidentifier():
+        raise ValueError(f"finding kind {kind!r}: use a name such as trust_violation")
+    if kind in _MODULES:
+        raise ValueError(f"finding kind {kind!r} is built in; register the detector under a name of its own")
+    if not callable(detect):
+        raise TypeError(f"finding kind {kind!r}: detect must be a function of a Scope, not {type(detect).__name__}")
+    _REGISTERED[kind] = detect
+
+
+def finding_kinds() -> tuple[str, ...]:
+    """Every kind `find` looks for: the built-in ones, then the registered ones in order."""
+    return FINDING_KINDS + tuple(k for k in _REGISTERED if k not in FINDING_KINDS)
 
 
 def find(store, since: datetime | None = None, until: datetime | None = None, incident: str | None = None,
@@ -49,12 +76,20 @@ def find(store, since: datetime | None = None, until: datetime | None = None, in
     if scope is None:
         scope = Scope(store, since=since, until=until, incident=incident, namespace=namespace)
     found: list[Finding] = []
-    for kind in kinds or FINDING_KINDS:
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    for kind in kinds or finding_kinds():
+        if kind in _REGISTERED:
+            more = list(_REGISTERED[kind](scope))
+            wrong = [f for f in more if f.kind != kind or f.severity not in rank]
+            if wrong:
+                raise ValueError(f"the {kind} detector returned a finding of kind {wrong[0].kind!r}, severity "
+                                 f"{wrong[0].severity!r}: it must give kind {kind!r} and one of {', '.join(SEVERITIES)}")
+            found.extend(more)
+            continue
         if kind not in _MODULES:
-            raise ValueError(f"unknown finding kind {kind!r}: choose from {', '.join(FINDING_KINDS)}")
+            raise ValueError(f"unknown finding kind {kind!r}: choose from {', '.join(finding_kinds())}")
         module = importlib.import_module(f"{__name__}.{_MODULES[kind]}")
         found.extend(module.detect(scope))
-    rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: (rank[f.severity], f.time or datetime.max, f.kind, f.title))
 
 
