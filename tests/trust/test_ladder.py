@@ -214,3 +214,11 @@ def test_accepted_demotion_then_the_ladder_shows_history_in_order(store, world):
     assert (r.policy_level, r.level, r.cap, r.line) == (2, 2, None, 11)
     assert [c.text() for c in r.changes] == ["demoted 2 → 1", "promoted 1 → 2"]
     assert rungs["db-migrations"].top == 2 and rungs["restarts"].top == 4
+
+
+def test_levels_at_gives_the_level_in_force_when_an_action_happened(store):
+    L.change_level(store, policy(), "restarts", "promote", "alice", "ok", now=at(8))
+    level = L.levels_at(store, policy())
+    assert level("restarts", datetime(2026, 11, 27, 7)) == 2
+    assert level("restarts", datetime(2026, 11, 27, 9)) == 3 == level("restarts", None)
+    assert level("unknown", None) is None

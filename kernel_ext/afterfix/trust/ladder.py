@@ -7,6 +7,7 @@ changes people accepted or refused, appended to the `trust` ledger.
     change_level(store, policy, rule_id, kind, who, reason) -> TrustChange      accepted: the level moves
     refuse(store, policy, rule_id, who, reason) -> TrustChange                  the suggestion is turned down
     history(store, rule_id=None) -> list[TrustChange]
+    levels_at(store, policy) -> (rule_id, time) -> level                        for compliance.check(levels=)
     ladder(store, policy, *, promote_after=PROMOTE_AFTER) -> list[Rung]         all of it, rule by rule
 
 An agent action belongs to the first policy rule that matches it (the policy's own `match`), the
@@ -46,7 +47,7 @@ import pandas as pd
 from afterfix._exceptions import AfterfixError, NotFound
 
 __all__ = ["PROMOTE_AFTER", "KINDS", "Outcome", "Record", "Suggestion", "TrustChange", "Rung", "TrustError",
-           "track_record", "current_levels", "suggestions", "change_level", "refuse", "history", "ladder",
+           "track_record", "current_levels", "levels_at", "suggestions", "change_level", "refuse", "history", "ladder",
            "action_labels"]
 
 PROMOTE_AFTER = 5  # clean outcomes in a row before a promotion is suggested
@@ -327,6 +328,25 @@ def current_levels(store, policy, *, changes: list[TrustChange] | None = None) -
     return {rid: min(level, caps[rid]) for rid, level in levels.items()}
 
 
+def levels_at(store, policy, *, changes: list[TrustChange] | None = None) -> Callable[[str, datetime | None], int | None]:
+    """The level each rule had at a time (the accepted changes made by then), as `compliance.check`'s
+    `levels` takes it: an action is judged by the level in force when it happened. A time of None
+    is now."""
+    changes = [c for c in (history(store) if changes is None else changes) if c.outcome == "accepted"]
+    base = {r.id: (r.level, _top(r.cap)) for r in policy.rules}
+
+    def level(rule_id: str, when: datetime | None) -> int | None:
+        if rule_id not in base:
+            return None
+        lvl, top = base[rule_id]
+        for c in changes:
+            if c.rule_id == rule_id and (when is None or c.time <= when):
+                lvl = min(max(lvl + (c.to_level - c.from_level), 1), TOP)
+        return min(lvl, top)
+
+    return level
+
+
 def suggestions(store, policy, *, promote_after: int = PROMOTE_AFTER) -> list[Suggestion]:
     """The promotions and demotions the track records call for, in the policy's rule order."""
     return [r.suggestion for r in ladder(store, policy, promote_after=promote_after) if r.suggestion]
@@ -343,8 +363,7 @@ def _suggest(rule, level: int, rec: Record, promote_after: int) -> Suggestion | 
     top = _top(rule.cap)
     if rec.clean_streak >= promote_after and level < top:
         return Suggestion(rule.id, level, level + 1, "promote",
-                          f"{rec.clean_streak} clean outcomes in a row (verified, not rolled back, not marked wrong); "
-                          f"{promote_after} earn a promotion" + (f"; capped at {rule.cap}" if rule.cap else ""))
+                          f"{rec.clean_streak} clean outcomes in a row (verified, not rolled back, not marked wrong)")
     return None
 
 
