@@ -177,7 +177,7 @@ def jupyter(world):
 @pytest.fixture(scope="module")
 def page(jupyter, shots):
     with lab.browser() as browser:
-        p = browser.new_page(viewport={"width": 1400, "height": 1000})
+        p = browser.new_page(viewport={"width": 1400, "height": 2400})  # tall: a widget fits in its screenshot
         p.set_default_timeout(30_000)
         yield p
         shots(p, "last")
