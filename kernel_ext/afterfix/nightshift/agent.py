@@ -7,8 +7,15 @@ there comes from a pure function in `policy.py`, recorded with its name and inpu
 be replayed. Every write is a server-side dry-run first,
 then a merge patch carrying a resourceVersion precondition and fieldManager `afterfix-agent`,
 recorded as an `action` span with before/after, resourceVersions and the analysis that should
-watch it (the runbook's checks, as Argo metric specs), then verified after simulated minutes. The trust level decides how far it goes: 1 recommends, 2 asks for approval
-and waits (bounded), 3 and 4 apply.
+watch it (the runbook's checks, as Argo metric specs), then verified after simulated minutes.
+
+The trust level decides how far it goes: 1 recommends (status "recommended"), 2 asks for
+approval and waits (bounded), 3 applies and sends an immediate notification (a webhook POST,
+recorded in the `alerts` ledger with source "agent"), 4 applies and is left to the daily summary.
+With a trust policy (`Agent(trust_policy=...)`, afterfix.trust.policy) each change gets its level
+from the policy (its verb, kind, namespace and the run's scenario), recorded on the action span
+with the rule that gave it (afterfix.trust.rule, afterfix.trust.policy); without one, every change
+gets the agent's fixed `trust_level` and nothing is notified, as before policies existed.
 
 Each run records the tools the agent may call as `gen_ai.tool.definitions` (their namespace
 parameters list the cluster's namespaces), and each decision names the tool calls its inputs came
@@ -24,6 +31,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from kubernetes import client as k8s
@@ -33,6 +41,8 @@ from kubernetes.client.exceptions import ApiException
 from afterfix import convention, sdk
 from afterfix.nightshift import policy as policies
 from afterfix.nightshift import runbooks
+from afterfix.trust.policy import TrustPolicy, load_policy
+from afterfix.undo.notify import Alert, Notifier
 
 FIELD_MANAGER = "afterfix-agent"
 MERGE_PATCH = "application/merge-patch+json"
@@ -201,9 +211,15 @@ class Agent:
                  wait: Callable[[float], None] | None = None, now: Callable[[], float] | None = None,
                  approver: Callable[[dict], str | None] | None = None, approval_timeout_s: float = 900.0,
                  agent_name: str = "reference-agent", team: str = "sre", llm_tokens: bool = True,
-                 store: Any = None):
+                 store: Any = None, trust_policy: TrustPolicy | str | Path | None = None,
+                 webhook: str | None = None):
         if trust_level not in (1, 2, 3, 4):
             raise ValueError(f"trust_level={trust_level!r}: must be 1 (recommend), 2 (approve), 3 or 4 (act)")
+        # A path is read now, so a bad policy stops the agent before it touches anything.
+        self.trust_policy = load_policy(trust_policy) if isinstance(trust_policy, (str, Path)) else trust_policy
+        # Level 3 informs only when someone said where to, or what the levels are: a policy or a webhook.
+        self.notifier = (Notifier(store, webhook or (self.trust_policy.webhook if self.trust_policy else None))
+                         if self.trust_policy is not None or webhook else None)
         self.api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
         self.metrics_url = metrics_url
         self.rec = recorder
@@ -350,15 +366,16 @@ class Agent:
     def change(self, *, verb: str, resource: str, namespace: str, name: str, decision_id: str,
                make_patch: Callable[[dict], dict], touched: Callable[[dict], dict],
                analysis: Any = None, trust_level: int | None = None) -> tuple[str, str]:
-        """Read the target, then recommend, ask, or apply `make_patch(obj)` per the trust level.
+        """Read the target, then recommend, ask, or apply `make_patch(obj)` per the trust level
+        (`trust_level` if given, else the policy's level for this change, else the agent's).
 
         `touched(obj)` is the state to record (real field paths of `obj`); `analysis` the metric
         spec(s) that should watch the change, or a function of `obj` giving them (an HPA names
         the Deployment it scales). Returns (action_id, status). The patch carries the read
         resourceVersion, so a write racing another writer fails with 409 instead of overwriting it.
         """
-        level = trust_level or self.trust_level
         _, _, _, api_version, kind = RESOURCES[resource]
+        level, rule = (trust_level, None) if trust_level else self.trust_for(verb, kind, namespace)
         obj = self.kubectl_get(resource, namespace, name)
         meta = obj["metadata"]
         rv_before = meta["resourceVersion"]
@@ -367,6 +384,7 @@ class Agent:
         spec = analysis(obj) if callable(analysis) else analysis
         with self.rec.action(verb, target, decision_id=decision_id, trust_level=level, mutating=True, patch=patch,
                              field_manager=FIELD_MANAGER, analysis=spec) as act:
+            self._mark_trust(act, rule, explicit=bool(trust_level))
             act.before(touched(obj), rv_before)
             action_id = act.action_id
             if level == 1:
@@ -390,7 +408,49 @@ class Agent:
                 return action_id, "failed"
             act.after(touched(new), new["metadata"]["resourceVersion"])
             act.status("applied")
+            if level == 3:
+                self._inform(action_id, verb, target, patch, rule)
             return action_id, "applied"
+
+    def trust_for(self, verb: str, kind: str, namespace: str | None) -> tuple[int, Any]:
+        """(level, rule) for a change: the trust policy's (labels: the run's scenario), else the
+        agent's fixed level and no rule."""
+        if self.trust_policy is None:
+            return self.trust_level, None
+        scenario = getattr(self.rec, "scenario", None)
+        return self.trust_policy.level_for(verb, kind, namespace, {"scenario": scenario} if scenario else {})
+
+    def _mark_trust(self, act: Any, rule: Any, *, explicit: bool = False) -> None:
+        """The policy and rule that gave the action its level, on its span (none for a fixed level)."""
+        if self.trust_policy is None or explicit:
+            return
+        act.set(convention.TRUST_POLICY, self.trust_policy.source)
+        if rule is not None:
+            act.set(convention.TRUST_RULE, rule.id)
+
+    def _inform(self, action_id: str, verb: str, target: Any, change: Any, rule: Any) -> None:
+        """Level 3: tell people now that the agent acted (webhook, and an `alerts` row with source
+        "agent"). Delivery never raises; a store-less agent only POSTs."""
+        if self.notifier is None:
+            return
+        where = f"{target.kind} {target.namespace}/{target.name}"
+        because = f"trust rule {rule.id}" if rule is not None else "the trust policy's default level"
+        alert = Alert(
+            severity="info", source="agent", title=f"{self.agent_name} applied {verb} {where}",
+            message=(f"{self.agent_name} applied {verb} {where} on its own under {because} (Level 3: fix and "
+                     f"inform). `afterfix rollback {action_id}` undoes it."),
+            action_id=action_id,
+            time=datetime.fromtimestamp(self.now(), tz=timezone.utc).replace(tzinfo=None),
+            body={"action": {"action_id": action_id, "verb": verb, "status": "applied", "change": change,
+                             "agent": self.agent_name},
+                  "target": {"kind": target.kind, "namespace": target.namespace, "name": target.name,
+                             "uid": target.uid},
+                  "trust": {"level": 3, "rule": rule.id if rule is not None else None,
+                            "policy": self.trust_policy.source if self.trust_policy else None}})
+        if self.store is not None:
+            self.notifier.send([alert])
+        else:
+            self.notifier.deliver(alert)
 
     approval_poll_s = APPROVAL_POLL_S  # how often a waiting agent looks for a decision, in its own clock
 
@@ -399,12 +459,20 @@ class Agent:
         """A change that needs a person whatever the trust level (a schema migration): ask, wait, and
         once approved create the object (`spec`, a manifest) through the official client, a
         server-side dry-run first. Returns (action_id, status): "applied" once created, "denied",
-        "failed" (the API refused it), or "awaiting_approval" when nobody decided in time."""
+        "failed" (the API refused it), "awaiting_approval" when nobody decided in time, or
+        "recommended" when the trust policy puts it at Level 1 (a policy can lower it, never
+        raise it above 2)."""
         target = sdk.Target(None, kind, api_version, namespace, name)  # not created yet: no uid
-        with self.rec.action(verb, target, decision_id=decision_id, trust_level=2, mutating=True, patch=spec,
+        level, rule = self.trust_for(verb, kind, namespace) if self.trust_policy is not None else (2, None)
+        level = min(level, 2)
+        with self.rec.action(verb, target, decision_id=decision_id, trust_level=level, mutating=True, patch=spec,
                              field_manager=FIELD_MANAGER) as act:
+            self._mark_trust(act, rule)
             act.before({}, None)
             action_id = act.action_id
+            if level == 1:
+                act.status("recommended")
+                return action_id, "recommended"
             answer = self._approval(act, verb, target, spec, summary=summary, decision_id=decision_id)
             if answer != "approved":
                 status = "denied" if answer == "denied" else "awaiting_approval"

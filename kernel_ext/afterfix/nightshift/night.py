@@ -37,6 +37,7 @@ from afterfix.nightshift.llm_agent import AGENT_NAME as LLM_AGENT, LlmAgent
 from afterfix.nightshift.model import ScriptedModel
 from afterfix.nightshift.metrics_export import MetricExportError, MetricHistoryExporter
 from afterfix.store import Store
+from afterfix.trust.policy import TrustPolicy, load_policy
 
 SERVICE_NAME = "afterfix-reference-agent"
 NIGHT_ATTRIBUTE = "afterfix.night"  # resource attribute: which simulated night a span belongs to
@@ -108,7 +109,8 @@ class NightResult:
 def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, scenarios: list[str] | None = None,
               until: float = sc.NIGHT_END, sweep_minutes: float = 10.0, llm_tokens: bool = True,
               approver: Callable[[dict], str | None] | None = None, transport: str = "otlp",
-              metrics_minutes: float = 10.0, progress: Callable[[str], None] | None = None) -> NightResult:
+              metrics_minutes: float = 10.0, progress: Callable[[str], None] | None = None,
+              trust_policy: TrustPolicy | str | Path | None = None, webhook: str | None = None) -> NightResult:
     """Play one night into `store`; the cluster's final state and its kubeconfig stay in `workdir`.
 
     `scenarios` picks scenario keys (default: all of them, noise included); `until` ends the
@@ -118,10 +120,17 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
     the receiver in batches of `metrics_minutes` simulated minutes (not with `transport="file"`:
     it then stays in the cluster's state file). Returns what happened, with counts read back
     from the store.
+
+    `trust_policy` (a TrustPolicy or the path of a trust policy file, afterfix.trust.policy) gives
+    each change its level; without it every scenario keeps its fixed level (3, the migration 2).
+    Level 3 changes notify `webhook` (else the policy's, else $AFTERFIX_WEBHOOK) and the `alerts`
+    ledger.
     """
     if transport not in ("otlp", "file"):
         raise ValueError(f"transport={transport!r}: use 'otlp' or 'file'")
     started = time.monotonic()
+    if isinstance(trust_policy, (str, Path)):
+        trust_policy = load_policy(trust_policy)  # a bad file stops the night before it starts
     store = store if isinstance(store, Store) else Store(store)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +187,7 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
             rec = sdk.Recorder(provider, agent_name=name, scenario=scenario, clock=now_s)
             kwargs = dict(kubeconfig=str(kubeconfig), metrics_url=f"{server.url}/metrics", recorder=rec,
                           trust_level=trust, wait=wait, now=clock.now, approver=approver, agent_name=name,
-                          team=team, llm_tokens=llm_tokens, store=store)
+                          team=team, llm_tokens=llm_tokens, store=store, trust_policy=trust_policy, webhook=webhook)
             agents[key] = LlmAgent(model_url=model_url, seed=seed, **kwargs) if llm else Agent(**kwargs)
         return agents[key]
 
