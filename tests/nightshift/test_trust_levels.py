@@ -127,3 +127,20 @@ def test_a_bad_policy_stops_the_night_before_it_starts(tmp_path):
     with pytest.raises(TrustPolicyError, match=r"bad.yaml line 5: rules\[0\].level: 5 is not a level"):
         run_night(Store(tmp_path / "store"), workdir=tmp_path / "work", trust_policy=path, **NIGHT)
     assert not (tmp_path / "work").exists()
+
+
+def test_a_policy_lowers_the_migration_to_a_recommendation_but_never_lets_it_run_unasked(tmp_path):
+    jobs = "rules:\n  - id: jobs\n    verbs: [create]\n    kinds: [Job]\n    level: {}\n"
+    db = dict(seed=0, scenarios=["db_migration"], until=sc.at(200), llm_tokens=False)
+    asked = []
+    for level in (1, 4):
+        path = tmp_path / f"jobs{level}.yaml"
+        path.write_text(jobs.format(level))
+        store = Store(tmp_path / f"db{level}" / "store")
+        run_night(store, workdir=tmp_path / f"db{level}" / "work", trust_policy=path,
+                  approver=lambda r: asked.append(level) or "denied", **db)
+        [row] = store.query("SELECT verb, target_kind, status, trust_level FROM actions WHERE mutating").to_dict("records")
+        assert (row["verb"], row["target_kind"]) == ("create", "Job")
+        # Level 1: recommended, nobody asked; Level 4 in the policy: still asked (Level 2), and denied
+        assert (row["status"], row["trust_level"]) == (("recommended", 1) if level == 1 else ("denied", 2))
+    assert asked == [4]
