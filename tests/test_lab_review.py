@@ -296,7 +296,9 @@ def test_reviewer_replays_what_ifs_rolls_back_approves_and_judges(world, jupyter
     approvals.locator("textarea").fill("index looks right; run it")
     shots(approvals, "approvals-pending")
     button(approvals, "Approve").click()
-    expect(approvals).to_contain_text("approved")
+    expect(approvals).to_contain_text("1 pending, 2 decided")  # the hostile request still waits
+    expect(approvals.locator(".afterfix-ok")).to_contain_text("approved")
+    expect(approvals).to_contain_text("index looks right; run it")  # in the history
     shots(approvals, "approvals-approved")
 
     # A verdict on the decision.
@@ -304,7 +306,7 @@ def test_reviewer_replays_what_ifs_rolls_back_approves_and_judges(world, jupyter
     button(verdict, "correct").click()
     verdict.locator("textarea").fill("the revision rollback stopped the errors; the pool fix came back by hand")
     button(verdict, "Save verdict").click()
-    expect(verdict).to_contain_text("saved")
+    expect(verdict).to_contain_text(f"saved: {WHO} marked decision {decision_id} correct")
     shots(verdict, "verdict-saved")
     shots(page, "review-done")
 
