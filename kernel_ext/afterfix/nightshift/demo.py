@@ -92,11 +92,15 @@ def _run_demo(args) -> int:
         print(f"  examples    {ex.spans_stored} spans stored from {examples} "
               f"({ex.duplicates} already there, {len(ex.refused)} refused)")
     briefing = _brief(store, result, workdir)
+    regression = _regression(store, result, workdir)
     print(f"\n  store       {result.store}")
     print(f"  state       {result.state_file}")
     print(f"  kubeconfig  {result.kubeconfig}")
     if briefing is not None:
         print(f"  briefing    {briefing}    the morning briefing of this night: open it in a browser")
+    if regression is not None:
+        folder, count = regression
+        print(f"  regression  {folder}    {count} incidents of this night as pytest regression tests")
     print(f"\nServe the cluster the night left behind (official client, kubectl):\n"
           f"  afterfix demo cluster --port 8001 --kubeconfig {result.kubeconfig} --state {result.state_file}")
     undo = _undo_example(store)
@@ -104,6 +108,9 @@ def _run_demo(args) -> int:
         print("then plan the undo of one agent change (nothing is written without --apply --reason):\n"
               f"  afterfix rollback {undo} --kubeconfig {result.kubeconfig}\n"
               f"  afterfix rollback {undo} --fields DB_POOL_SIZE --dry-run --kubeconfig {result.kubeconfig}")
+    if regression is not None:
+        print(f"run the night's regression suite (replay, reasoning checks, re-simulation):\n"
+              f"  .venv/bin/pytest {regression[0]}")
     print("\nReview it in JupyterLab:\n  .venv/bin/jupyter lab notebooks/    then open review_incident.ipynb")
     return 0
 
@@ -138,6 +145,29 @@ def _brief(store, result, workdir: Path) -> Path | None:
     for line in done.handoff:
         print(f"    {line}")
     return done.html.resolve()
+
+
+def _regression(store, result, workdir: Path) -> tuple[Path, int] | None:
+    """Write the night's regression suite (trust.gentests) for the incidents its agent handled well."""
+    from datetime import datetime, timezone
+
+    from afterfix._exceptions import AfterfixError
+    from afterfix.nightshift.scenarios import SETUP_AT
+    from afterfix.trust.gentests import candidates, generate
+
+    def naive(t: float) -> datetime:
+        return datetime.fromtimestamp(t, tz=timezone.utc).replace(tzinfo=None)
+
+    folder = (Path(workdir) / "regression").resolve()
+    try:
+        ids = candidates(store, naive(SETUP_AT), naive(result.ended + 60))
+        if not ids:
+            return None
+        generate(store, ids, folder)
+    except AfterfixError as e:  # the night is stored either way; say why there is no suite
+        print(f"  regression  not written: {e}")
+        return None
+    return folder, len(ids)
 
 
 def _run_cluster(args) -> int:
