@@ -108,3 +108,26 @@ def test_violations_are_findings_of_a_registered_kind(store, policy, tmp_path, m
         assert find(store, kinds=["trust_violation"]) == []
     finally:
         compliance.register()
+
+
+def test_afterfix_findings_shows_violations_against_the_policy_given(store, tmp_path, capsys, monkeypatch):
+    import json
+
+    from afterfix.cli import main
+
+    monkeypatch.delenv("AFTERFIX_TRUST", raising=False)
+    act(store, "rollback", "Deployment", "shop", "payments")
+    assert main(["findings", "--store", str(store.root), "--kind", "trust_violation", "--format", "json"]) == 0
+    [f] = json.loads(capsys.readouterr().out)
+    assert f["details"]["rule_id"] == "rollbacks" and f["details"]["policy"] == str(TEMPLATE)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - id: all\n    level: 3\n    cap: 1\n")
+    try:
+        assert main(["findings", "--store", str(store.root), "--trust", str(bad)]) != 0
+        assert f"{bad} line 4: rules[0].cap: 1 is below the rule's level 3" in capsys.readouterr().err
+        lenient = tmp_path / "lenient.yaml"
+        lenient.write_text("rules:\n  - id: all\n    level: 4\n")
+        assert main(["findings", "--store", str(store.root), "--kind", "trust_violation", "--trust", str(lenient)]) == 0
+        assert capsys.readouterr().out == "no findings\n"
+    finally:
+        compliance.register()

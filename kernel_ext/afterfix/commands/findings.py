@@ -1,7 +1,10 @@
 """`afterfix findings`: the failure modes found in the store, most severe first.
 
     afterfix findings [--since 24h|TIME] [--until TIME] [--incident ID] [--namespace NS]
-                      [--kind KIND] [--format table|json]
+                      [--kind KIND] [--trust FILE] [--format table|json]
+
+Trust violations (afterfix.trust.compliance) are found against --trust FILE, else
+$AFTERFIX_TRUST, else templates/trust.yaml.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import json
 import sys
 import textwrap
 
-from afterfix.analysis.model import FINDING_KINDS
+from afterfix.analysis.findings import finding_kinds
+from afterfix.trust import compliance  # noqa: F401 - registers the trust_violation findings
 
 
 def _when(text: str):
@@ -30,15 +34,18 @@ def register(subparsers) -> None:
         "findings", help="what went wrong overnight: masked issues, bundled rollbacks, first bad steps, ...",
         description="Find the failure modes a reviewer looks for: masked issues, bundled rollbacks, first bad "
                     "steps (and what they tainted), duplicate investigations, unverified actions and side "
-                    "effects to watch. Most severe first.")
+                    "effects to watch, and actions that went further than the trust policy allows. Most severe first.")
     _store_option(p)
     p.add_argument("--since", type=_when, default=None, metavar="WHEN",
                    help="only findings from this time on: a duration back from now (24h, 7d) or an ISO time")
     p.add_argument("--until", type=_when, default=None, metavar="WHEN", help="only findings before this time")
     p.add_argument("--incident", default=None, metavar="ID", help="only this incident's findings")
     p.add_argument("--namespace", default=None, metavar="NS", help="only findings about this namespace")
-    p.add_argument("--kind", action="append", choices=FINDING_KINDS, default=None, metavar="KIND",
-                   help=f"only this kind (repeatable): {', '.join(FINDING_KINDS)}")
+    p.add_argument("--kind", action="append", choices=finding_kinds(), default=None, metavar="KIND",
+                   help=f"only this kind (repeatable): {', '.join(finding_kinds())}")
+    p.add_argument("--trust", default=None, metavar="FILE",
+                   help="the trust policy trust violations are found against (default: $AFTERFIX_TRUST, else "
+                        "templates/trust.yaml)")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     p.set_defaults(func=cmd_findings)
 
@@ -46,7 +53,10 @@ def register(subparsers) -> None:
 def cmd_findings(args) -> int:
     from afterfix.analysis.findings import find
     from afterfix.cli import EXIT_OK, _store
+    from afterfix.trust.policy import load_policy
 
+    if args.trust is not None:
+        compliance.register(load_policy(args.trust))
     found = find(_store(args), since=args.since, until=args.until, incident=args.incident,
                  namespace=args.namespace, kinds=args.kind)
     if args.format == "json":
