@@ -148,3 +148,16 @@ def test_review_opens_the_most_serious_incident(three, tmp_path):
 
     with pytest.raises(NotFound, match="no incident in the store"):
         review(empty)
+
+
+def test_a_failing_finding_detector_does_not_hide_the_incidents(three, monkeypatch):
+    import afterfix.analysis.findings as findings
+
+    def broken(store, **kw):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(findings, "find", broken)
+    b = IncidentBrowser(three, live=False)
+    assert list(b.rows["incident_id"]) == ["INC-crit", "INC-high", "INC-low"]
+    assert "findings could not be computed" in b.table_html.value and "ZeroDivisionError" in b.table_html.value
+    b.close()

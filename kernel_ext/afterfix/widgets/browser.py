@@ -102,7 +102,11 @@ class IncidentBrowser(W.VBox):
         from afterfix.analysis.model import FINDING_KINDS
         from afterfix.review.incidents import incidents
 
-        self._found = find(self.store)
+        try:
+            self._found = find(self.store)
+            self._findings_error = None
+        except Exception as e:  # a detector's failure must not hide the incidents: say so, list them without
+            self._found, self._findings_error = [], f"{type(e).__name__}: {e}"
         self._all = incidents(self.store, found=self._found)
         a = self._all
         nights = sorted({n for n in a["night"] if isinstance(n, str)},
@@ -182,6 +186,9 @@ class IncidentBrowser(W.VBox):
         more = (f"<div class='afterfix-muted'>showing {self.max_rows} of {len(rows)}: narrow the filters</div>"
                 if len(rows) > self.max_rows else "")
         head = f"<div class='afterfix-muted'>{len(rows)} of {len(self._all)} incidents, most serious first</div>"
+        if self._findings_error:
+            head += (f"<div class='afterfix-bad'>findings could not be computed, so none are shown "
+                     f"(`afterfix findings` gives the traceback): {text(self._findings_error)}</div>")
         self.table_html.value = head + (table(shown, _COLUMNS, limit=90, short=_SHORT, wide=("what", "finding_text")) if shown else
                                         "<i>no incident matches these filters</i>") + more
         keep = self.choice.value
