@@ -71,6 +71,11 @@ NUM = r"[\d,.]+"
         ("replay.py", ["--quick"], [
             r"^replay: slowest median [\d.]+ ms over 3 decisions \(target ≤ 50 ms\): (met|MISSED)$",
         ]),
+        ("gen_tests.py", ["--quick"], [
+            r"^suite: 3 incidents, 7 files; pytest: \d+ passed",
+            rf"^gen-tests: {NUM} s for 3 incidents \(target ≤ 10 s\): (met|MISSED)$",
+            rf"^suite run: {NUM} s under pytest \(target ≤ 60 s\): (met|MISSED)$",
+        ]),
         ("plan.py", ["--repeat", "1"], [
             rf"^plan: slowest median {NUM} ms over \d+ actions, first plan of the process {NUM} ms \(target ≤ 1000 ms\): (met|MISSED)$",
         ]),
