@@ -196,7 +196,7 @@ def test_refusing_a_demotion_keeps_the_level_records_it_and_waits_for_new_eviden
     b = world.act()
     world.rollback(b["action_id"], automatic=True)
     (again,) = L.suggestions(store, policy())
-    assert again.kind == "demote" and "1 negative outcome since" in again.why
+    assert again.kind == "demote" and "1 rollback or wrong verdict since" in again.why
 
 
 def test_refusing_with_nothing_suggested_says_so(store):

@@ -32,11 +32,14 @@ from afterfix.analysis.findings.scope import Scope, naive_utc
 from afterfix.analysis.model import SEVERITIES, Finding
 from afterfix.analysis.window import utc_now
 
-__all__ = ["Briefing", "Section", "build_briefing", "SECTION_KEYS", "VERDICTS_KEY", "TRUST_LEVELS"]
+__all__ = ["Briefing", "Section", "build_briefing", "SECTION_KEYS", "VERDICTS_KEY", "LADDER_KEY", "VIOLATIONS_KEY",
+           "TRUST_LEVELS"]
 
 SECTION_KEYS = ("what_broke", "what_tried", "what_worked", "rolled_back", "side_effects", "again",
                 "findings", "approvals", "trust")
 VERDICTS_KEY = "verdicts"  # the reviewers' verdicts: `Briefing.verdicts`, shown after what the agent tried
+LADDER_KEY = "trust_ladder"  # the trust ladder (trust.ladder): `Briefing.ladder`, shown after actions by trust level
+VIOLATIONS_KEY = "trust_violations"  # actions beyond their trust level (trust.compliance): `Briefing.violations`
 VERDICT_ORDER = {"wrong": 0, "unsure": 1, "correct": 2}
 TRUST_LEVELS = {1: "1 alert & recommend", 2: "2 fix with approval", 3: "3 fix & inform", 4: "4 fix & report"}
 ROLLBACK_VERBS = ("rollback", "undo", "revert")
@@ -66,12 +69,15 @@ class Briefing:
     findings: list[Finding]
     counts: dict[str, int]
     verdicts: Section | None = None  # what reviewers said of the window's decisions and actions
+    ladder: Section | None = None  # the trust ladder: each rule's level, cap, record and suggestion
+    violations: Section | None = None  # the window's actions that went beyond their trust level
 
     def section(self, key: str) -> Section:
-        for s in [*self.sections, self.verdicts]:
+        for s in [*self.sections, self.verdicts, self.ladder, self.violations]:
             if s is not None and s.key == key:
                 return s
-        raise KeyError(f"no briefing section {key!r}: the sections are {', '.join(SECTION_KEYS)}, {VERDICTS_KEY}")
+        raise KeyError(f"no briefing section {key!r}: the sections are {', '.join(SECTION_KEYS)}, {VERDICTS_KEY}, "
+                       f"{LADDER_KEY}, {VIOLATIONS_KEY}")
 
     @property
     def window(self) -> str:
@@ -80,21 +86,92 @@ class Briefing:
 
 
 def build_briefing(store, since: datetime | None = None, until: datetime | None = None,
-                   namespace: str | None = None, *, figures: bool = True) -> Briefing:
+                   namespace: str | None = None, *, figures: bool = True, policy=None) -> Briefing:
     """The briefing of one window of `store` (default: the 24 hours up to now).
 
-    `figures=False` leaves the plotly figures out (the CLI's text handoff and tests of the data)."""
+    `figures=False` leaves the plotly figures out (the CLI's text handoff and tests of the data).
+    `policy` is the trust policy (`trust.policy.TrustPolicy`; None: the file `policy_path()` names)
+    that the trust ladder and the violations are read against; the findings' trust_violation
+    detector is registered with it and the ladder's levels."""
     until = naive_utc(until) or utc_now()
     since = naive_utc(since) or until - timedelta(hours=24)
     if since >= until:
         raise ValueError(f"the window is empty: since {c.when(since)} is not before until {c.when(until)}")
     scope = Scope(store, since=since, until=until, namespace=namespace)
+    trust = _Trust(store, scope, policy, figures)
     night = _Night(scope, find(store, scope=scope))
     sections = [night.what_broke(figures), night.what_tried(figures), night.what_worked(), night.rolled_back(),
                 night.side_effects(), night.again(), night.findings_section(), night.approvals(), night.trust()]
     return Briefing(since=since, until=until, namespace=namespace, store=str(getattr(store, "root", store)),
                     worry=night.worry(), handoff=night.handoff(), sections=sections, findings=night.found,
-                    counts=night.counts(), verdicts=night.verdicts_section())
+                    counts=night.counts(), verdicts=night.verdicts_section(), ladder=trust.ladder_section(),
+                    violations=trust.violations_section())
+
+
+class _Trust:
+    """The trust ladder and the window's violations, read against one trust policy."""
+
+    def __init__(self, store, scope: Scope, policy, figures: bool):
+        self.store, self.scope, self.figures = store, scope, figures
+        self.error = None
+        self.policy = policy
+        try:
+            from afterfix.trust import compliance
+            from afterfix.trust.ladder import levels_at
+            from afterfix.trust.policy import load_policy
+
+            self.policy = policy if policy is not None else load_policy()
+            self.levels = levels_at(store, self.policy)
+            compliance.register(self.policy, levels=self.levels)
+        except Exception as e:  # a policy file that cannot be read is said in the briefing, not raised
+            self.error = str(e)
+
+    def ladder_section(self) -> Section:
+        from afterfix.trust.ladder import PROMOTE_AFTER, ladder
+
+        title = "Trust ladder"
+        if self.error:
+            return Section(LADDER_KEY, title, f"No trust ladder: the trust policy cannot be used ({self.error}).")
+        rungs = ladder(self.store, self.policy, promote_after=PROMOTE_AFTER)
+        if not rungs:
+            return Section(LADDER_KEY, title, f"The trust policy {self.policy.source} has no rules.")
+        suggested = [r for r in rungs if r.suggestion]
+        moved = sum(r.level != r.policy_level for r in rungs)
+        summary = (f"{_count(len(rungs), 'rule')} in {self.policy.source}; {moved} moved from the policy's level; "
+                   + (f"{_count(len(suggested), 'suggestion')} waiting for a person: accept with "
+                      "`afterfix trust promote|demote RULE --reason TEXT`, or `afterfix trust refuse`."
+                      if suggested else "nothing is suggested."))
+        table = None
+        if suggested:
+            table = pd.DataFrame([{"rule": r.rule_id, "suggestion": f"{r.suggestion.kind} {r.suggestion.from_level} → "
+                                   f"{r.suggestion.to_level}", "why": r.suggestion.why, "track record": r.record.text(),
+                                   "cap": r.cap if r.cap is not None else "none"} for r in suggested])
+        figs = []
+        if self.figures:
+            from afterfix.figures.trust import trust_ladder
+
+            figs.append(trust_ladder(rungs, promote_after=PROMOTE_AFTER))
+        return Section(LADDER_KEY, title, summary, table, figs)
+
+    def violations_section(self) -> Section:
+        title = "Trust violations"
+        if self.error:
+            return Section(VIOLATIONS_KEY, title, f"Not checked: the trust policy cannot be used ({self.error}).")
+        from afterfix.trust.compliance import check
+
+        s = self.scope
+        found = [v for v in check(self.store, self.policy, levels=self.levels)
+                 if v.time is not None and s.since <= v.time < s.until
+                 and (s.namespace is None or (v.target or "").split("/")[0] == s.namespace)]
+        if not found:
+            return Section(VIOLATIONS_KEY, title, "Every action kept to the level its trust rule allowed.")
+        rows = [{"time": c.hhmm(v.time), "incident": v.incident_id or "", "agent": v.agent_name or "",
+                 "action": f"{v.verb} {v.target_kind} {v.target}", "rule": v.rule_id or "(default level)",
+                 "allowed": TRUST_LEVELS.get(v.allowed_level, str(v.allowed_level)),
+                 "what happened": v.what_happened} for v in found]
+        summary = (f"{_count(len(found), 'action')} went beyond the level the trust policy allowed: "
+                   "each is also a trust_violation finding.")
+        return Section(VIOLATIONS_KEY, title, summary, pd.DataFrame(rows), notes=[v.message for v in found])
 
 
 class _Night:

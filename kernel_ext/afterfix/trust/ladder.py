@@ -358,8 +358,8 @@ def _suggest(rule, level: int, rec: Record, promote_after: int) -> Suggestion | 
                (rec.wrong_verdicts, "marked wrong")]
         what = ", ".join(f"{n} {t}" for n, t in bad if n)
         return Suggestion(rule.id, level, level - 1, "demote",
-                          f"{_count(rec.negatives_since_change, 'negative outcome')} since its level was last "
-                          f"decided ({what} in all)")
+                          f"{_count(rec.negatives_since_change, 'rollback or wrong verdict')} since its level was "
+                          f"last decided; its record: {what}")
     top = _top(rule.cap)
     if rec.clean_streak >= promote_after and level < top:
         return Suggestion(rule.id, level, level + 1, "promote",
