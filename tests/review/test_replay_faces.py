@@ -84,29 +84,48 @@ def test_panel_steps_replays_and_what_ifs(night):
     from afterfix.widgets.replay import ReplayPanel
 
     panel = ReplayPanel(night.store, night.run_id, who="dana")
-    assert panel.slider.max == len(panel.steps) - 1 and panel.slider.value == 0
+    # The slider shows the step's number, as the heading does: 1 to the number of steps.
+    assert (panel.slider.min, panel.slider.max, panel.slider.value) == (1, len(panel.steps), 1)
+    assert f"step 1 of {len(panel.steps)}:" in panel.step_html.value
     panel.next_button.click()
     panel.next_button.click()
-    assert panel.slider.value == 2 and night.hpa_call in panel.step_html.value
+    assert panel.slider.value == 3 and panel.step["index"] == 2 and night.hpa_call in panel.step_html.value
+    assert f"step 3 of {len(panel.steps)}:" in panel.step_html.value
     panel.prev_button.click()
-    assert panel.slider.value == 1
+    assert panel.slider.value == 2
+    panel.prev_button.click()
+    panel.prev_button.click()
+    assert panel.slider.value == 1  # stops at the first step
     at = next(s["index"] for s in panel.steps if s["kind"] == "decision")
-    panel.slider.value = at
+    panel.slider.value = at + 1
     html = panel.step_html.value
     assert "<script" not in html and "<img" not in html and "&lt;script&gt;" in html and "onerror" in html
     assert "not recorded" in html and "raise_hpa_max" in html
+    assert "unset" not in html  # OTel's UNSET status says nothing to a reviewer
 
+    # Pickers lead with what they are about; the edit picker starts on a prompt saying what to do.
+    labels = dict((v, k) for k, v in panel.decision_choice.options)
+    question = panel.decisions[night.first].question
+    assert labels[night.first].startswith(question[:40]) and labels[night.first].endswith(night.first)
     panel.decision_choice.value = night.first
+    assert panel.path_choice.index == 0 and panel.path_choice.value is None  # the prompt is shown, not a blank
+    assert panel.path_choice.options[0][0].startswith("— pick the recorded value")
+    panel.whatif_button.click()
+    assert "choose a decision and a path to edit" in panel.result_html.value
     panel.replay_button.click()
     assert "same choice" in panel.result_html.value and panel.result.replay_id
-    assert f"tool:{night.p95_call}.value" in panel.path_choice.options
+    assert f"tool:{night.p95_call}.value" in [v for _, v in panel.path_choice.options]
     panel.path_choice.value = "inputs.metrics.latency_p95_ms"
+    assert "recorded:</span> <code>2400.0</code>" in panel.recorded_html.value
     panel.value_box.value = "100"
     panel.whatif_button.click()
     html = panel.result_html.value
     assert "DIVERGED" in html and "latency is within the SLO" in html and "<script" not in html
-    assert len(panel.saved_choice.options) >= 2
-    panel.saved_choice.value = panel.saved_choice.options[0][1]
+    saved = panel.saved_choice.options
+    assert len(saved) >= 3 and saved[0][1] is None and panel.saved_choice.index == 0
+    assert saved[1][0].startswith("what-if (inputs.metrics.latency_p95_ms) · DIVERGED · by dana")
+    assert saved[2][0].startswith("replay · same choice · by dana")
+    panel.saved_choice.value = saved[1][1]
     panel.open_button.click()
     assert "saved rpl-" in panel.result_html.value and "dana" in panel.result_html.value
 
@@ -122,6 +141,7 @@ def test_panel_opens_at_a_decision(demo_store):
 
     did = demo_store.query(DEMO_HPA)["decision_id"][0]
     panel = ReplayPanel(demo_store, decision_id=did, save=False)
-    assert panel.steps[panel.slider.value]["decision"]["decision_id"] == did
+    assert panel.step["decision"]["decision_id"] == did
+    assert panel.steps[panel.slider.value - 1] is panel.step
     panel.replay_button.click()
     assert "same choice" in panel.result_html.value and panel.result.replay_id is None

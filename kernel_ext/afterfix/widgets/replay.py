@@ -3,6 +3,11 @@
 Thin over `afterfix.review`: the steps come from `recorded.run_steps`, every replay from
 `replay.replay_decision` / `replay.what_if`, the saved ones from `replays`. Every trace text is
 escaped with `_common.text` / `table` before it becomes HTML.
+
+What a person reads is numbered from 1: the slider's value is the step's number (`index + 1`),
+the same number as the heading's "step N of M". The pickers are as wide as the panel and their
+labels lead with what they are about (the question, the replay's outcome), ids last, since a
+browser cuts a long option at the right.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from afterfix.review import recorded, replays
+from afterfix.review import recorded, replays, whatif
 from afterfix.review import replay as rp
 from afterfix.widgets._common import STYLE, table, text
 
@@ -23,8 +28,49 @@ def _j(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
+WIDE = w.Layout(width="100%")
+LABEL_MAX = 130  # what a 1000-pixel notebook shows of an option
+# A span's OTel status: UNSET (nothing said) is the usual case and means nothing to a reviewer.
+STATUS = {"ok": "<span class='afterfix-ok'>ok</span>", "error": "<span class='afterfix-bad'>error</span>"}
+
+
+def _label(*parts: Any) -> str:
+    """A picker label: the parts that are there joined with " · ", control characters dropped, cut
+    at a word to LABEL_MAX characters (the browser shows option labels as text)."""
+    value = " · ".join(str(p) for p in parts if p not in (None, ""))
+    value = "".join(ch if ch >= " " else " " for ch in value)
+    if len(value) <= LABEL_MAX:
+        return value
+    cut = value[:LABEL_MAX - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[LABEL_MAX // 2:] else cut) + "…"
+
+
+def _edited(edits: list[dict]) -> list[str]:
+    """The paths a person edited (not the places the edits reached, which carry `via`)."""
+    return [str(e.get("path")) for e in edits if not e.get("via")] or [str(e.get("path")) for e in edits]
+
+
+# ipywidgets' HTML sets a 28 px line height (a widget row's): wrapped prose would read double-spaced.
+PROSE = "<div style='line-height:1.45'>"
+
+
+def _heading(label: str) -> str:
+    return f"<div style='margin-top:8px'><b>{label}</b></div>"
+
+
 def _pre(value: Any) -> str:
     return f'<pre class="afterfix-pre">{text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=1, default=str), 4000)}</pre>'
+
+
+def recorded_value(decision: recorded.RecordedDecision, path: str) -> Any:
+    """The recorded value at what-if `path` (as `whatif` reads it); raises `whatif.EditError`."""
+    edit = whatif.parse_edit(path, None)
+    if edit.call_id is None:
+        return whatif.get(decision.observations(), edit.keys, "inputs")
+    call = decision.tool_call(edit.call_id)
+    if call is None:
+        raise whatif.EditError(f"{path!r}: no tool call {edit.call_id!r} before this decision")
+    return whatif.get(call.result, edit.keys, f"tool:{edit.call_id}")
 
 
 def editable_paths(decision: recorded.RecordedDecision) -> list[str]:
@@ -67,42 +113,54 @@ class ReplayPanel(w.VBox):
                                     f"<span class='afterfix-muted'>{len(self.steps)} steps, {len(self.decisions)} decisions</span>")
         self.prev_button = w.Button(description="◀ previous", layout=w.Layout(width="110px"))
         self.next_button = w.Button(description="next ▶", layout=w.Layout(width="110px"))
-        self.slider = w.IntSlider(value=0, min=0, max=max(len(self.steps) - 1, 0), description="step", continuous_update=False)
+        # 1-based, as the heading counts: the slider shows the step's number, not its index.
+        self.slider = w.IntSlider(value=1, min=1, max=max(len(self.steps), 1), description="step",
+                                  continuous_update=False, layout=w.Layout(width="60%"))
+        self.of_label = w.Label(f"of {len(self.steps)}")
         self.step_html = w.HTML()
-        self.decision_choice = w.Dropdown(options=[(f"{d.decision_id}: {(d.question or '')[:60]}", d.decision_id)
-                                                   for d in self.decisions.values()], description="decision")
+        self.decision_choice = w.Dropdown(options=[(_label(d.question or "(no question recorded)", f"chose {d.selected or '-'}",
+                                                           d.decision_id), d.decision_id) for d in self.decisions.values()],
+                                          description="decision", layout=WIDE)
         self.replay_button = w.Button(description="Replay", button_style="primary")
         self.save_box = w.Checkbox(value=save, description="save to the replays ledger", indent=False)
-        self.path_choice = w.Dropdown(description="edit", options=[], layout=w.Layout(width="520px"))
-        self.value_box = w.Text(description="new value", placeholder="JSON (120, 0.5, null, \"text\") or text")
+        self.path_choice = w.Dropdown(description="edit", options=[], layout=WIDE)
+        self.recorded_html = w.HTML(layout=w.Layout(margin="0 0 0 90px"))
+        self.value_box = w.Text(description="new value", placeholder='JSON (120, 0.5, null, "text") or plain text',
+                                layout=w.Layout(width="480px"))
         self.whatif_button = w.Button(description="Run what-if", button_style="warning")
         self.result_html = w.HTML()
-        self.saved_choice = w.Dropdown(description="saved", options=[])
+        self.saved_choice = w.Dropdown(description="saved", options=[], layout=w.Layout(flex="1 1 auto", width="auto"))
         self.open_button = w.Button(description="Reopen")
 
         self.prev_button.on_click(lambda _: self._move(-1))
         self.next_button.on_click(lambda _: self._move(+1))
         self.slider.observe(lambda ch: self._show_step(), names="value")
         self.decision_choice.observe(lambda ch: self._paths(), names="value")
+        self.path_choice.observe(lambda ch: self._recorded(), names="value")
         self.replay_button.on_click(lambda _: self.replay())
         self.whatif_button.on_click(lambda _: self.run_what_if())
         self.open_button.on_click(lambda _: self.reopen())
 
         super().__init__([
-            self.title, w.HBox([self.prev_button, self.slider, self.next_button]), self.step_html,
-            w.HTML("<b>Replay and what-if</b>"), w.HBox([self.decision_choice, self.replay_button, self.save_box]),
-            w.HBox([self.path_choice, self.value_box, self.whatif_button]), self.result_html,
-            w.HBox([self.saved_choice, self.open_button]),
+            self.title, w.HBox([self.prev_button, self.slider, self.of_label, self.next_button]), self.step_html,
+            w.HTML(_heading("Replay and what-if")), self.decision_choice, w.HBox([self.replay_button, self.save_box]),
+            self.path_choice, self.recorded_html, w.HBox([self.value_box, self.whatif_button]), self.result_html,
+            w.HBox([self.saved_choice, self.open_button], layout=WIDE),
         ])
         if focus is not None:
             self.decision_choice.value = focus.decision_id
-            self.slider.value = next((s["index"] for s in self.steps if (s.get("decision") or {}).get("decision_id")
-                                      == focus.decision_id), 0)
+            self.slider.value = next((s["index"] + 1 for s in self.steps if (s.get("decision") or {}).get("decision_id")
+                                      == focus.decision_id), 1)
         self._paths()
         self._show_step()
         self._saved()
 
     # -- stepping --------------------------------------------------------------------------------
+
+    @property
+    def step(self) -> dict | None:
+        """The step shown (the slider's number is its index + 1)."""
+        return self.steps[self.slider.value - 1] if self.steps else None
 
     def _move(self, by: int) -> None:
         self.slider.value = min(max(self.slider.value + by, self.slider.min), self.slider.max)
@@ -111,14 +169,15 @@ class ReplayPanel(w.VBox):
         if not self.steps:
             self.step_html.value = "<i>this run has no steps</i>"
             return
-        s = self.steps[self.slider.value]
+        s = self.step
+        status = STATUS.get(s["status"], "")
         parts = [f"<b>step {s['index'] + 1} of {len(self.steps)}: {text(s['kind'])}</b> {text(s['name'])} "
-                 f"<span class='afterfix-muted'>{text(str(s['start'])[:23])} · {text(s['status'])}</span>"]
+                 f"<span class='afterfix-muted'>{text(str(s['start'])[:23])}</span>" + (f" · {status}" if status else "")]
         if "tool_call" in s:
             t = s["tool_call"]
             parts.append(f"<div>call {text(t['call_id'])} {text(t['name'])}" + (f" <span class='afterfix-bad'>failed: "
-                         f"{text(t['error'])}</span>" if t["failed"] else "") + "</div>arguments" + _pre(t["arguments"])
-                         + "result" + (_pre(t["result"]) if t["result"] is not None else " <i>not recorded</i>"))
+                         f"{text(t['error'])}</span>" if t["failed"] else "") + "</div><div>arguments</div>" + _pre(t["arguments"])
+                         + "<div>result" + ("</div>" + _pre(t["result"]) if t["result"] is not None else " <i>not recorded</i></div>"))
         if "decision" in s:
             d = s["decision"]
             parts.append(f"<div>decision {text(d['decision_id'])}: {text(d['question'])}<br>policy {text(d['policy'] or '-')} · "
@@ -127,34 +186,56 @@ class ReplayPanel(w.VBox):
                                [("id", "option"), ("verdict", "verdict"), ("score", "score"), ("evidence", "evidence"),
                                 ("reason", "reason")]))
             if d.get("chat") and d["chat"].get("input_messages"):
-                parts.append(f"model {text(d['chat']['model'])}: messages" + _pre(d["chat"]["input_messages"]))
+                parts.append(f"<div>model {text(d['chat']['model'])}: messages</div>" + _pre(d["chat"]["input_messages"]))
         if "chat" in s:
             c = s["chat"]
-            parts.append(f"<div>model {text(c['model'])}</div>" + (("messages in" + _pre(c["input_messages"])) if c["input_messages"] else "")
-                         + (("answer" + _pre(c["output_messages"])) if c["output_messages"] else ""))
+            parts.append(f"<div>model {text(c['model'])}</div>" + (("<div>messages in</div>" + _pre(c["input_messages"])) if c["input_messages"] else "")
+                         + (("<div>answer</div>" + _pre(c["output_messages"])) if c["output_messages"] else ""))
         if "action" in s:
             a = s["action"]
             parts.append(f"<div>{text(a['verb'])} {text(a['target'])} · {text(a['status'])}</div>" + _pre(a["patch"]))
-        parts.append("<b>what the agent had</b>")
+        parts.append(_heading("what the agent had"))
         if s["observations"] is not None:
-            parts.append("observations (latest decision's inputs)" + _pre(s["observations"]))
-        parts.append(table([{"call_id": t["call_id"], "name": t["name"], "arguments": _j(t["arguments"]),
+            parts.append("<div>observations <span class='afterfix-muted'>(the latest decision's inputs)</span></div>"
+                         + _pre(s["observations"]))
+        if s["tool_calls"]:
+            parts.append("<div>tool calls so far</div>")
+        parts.append("<div style='max-height:360px; overflow:auto'>" + table([{"call_id": t["call_id"], "name": t["name"], "arguments": _j(t["arguments"]),
                              "result": "not recorded" if t["result"] is None and not t["failed"] else
                              (f"failed: {t['error']}" if t["failed"] else _j(t["result"]))} for t in s["tool_calls"]],
-                           [("call_id", "call"), ("name", "tool"), ("arguments", "arguments"), ("result", "result")], limit=300))
-        self.step_html.value = STYLE + "".join(parts)
+                           [("call_id", "call"), ("name", "tool"), ("arguments", "arguments"), ("result", "result")], limit=300)
+                     + "</div>" if s["tool_calls"] else "<div class='afterfix-muted'>no tool calls yet</div>")
+        self.step_html.value = STYLE + PROSE + "".join(parts) + "</div>"
 
     # -- replay and what-if ----------------------------------------------------------------------
 
     def _paths(self) -> None:
         d = self.decisions.get(self.decision_choice.value)
-        self.path_choice.options = editable_paths(d) if d else []
+        paths = editable_paths(d) if d else []
+        prompt = (f"— pick the recorded value to change ({len(paths)} in this decision's inputs and tool results) —"
+                  if paths else "— this decision recorded no inputs or tool results to change —")
+        self.path_choice.options = [(prompt, None), *((p, p) for p in paths)]
+        self.path_choice.index = 0  # value None alone would select nothing: the browser would show a blank
+        self._recorded()
+
+    def _recorded(self) -> None:
+        d = self.decisions.get(self.decision_choice.value)
+        if d is None or not self.path_choice.value:
+            self.recorded_html.value = ""
+            return
+        try:
+            value = recorded_value(d, self.path_choice.value)
+        except whatif.EditError as e:
+            self.recorded_html.value = f"<span class='afterfix-bad'>{text(e)}</span>"
+            return
+        self.recorded_html.value = (f"<span class='afterfix-muted'>recorded:</span> <code>{text(_j(value), 300)}</code>"
+                                    " <span class='afterfix-muted'>— type what it might have been below</span>")
 
     def _done(self, result: rp.ReplayResult) -> None:
         if self.save_box.value and not result.first.error:
             replays.save_replay(self.store, result, self.who)
         self.result = result
-        self.result_html.value = STYLE + render(result)
+        self.result_html.value = STYLE + PROSE + render(result) + "</div>"
         self._saved()
 
     def replay(self) -> rp.ReplayResult | None:
@@ -181,14 +262,22 @@ class ReplayPanel(w.VBox):
 
     def _saved(self) -> None:
         rows = replays.list_replays(self.store, run_id=self.run_id, limit=20)
-        self.saved_choice.options = [(f"{str(r['time'])[:19]} {r['who']} {r['kind']} {r['decision_id']}"
-                                      + (" diverged" if r["diverged"] else ""), r["replay_id"]) for r in rows]
+        keep = self.saved_choice.value
+        prompt = f"— pick one of {len(rows)} saved replays of this run to reopen —" if rows else "— no saved replays of this run yet —"
+        self.saved_choice.options = [(prompt, None), *((_label(
+            r["kind"].replace("_", "-") + (" (" + ", ".join(_edited(r["edits"])) + ")" if r["edits"] else ""),
+            "DIVERGED" if r["diverged"] else "same choice", f"by {r['who']} at {str(r['time'])[:19]}", r["decision_id"]),
+            r["replay_id"]) for r in rows)]
+        if keep in {r["replay_id"] for r in rows}:
+            self.saved_choice.value = keep
+        else:
+            self.saved_choice.index = 0  # the prompt, shown (value None alone selects nothing)
 
     def reopen(self) -> rp.ReplayResult | None:
         if not self.saved_choice.value:
             return None
         self.result = replays.open_replay(self.store, self.saved_choice.value)
-        self.result_html.value = STYLE + render(self.result)
+        self.result_html.value = STYLE + PROSE + render(self.result) + "</div>"
         return self.result
 
 
