@@ -335,8 +335,41 @@ def test_widget_shows_the_pending_request_escaped_and_approves_with_a_comment(st
     q.approve.click()
     assert "approved by ana" in q.result.value and "afterfix-ok" in q.result.value
     assert get(store, req.request_id).status == "approved"
-    assert q.pick.value is None and q.approve.disabled and q.comment.value == ""
-    assert "index is built concurrently" in q.history.value and "<img" not in q.history.value
+    # The approved request stays picked, shown as decided, until the person picks another.
+    assert q.pick.value == req.request_id and q.approve.disabled and q.deny.disabled and q.comment.value == ""
+    assert "already decided" in q.approve.tooltip
+    assert "Decided: approved</b> by ana" in q.detail.value and "index is built concurrently" in q.detail.value
+    assert "<img" not in q.detail.value and "<img" not in q.history.value
+    assert q.pick.options[0][0].startswith("approved by ana: create <img") and "0 pending, 1 decided" in q.header.value
+    assert "index is built concurrently" in q.history.value
+
+
+def test_widget_labels_lead_with_what_would_happen_and_the_picker_stays_on_the_decided(store):
+    from afterfix.widgets.approvals import LABEL_MAX, ApprovalQueue
+
+    first = ask(store, 0)
+    long = open_request(store, action_id="act-9", verb="patch", target="Deployment/shop/payments", change={"x": 1},
+                        summary="patch Deployment shop/payments: " + "roll back the image and restore the pool " * 8,
+                        agent="reference-agent", incident_id="INC-2", timeout_s=900)
+    q = ApprovalQueue(store, who="ana", live=False)
+    labels = dict((v, k) for k, v in q.pick.options)
+    assert labels[first.request_id].startswith("create Job shop/orders-add-index: CREATE INDEX ON orders(customer_id) · ")
+    assert labels[first.request_id].endswith(f"min left · {first.request_id}")
+    cut = labels[long.request_id]
+    assert len(cut) <= LABEL_MAX and cut.endswith(f"min left · {long.request_id}")
+    shown = cut.split(" · ")[0]
+    assert shown.endswith("…") and long.summary.startswith(shown[:-1]) and long.summary[len(shown) - 1] == " "  # at a word
+
+    q.pick.value = first.request_id
+    q.comment.value = "fine"
+    q.approve.click()
+    assert q.pick.value == first.request_id and first.request_id in q.result.value
+    assert "1 other request waiting: pick one above" in q.detail.value
+    q.refresh()  # as the Poller does: still on the decided one
+    assert q.pick.value == first.request_id and q.pick.options[0][0].startswith("approved by ana: create Job")
+    q.pick.value = long.request_id  # the person moves on: the decided one leaves the picker
+    assert [v for _, v in q.pick.options] == [long.request_id]
+    assert "If approved:" in q.detail.value and q.approve.disabled and q.approve.tooltip == "write a comment first"
 
 
 def test_widget_tells_the_second_person_that_someone_decided_first(store):
@@ -350,7 +383,8 @@ def test_widget_tells_the_second_person_that_someone_decided_first(store):
     assert "Someone decided first" in q.result.value
     assert "already approved by ana" in q.result.value and "your denial was not recorded" in q.result.value
     assert [r["event"] for r in ledger(store, req.request_id)] == ["requested", "approved"]
-    assert q.pick.value is None and "approved" in q.history.value
+    assert q.pick.value == req.request_id and "Decided: approved</b> by ana" in q.detail.value
+    assert "approved" in q.history.value
 
 
 def test_widget_refreshes_live_when_a_request_arrives(store):
@@ -358,7 +392,7 @@ def test_widget_refreshes_live_when_a_request_arrives(store):
 
     q = ApprovalQueue(store, who="ana", live=True, interval=0.2)
     try:
-        assert q.pick.value is None and "No agent is waiting" in q.detail.value
+        assert q.pick.value is None and q.pick.index == 0 and "No agent is waiting" in q.detail.value
         req = ask(store)
         deadline = time.monotonic() + 30
         while q.pick.value != req.request_id:
