@@ -107,6 +107,13 @@ def test_panel_steps_replays_and_what_ifs(night):
     labels = dict((v, k) for k, v in panel.decision_choice.options)
     question = panel.decisions[night.first].question
     assert labels[night.first].startswith(question[:40]) and labels[night.first].endswith(night.first)
+    from afterfix.widgets.replay import LABEL_MAX, _label
+
+    question = "how to recover? " * 20
+    long = _label(question, "chose rollback_revision", "dec-1")
+    head, _, tail = long.partition("…")
+    assert len(long) <= LABEL_MAX and tail == " · chose rollback_revision · dec-1"  # the outcome and id stay whole
+    assert question.startswith(head) and question[len(head)] == " "  # the question is cut at a word
     panel.decision_choice.value = night.first
     assert panel.path_choice.index == 0 and panel.path_choice.value is None  # the prompt is shown, not a blank
     assert panel.path_choice.options[0][0].startswith("— pick the recorded value")

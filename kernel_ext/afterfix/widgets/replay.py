@@ -34,15 +34,19 @@ LABEL_MAX = 130  # what a 1000-pixel notebook shows of an option
 STATUS = {"ok": "<span class='afterfix-ok'>ok</span>", "error": "<span class='afterfix-bad'>error</span>"}
 
 
-def _label(*parts: Any) -> str:
-    """A picker label: the parts that are there joined with " · ", control characters dropped, cut
-    at a word to LABEL_MAX characters (the browser shows option labels as text)."""
-    value = " · ".join(str(p) for p in parts if p not in (None, ""))
-    value = "".join(ch if ch >= " " else " " for ch in value)
-    if len(value) <= LABEL_MAX:
-        return value
-    cut = value[:LABEL_MAX - 1]
-    return (cut.rsplit(" ", 1)[0] if " " in cut[LABEL_MAX // 2:] else cut) + "…"
+def _label(lead: Any, *rest: Any) -> str:
+    """A picker label: `lead` then the `rest` that are there, joined with " · ", control characters
+    dropped; `lead` is cut at a word so the label stays within LABEL_MAX characters and the rest
+    (outcome, id) stays whole. The browser shows option labels as text."""
+    def clean(value: Any) -> str:
+        return "".join(ch if ch >= " " else " " for ch in str(value))
+
+    tail = "".join(f" · {clean(p)}" for p in rest if p not in (None, ""))
+    head, room = clean(lead), max(LABEL_MAX - len(tail), 40)
+    if len(head) > room:
+        cut = head[:room - 1]
+        head = (cut.rsplit(" ", 1)[0] if " " in cut[room // 2:] else cut) + "…"
+    return head + tail
 
 
 def _edited(edits: list[dict]) -> list[str]:
