@@ -108,8 +108,11 @@ def parse_sql(line: str, cell: str | None = None) -> SqlArgs:
 
 def parse_findings(words: list[str]) -> dict:
     """`--since 24h --incident ID ...` into find()'s keywords; UsageError on a mistake."""
-    from .analysis.model import FINDING_KINDS
+    from .analysis.findings import finding_kinds
     from .analysis.window import parse_time
+    from .trust import compliance  # noqa: F401  (registers trust_violation, as every face does)
+
+    kinds = finding_kinds()
 
     options = {"--since": "since", "--until": "until", "--incident": "incident", "--namespace": "namespace",
                "--kind": "kinds"}
@@ -129,8 +132,8 @@ def parse_findings(words: list[str]) -> dict:
             except ValueError as e:
                 raise UsageError(f"%afterfix findings {name}: {e}") from None
         elif key == "kinds":
-            if value not in FINDING_KINDS:
-                raise UsageError(f"%afterfix findings --kind {value}: choose from {', '.join(FINDING_KINDS)}")
+            if value not in kinds:
+                raise UsageError(f"%afterfix findings --kind {value}: choose from {', '.join(kinds)}")
             out.setdefault("kinds", []).append(value)
         else:
             out[key] = value

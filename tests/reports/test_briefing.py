@@ -77,7 +77,8 @@ def test_an_empty_window_says_so_and_names_the_newest_data(demo_store):
 def test_a_calm_night_needs_nobody(tmp_path):
     night = Night(tmp_path)
     night.at("2026-11-26T23:00").incident("INC-1", "shop/catalog", "latency_p95_ms", 900, 300,
-                                          change=("patch", {"spec.maxReplicas": 2}, {"spec.maxReplicas": 4}))
+                                          change=("patch", {"spec.maxReplicas": 2}, {"spec.maxReplicas": 4}),
+                                          kind="HorizontalPodAutoscaler")  # within templates/trust.yaml's level 3
     b = build_briefing(night.store(), datetime(2026, 11, 26, 22), datetime(2026, 11, 27, 7), figures=False)
     assert not b.worry
     assert b.handoff[0].startswith("Nothing needs you") and "1 verified" in b.handoff[2]

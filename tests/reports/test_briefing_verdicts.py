@@ -19,7 +19,8 @@ HOSTILE = '<img src=x onerror="alert(1)"><script>alert(2)</script>$x$'
 def calm_night(tmp_path, question="what to do about shop/catalog?"):
     night = Night(tmp_path)
     ids = night.at("2026-11-26T23:00").incident("INC-1", "shop/catalog", "latency_p95_ms", 900, 300, question=question,
-                                                change=("patch", {"spec.maxReplicas": 2}, {"spec.maxReplicas": 4}))
+                                                change=("patch", {"spec.maxReplicas": 2}, {"spec.maxReplicas": 4}),
+                                                kind="HorizontalPodAutoscaler")  # within templates/trust.yaml's level 3
     return night.store(), ids
 
 

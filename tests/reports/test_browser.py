@@ -96,14 +96,14 @@ def _check(path, *, figures: int):
 
 def test_the_demo_briefing_draws_every_figure_offline(demo_store, tmp_path):
     html = brief(demo_store, since=NIGHT[0].isoformat(), until=NIGHT[1].isoformat(), output=tmp_path / "b.html").html
-    text, _ = _check(html, figures=3)
+    text, _ = _check(html, figures=4)
     assert "Morning briefing" in text and "Yes, worry" in text
 
 
 def test_hostile_trace_text_shows_as_text_and_never_runs(tmp_path):
     store = _hostile_night(tmp_path)
     html = brief(store, since="2026-11-26T22:00", until="2026-11-27T07:00", output=tmp_path / "b.html").html
-    text, js_links = _check(html, figures=3)
+    text, js_links = _check(html, figures=4)
     assert js_links == 0
     for payload in PAYLOADS.values():
         assert payload in text, f"{payload!r} does not show as text"

@@ -39,7 +39,9 @@ def test_brief_writes_one_offline_html_with_no_code_and_the_sections_in_order(br
     # nothing fetched: no script or stylesheet from elsewhere (plotly.js is inside the file)
     assert not re.search(r"<(script|link)[^>]+(src|href)=[\"']?(https?:)?//", html)
     assert not re.search(r"<script[^>]+src=[^>]*(mathjax|require)", html, re.I)
-    assert html.count("Plotly.newPlot") == 3  # the night overview, the worst incident's timeline and its tree
+    # the night overview, the worst incident's timeline and its tree, and the trust ladder
+    assert html.count("Plotly.newPlot") == 4
+    assert "Trust ladder" in html and "Trust violations" in html
     positions = [html.index(f"{i}. {title}".replace("?", "?")) for i, title in enumerate(TITLES, 1)]
     assert positions == sorted(positions)
     assert html.index("Morning briefing") < positions[0]
