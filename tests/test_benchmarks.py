@@ -76,6 +76,9 @@ NUM = r"[\d,.]+"
             rf"^gen-tests: {NUM} s for 3 incidents \(target ≤ 10 s\): (met|MISSED)$",
             rf"^suite run: {NUM} s under pytest \(target ≤ 60 s\): (met|MISSED)$",
         ]),
+        ("run_view.py", ["--sizes", "200", "--repeat", "1"], [
+            rf"^run view, 200-step run \(200 steps, 20 decisions\): first open {NUM} s, median {NUM} s of 1$",
+        ]),
         ("plan.py", ["--repeat", "1"], [
             rf"^plan: slowest median {NUM} ms over \d+ actions, first plan of the process {NUM} ms \(target ≤ 1000 ms\): (met|MISSED)$",
         ]),

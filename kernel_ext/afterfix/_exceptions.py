@@ -20,7 +20,12 @@
     ├── review.whatif.EditError         a what-if path or value that does not fit the recorded inputs
     ├── review.endpoint.EndpointError   an OpenAI-compatible endpoint unreachable, refusing, or answering nonsense
     ├── review.approvals.ApprovalError  an approval request or decision refused (unknown id, no comment)
-    └── review.verdicts.VerdictError    a verdict refused (wrong without the option that should have been taken)
+    ├── review.verdicts.VerdictError    a verdict refused (wrong without the option that should have been taken)
+    │   (trust, defined where they are raised:)
+    ├── trust.policy.TrustPolicyError   a trust policy file refused (file and line, and the fix)
+    ├── trust.ladder.TrustError         a promotion above the cap, or a rule the policy does not have
+    ├── trust.gentests.GenTestsError    an incident that cannot become a regression test
+    └── trust.regression.RegressionError   a generated test's fixture or decider that cannot be used
 
 Single refused records are not exceptions: decoders return them as `Refusal`s with the place
 (file and line, or request and span) and the reason, and the rest of the input goes through.

@@ -58,6 +58,15 @@ def test_masked_issue_says_perhaps_not_when_a_different_fix_followed(tmp_path):
     assert f.details["will_recur"] == "maybe" and "Perhaps not" in f.explanation
 
 
+def test_masked_issue_with_two_fixes_at_the_same_moment_still_answers(tmp_path):
+    # two agents restarting one workload at once: no gap between the fixes, and no division by it
+    night = Night(tmp_path)
+    for inc in ("INC-1", "INC-2"):
+        night.at("2026-11-26T23:10").incident(inc, "shop/cart", "memory_mb", 400, 384, change=RESTART)
+    (f,) = of(night.store(), "masked_issue")
+    assert f.details["repeats"] == 2 and "times in an 8-hour shift" in f.explanation
+
+
 # -- unverified action ----------------------------------------------------------------------------------
 
 

@@ -97,11 +97,12 @@ def incidents(store, *, since: datetime | None = None, until: datetime | None = 
     its status. `found` passes findings already computed for the window (the browser caches them:
     finding them is the slow part)."""
     from afterfix.analysis.findings import find
-    from afterfix.analysis.model import FINDING_KINDS
+    from afterfix.analysis.findings import finding_kinds
+    from afterfix.trust import compliance  # noqa: F401  (registers trust_violation)
 
     level = _parse_level(trust_level)
-    if finding and finding not in FINDING_KINDS:
-        raise ValueError(f"finding={finding!r}: choose one of {', '.join(FINDING_KINDS)}")
+    if finding and finding not in finding_kinds():
+        raise ValueError(f"finding={finding!r}: choose one of {', '.join(finding_kinds())}")
     frame = store.query(_SQL)
     if since is not None:
         frame = frame[frame["start_time"] >= pd.Timestamp(since)]

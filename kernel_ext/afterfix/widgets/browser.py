@@ -99,7 +99,8 @@ class IncidentBrowser(W.VBox):
     def _read_store(self) -> None:
         """Findings and the unfiltered rows, and the filters' choices from them."""
         from afterfix.analysis.findings import find
-        from afterfix.analysis.model import FINDING_KINDS
+        from afterfix.analysis.findings import finding_kinds
+        from afterfix.trust import compliance  # noqa: F401  (registers trust_violation)
         from afterfix.review.incidents import incidents
 
         try:
@@ -119,7 +120,7 @@ class IncidentBrowser(W.VBox):
             self._options(self.night, [(ANY, ANY)] + [(f"{n} ({a.loc[a['night'] == n, 'start_time'].min():%m-%d %H:%M})", n)
                                                       for n in nights])
             self._options(self.namespace, [ANY] + namespaces)
-            self._options(self.finding, [ANY] + list(FINDING_KINDS))
+            self._options(self.finding, [ANY] + list(finding_kinds()))
             self._options(self.trust, [ANY] + levels)
             self._options(self.status_filter, [ANY] + statuses)
         finally:

@@ -123,7 +123,7 @@ def _finding(target: str, verb: str, fixes: pd.DataFrame, later: pd.DataFrame, s
         will_recur = "yes"
         answer = (f"Yes. Nothing in the store changes the cause, so expect {signal or 'the alert'} to cross again next "
                   f"around {c.hhmm(next_at)} and the agent to {verb} {target} again, "
-                  f"about {max(1, round(8 * 3600 / typical))} times in an 8-hour shift.")
+                  f"about {max(1, round(8 * 3600 / max(typical, 60.0)))} times in an 8-hour shift.")
     else:
         other = later.iloc[0]
         will_recur = "maybe"
