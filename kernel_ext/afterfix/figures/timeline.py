@@ -97,19 +97,21 @@ def incident_timeline(timeline: Timeline, metrics=None, *, signal: str | None = 
             hovertext=[_step_hover(s) for s in failed], hoverinfo="text",
         ), row=1, col=1)
 
-    for step in timeline.steps:
-        node = nodes.get(step.span_id)
-        if step.kind == "action" and (node is None or node.details.get("mutating") is not False):
-            fig.add_shape(type="line", x0=step.start, x1=step.start, xref="x", yref="paper", y0=0, y1=1,
-                          line=dict(color=st.KIND_COLORS["action"], width=1, dash="dot"), layer="below")
+    # Shapes are collected and set once: `add_shape` re-validates every earlier shape on each call,
+    # which made a run with 500 changes take 80 s to draw (measured).
+    shapes = [dict(type="line", x0=step.start, x1=step.start, xref="x", yref="paper", y0=0, y1=1,
+                   line=dict(color=st.KIND_COLORS["action"], width=1, dash="dot"), layer="below")
+              for step in timeline.steps
+              if step.kind == "action" and ((node := nodes.get(step.span_id)) is None
+                                            or node.details.get("mutating") is not False)]
 
     ticks = [(first + last) / 2 for first, last, _ in lanes]
     fig.update_yaxes(range=[n_rows - 0.5, -0.5], tickvals=ticks, ticktext=[label for _, _, label in lanes],
                      showgrid=False, zeroline=False, fixedrange=True, row=1, col=1)
-    for i, (first, last, _) in enumerate(lanes):
-        if i % 2 == 1:
-            fig.add_shape(type="rect", xref="x domain", yref="y", x0=0, x1=1, y0=first - 0.5, y1=last + 0.5,
-                          fillcolor="rgba(0,0,0,0.035)", line=dict(width=0), layer="below")
+    shapes += [dict(type="rect", xref="x domain", yref="y", x0=0, x1=1, y0=first - 0.5, y1=last + 0.5,
+                    fillcolor="rgba(0,0,0,0.035)", line=dict(width=0), layer="below")
+               for i, (first, last, _) in enumerate(lanes) if i % 2 == 1]
+    fig.update_layout(shapes=list(fig.layout.shapes) + shapes)
     fig.update_xaxes(type="date", showgrid=True, gridcolor="#eeeeee")
     fig.update_xaxes(title_text="time (UTC)", row=2 if has_metric else 1, col=1)
 

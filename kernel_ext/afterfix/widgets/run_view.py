@@ -31,7 +31,6 @@ __all__ = ["RunView", "step_rows", "FILTERS"]
 
 PAGE_SIZE = 50
 TREE_ROWS = 400
-SHAPES_ONE_BY_ONE = 40  # more changes than this: the timeline's change lines are drawn in one go (timeline_figure)
 FILTERS = {"all steps": None, "decisions": {"decision"}, "actions": {"action", "verification", "approval"},
            "tool calls": {"tool"}, "model calls": {"llm"}, "failed": "error"}
 _STEP_COLUMNS = [("n", "#"), ("at", "at"), ("agent", "agent"), ("kind", "kind"), ("name", "step"),
@@ -273,29 +272,10 @@ class RunView(W.VBox):
         self.timeline_out.outputs = figure_outputs(self.timeline_figure(metrics, signal))
 
     def timeline_figure(self, metrics=None, signal: str | None = None):
-        """The timeline figure, with its dotted line per change to production drawn in one go.
-
-        figures.timeline adds those lines one `add_shape` at a time, and plotly copies and
-        re-validates every shape so far on each call: 500 changes took 80 s (measured). So the
-        figure is handed the action nodes as non-mutating copies (it draws no line for those,
-        and `mutating` is all it reads them for) and the lines are set here in one assignment."""
-        from afterfix.figures import _style as st
+        """The timeline figure of this run or incident (figures.timeline), at the panel's width."""
         from afterfix.figures.timeline import incident_timeline
 
-        changes = [s for s in self.timeline.steps if s.kind == "action"]
-        trees = self.trees
-        if len(changes) > SHAPES_ONE_BY_ONE:
-            mutating = {n.span_id: n.details.get("mutating") is not False
-                        for t in self.trees for n in t.nodes("action")}
-            changes = [s for s in changes if mutating.get(s.span_id, True)]
-            trees = [_quiet_actions(t) for t in self.trees]
-        fig = incident_timeline(self.timeline, metrics, signal=signal, trees=trees, width=self.width)
-        if trees is not self.trees:
-            line = dict(color=st.KIND_COLORS["action"], width=1, dash="dot")
-            fig.layout.shapes = tuple(fig.layout.shapes) + tuple(
-                dict(type="line", x0=s.start, x1=s.start, xref="x", yref="paper", y0=0, y1=1, line=line, layer="below")
-                for s in changes)
-        return fig
+        return incident_timeline(self.timeline, metrics, signal=signal, trees=self.trees, width=self.width)
 
     def _refilter(self, keep_page: bool = False) -> None:
         want = FILTERS[self.filter.value]
@@ -412,17 +392,6 @@ class RunView(W.VBox):
         every = [v for vs in self._verdicts.values() for v in vs]
         self.verdicts_html.value = _verdict_table(every) if every else \
             "<i class='afterfix-muted'>no verdicts on this run's decisions or actions yet</i>"
-
-
-def _quiet_actions(tree):
-    """A copy of `tree` whose action nodes say mutating=False (everything else shared)."""
-    import dataclasses
-
-    def copy(node):
-        details = {**node.details, "mutating": False} if node.kind == "action" else node.details
-        return dataclasses.replace(node, details=details, children=[copy(c) for c in node.children])
-
-    return dataclasses.replace(tree, root=copy(tree.root))
 
 
 def _verdict_table(vs: list) -> str:
