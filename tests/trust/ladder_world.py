@@ -58,14 +58,17 @@ class World:
         self._t = itertools.count()
 
     def act(self, verb="restart", kind="Deployment", namespace="shop", *, outcome="success", status="applied",
-            scenario=None, labels=None) -> dict:
-        t = NIGHT + 60 * next(self._t)
+            scenario=None, labels=None, name=None) -> dict:
+        n = next(self._t)
+        t = NIGHT + 60 * n
+        # A workload of its own unless named: the same fix of one workload again is a masked issue.
+        name = name or f"web-{n}"
         with recording(self.store, "agent", clock=lambda: t) as rec:
             rec.scenario = scenario
             with rec.run():
                 dec = rec.decision(f"what to do about {namespace}?", [sdk.Option("fix", "fix it", verdict="selected")],
                                    "fix", "it is broken")
-                with rec.action(verb, sdk.Target("uid-1", kind, "apps/v1", namespace, "web"), decision_id=dec) as a:
+                with rec.action(verb, sdk.Target(f"uid-{name}", kind, "apps/v1", namespace, name), decision_id=dec) as a:
                     for k, v in (labels or {}).items():
                         a.set(f"afterfix.labels.{k}", v)
                     a.status(status)

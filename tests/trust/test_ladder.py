@@ -80,6 +80,16 @@ def test_promotion_is_suggested_after_n_clean_outcomes_in_a_row(store, world, n,
         assert "5 clean outcomes in a row" in s.why
 
 
+def test_the_same_fix_again_and_again_is_masked_not_clean(store, world):
+    # five verified restarts of one workload: each cleared the symptom and the cause stayed
+    for _ in range(5):
+        world.act(name="cart")
+    rec = L.track_record(store, policy())["restarts"]
+    assert [o.result for o in rec.outcomes] == ["masked"] * 5 and rec.clean_streak == 0 and rec.negatives == 0
+    assert rec.masked == 5 and "5 verified but needed again (masked)" in rec.text()
+    assert L.suggestions(store, policy()) == []
+
+
 def test_promote_after_is_configurable_and_checked(store, world):
     world.act()
     world.act()

@@ -18,6 +18,9 @@ same rule compliance checks it against. Its outcome is one of:
 - rolled back: a `rollback` ledger row for it with outcome rolled_back, by a person or by the
   guard (`automatic`);
 - wrong: a current "wrong" verdict on it or on the decision it served;
+- masked: verified, but the same fix of the same target was needed again (a masked_issue finding:
+  the symptom cleared and the cause stayed), so it proves nothing about the rule; it breaks a
+  clean streak without being a negative outcome;
 - failed: its write failed, or its latest verification failed or was inconclusive;
 - open: not applied (recommended, waiting for approval, denied, dry run), or never verified.
 
@@ -80,6 +83,7 @@ class Record:
     wrong_verdicts: int = 0  # current "wrong" verdicts on the rule's actions or their decisions
     last_outcome_at: datetime | None = None  # the latest matched action's start (trace clock)
     failed_verifications: int = 0
+    masked: int = 0  # verified, but the same fix of the same target was needed again (masked_issue)
     actions: int = 0  # agent actions the rule matched
     clean_streak: int = 0  # clean outcomes after the last non-clean one and after the level was last decided
     negatives_since_change: int = 0  # rollbacks and wrong verdicts since the level was last decided
@@ -106,6 +110,8 @@ class Record:
             parts.append(f"{self.wrong_verdicts} marked wrong")
         if self.failed_verifications:
             parts.append(f"{self.failed_verifications} failed verification")
+        if self.masked:
+            parts.append(f"{self.masked} verified but needed again (masked)")
         return f"{', '.join(parts)} (of {_count(self.actions, 'action')})"
 
 
@@ -206,6 +212,13 @@ def _verifications(store) -> dict[str, str]:
     return {a: o for a, o in zip(frame["action_id"], frame["outcome"]) if a}  # the latest wins
 
 
+def _masked(store) -> set[str]:
+    """Actions the masked_issue finding names: the same fix of one target, again and again."""
+    from afterfix.analysis.findings import find
+
+    return {a for f in find(store, kinds=["masked_issue"]) for a in f.details.get("action_ids", [])}
+
+
 def _rollbacks(store) -> pd.DataFrame:
     try:
         return store.query("SELECT rollback_id, action_id, who, automatic, time FROM rollbacks "
@@ -254,6 +267,7 @@ def track_record(store, policy, *, changes: list[TrustChange] | None = None) -> 
     if actions.empty:
         return records
     checks = _verifications(store)
+    masked = _masked(store)
     backs = _rollbacks(store)
     backs_of: dict[str, list] = {}
     for row in backs.to_dict("records"):
@@ -287,6 +301,8 @@ def track_record(store, policy, *, changes: list[TrustChange] | None = None) -> 
         elif a["status"] not in APPLIED:
             failed = a["status"] == "failed" or bool(a["failed"])
             out = Outcome(a["action_id"], time, "failed" if failed else "open", f"status {a['status']}")
+        elif check == "success" and a["action_id"] in masked:
+            out = Outcome(a["action_id"], time, "masked", "verified, but the same fix was needed again (masked_issue)")
         elif check == "success":
             out = Outcome(a["action_id"], time, "clean", "verified")
         elif check in ("failure", "inconclusive"):
@@ -294,6 +310,7 @@ def track_record(store, policy, *, changes: list[TrustChange] | None = None) -> 
         else:
             out = Outcome(a["action_id"], time, "open", "never verified")
         rec.successes += out.result == "clean"
+        rec.masked += out.result == "masked"
         rec.failed_verifications += out.result == "failed" and check in ("failure", "inconclusive")
         rec.outcomes.append(out)
 

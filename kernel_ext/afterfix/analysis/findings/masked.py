@@ -144,4 +144,5 @@ def _finding(target: str, verb: str, fixes: pd.DataFrame, later: pd.DataFrame, s
         details={"verb": verb, "repeats": len(fixes), "nights": int(nights), "signal": signal,
                  "typical_interval_s": typical, "regrowth_per_hour": statistics.median(rates) if rates else None,
                  "incidents": list(dict.fromkeys(fixes["incident_id"].dropna())),
+                 "action_ids": list(fixes["action_id"]),
                  "will_recur": will_recur, "next_expected": c.py_time(next_at), "will_recur_answer": answer})
