@@ -143,7 +143,8 @@ def test_review_incident_opens_the_most_serious_incident_in_every_panel(night, t
     assert ids["run"] in widget_text(nb, cell(nb, "run-view"))
     replay = widget_text(nb, cell(nb, "replay"))
     assert ids["run"] in replay
-    assert f"{WHO} what_if {ids['decision']} diverged" in replay  # the saved what-if, offered for reopening
+    # the saved what-if, offered for reopening: "what-if (PATH) · DIVERGED · by WHO at TIME · DECISION"
+    assert re.search(rf"what-if \([^)]+\) · DIVERGED · by {WHO} at [\d: -]+ · {ids['decision']}", replay), replay
     rollback = widget_text(nb, cell(nb, "rollback"))
     assert ids["action"] in rollback
     assert ids["request"] in widget_text(nb, cell(nb, "approvals"))

@@ -54,7 +54,7 @@ def test_cli_what_if_diverges_exit_1(capsys, demo_store):
 
 
 def test_cli_all_reports_none_diverged_on_the_demo(capsys, demo_store):
-    code, out, _ = run(capsys, "--all", "--store", str(demo_store.root))
+    code, out, _ = run(capsys, "--all", "--endpoint", "scripted", "--store", str(demo_store.root))  # the LLM agent's too
     assert code == 0 and " 0 diverged, 0 could not be replayed" in out
 
 

@@ -388,6 +388,7 @@ def ingest_paths(
             if hold is not None:
                 hold.release()
         if bar is not None:
+            bar.refresh()  # the final state, even when the whole ingest took less than tqdm's mininterval
             bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary
