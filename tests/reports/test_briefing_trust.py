@@ -16,8 +16,9 @@ def test_the_demo_briefing_has_the_ladder_and_the_violations(demo_store):
     assert ladder.title == "Trust ladder" and "8 rules" in ladder.summary
     (fig,) = ladder.figures
     assert "rolling-restarts" in fig.layout.yaxis.ticktext
-    # five verified restarts on the demo night: promotion from 3 to 4 is suggested
-    assert "promote 3 → 4" in set(ladder.table["suggestion"])
+    # five verified restarts on the demo night, but four of them the same restart of the leaking cart
+    # (masked_issue): the rule has earned no promotion, and nothing else has five clean outcomes yet
+    assert ladder.table is None and ladder.summary.endswith("nothing is suggested."), ladder.summary
     violations = b.section(VIOLATIONS_KEY)
     assert set(violations.table["rule"]) == {"rollbacks", "platform-shared"}
     assert any(f.kind == "trust_violation" for f in b.findings)
