@@ -7,9 +7,9 @@ from setuptools import Extension, setup
 
 setup(
     # The papermill templates and manifests, for installs without a checkout: `afterfix brief`
-    # finds them in <prefix>/share/afterfix/templates (reports/render.py template_path).
+    # finds them in <prefix>/share/afterfix/templates (afterfix/templates.py).
     data_files=[("share/afterfix/templates", sorted(glob("templates/*.ipynb") + glob("templates/*.yaml")
-                                                  + glob("templates/*.cron")))],
+                                                  + glob("templates/*.cron") + glob("templates/*.tmpl")))],
     ext_modules=[
         Extension(
             "afterfix.ingest._otlpjson",

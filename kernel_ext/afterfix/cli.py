@@ -57,6 +57,16 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _when(text: str):
+    """An argparse type: a duration back from now (24h, 7d) or an ISO time, as analysis.window reads it."""
+    from afterfix.analysis.window import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _cluster_options(parser: argparse.ArgumentParser) -> None:
     """--kubeconfig and --context, for the commands that reach a cluster (rollback, actions, guard)."""
     parser.add_argument("--kubeconfig", default=None, metavar="PATH",

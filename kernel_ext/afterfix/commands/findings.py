@@ -9,7 +9,6 @@ $AFTERFIX_TRUST, else templates/trust.yaml.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import textwrap
@@ -18,17 +17,8 @@ from afterfix.analysis.findings import finding_kinds
 from afterfix.trust import compliance  # noqa: F401 - registers the trust_violation findings
 
 
-def _when(text: str):
-    from afterfix.analysis.window import parse_time
-
-    try:
-        return parse_time(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def register(subparsers) -> None:
-    from afterfix.cli import _store_option
+    from afterfix.cli import _store_option, _when
 
     p = subparsers.add_parser(
         "findings", help="what went wrong overnight: masked issues, bundled rollbacks, first bad steps, ...",

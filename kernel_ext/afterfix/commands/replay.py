@@ -13,7 +13,6 @@ failed (the endpoint is unreachable or answered badly).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -22,17 +21,8 @@ from afterfix.cli import UsageError, safe
 EXIT_SAME, EXIT_DIVERGED, EXIT_NOT_REPLAYABLE, EXIT_DECIDER = 0, 1, 3, 4
 
 
-def _when(text: str):
-    from afterfix.analysis.window import parse_time
-
-    try:
-        return parse_time(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def register(subparsers) -> None:
-    from afterfix.cli import _store_option
+    from afterfix.cli import _store_option, _when
 
     p = subparsers.add_parser(
         "replay", help="re-make a recorded decision (or a what-if with --set) and say whether it chose the same",

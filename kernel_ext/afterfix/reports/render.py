@@ -19,13 +19,13 @@ the new one is written, so a failed render never costs an old briefing.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from afterfix._exceptions import AfterfixError
+from afterfix.templates import find_template, template_places
 
 __all__ = ["render", "brief", "template_path", "TemplateError", "open_briefing", "open_incident_review",
            "open_decision_tree", "TEMPLATES", "Rendered", "rotate", "to_html"]
@@ -45,18 +45,10 @@ def template_path(name: str) -> Path:
     file = name if name.endswith(".ipynb") else f"{name}.ipynb"
     if Path(file).is_file():
         return Path(file)
-    places = []
-    if os.environ.get("AFTERFIX_TEMPLATES"):
-        places.append(Path(os.environ["AFTERFIX_TEMPLATES"]))
-    from afterfix.store import _repo_root
-
-    root = _repo_root()
-    if root is not None:
-        places.append(root / "templates")
-    places.append(Path(sys.prefix) / "share" / "afterfix" / "templates")
-    for place in places:
-        if (place / file).is_file():
-            return place / file
+    found = find_template(file)
+    if found is not None:
+        return found
+    places = template_places()
     raise TemplateError(f"no template {file}: looked in {', '.join(map(str, places))}; "
                         f"set AFTERFIX_TEMPLATES to the folder holding {', '.join(t + '.ipynb' for t in TEMPLATES)}")
 

@@ -21,9 +21,7 @@ The module's docstring tells the incident's story, so the suite reads as the nig
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from string import Template
@@ -31,6 +29,7 @@ from string import Template
 import orjson
 
 from afterfix._exceptions import AfterfixError
+from afterfix.templates import find_template, template_places
 from afterfix.trust.freeze import freeze_many
 from afterfix.trust.regression import Incident, expectations
 
@@ -63,18 +62,10 @@ def module_name(incident_id: str) -> str:
 
 
 def _template() -> str:
-    places = []
-    if os.environ.get("AFTERFIX_TEMPLATES"):
-        places.append(Path(os.environ["AFTERFIX_TEMPLATES"]))
-    from afterfix.store import _repo_root
-
-    root = _repo_root()
-    if root is not None:
-        places.append(root / "templates")
-    places.append(Path(sys.prefix) / "share" / "afterfix" / "templates")
-    for place in places:
-        if (place / TEMPLATE).is_file():
-            return (place / TEMPLATE).read_text(encoding="utf-8")
+    found = find_template(TEMPLATE)
+    if found is not None:
+        return found.read_text(encoding="utf-8")
+    places = template_places()
     raise GenTestsError(f"no template {TEMPLATE}: looked in {', '.join(map(str, places))}; "
                         "set AFTERFIX_TEMPLATES to the folder that has it")
 

@@ -30,11 +30,12 @@ import difflib
 import fnmatch
 import os
 import re
-import sys
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from afterfix.templates import find_template, template_places
 
 import yaml
 
@@ -142,18 +143,10 @@ class TrustPolicy:
 
 def default_policy_path() -> Path:
     """templates/trust.yaml: from AFTERFIX_TEMPLATES, else the checkout, else the installed share folder."""
-    places = []
-    if os.environ.get("AFTERFIX_TEMPLATES"):
-        places.append(Path(os.environ["AFTERFIX_TEMPLATES"]))
-    from afterfix.store import _repo_root
-
-    root = _repo_root()
-    if root is not None:
-        places.append(root / "templates")
-    places.append(Path(sys.prefix) / "share" / "afterfix" / "templates")
-    for place in places:
-        if (place / DEFAULT_POLICY).is_file():
-            return place / DEFAULT_POLICY
+    found = find_template(DEFAULT_POLICY)
+    if found is not None:
+        return found
+    places = template_places()
     raise TrustPolicyError(DEFAULT_POLICY, None, None, f"not found in {', '.join(map(str, places))}; give a policy "
                            f"file with --trust FILE or ${ENV_TRUST}, or set AFTERFIX_TEMPLATES to the templates folder")
 
