@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(VENV)/bin/afterfix demo
 
 test: $(STAMP) system-packages
-	$(PY) -m pytest -q -rs -p no:cacheprovider
+	$(PY) -m pytest -q -rs -p no:cacheprovider --durations=20
 
 bench: $(STAMP)
 	@ls benchmarks/*.py | sed 's/^/  $(PY) /'
