@@ -45,3 +45,13 @@ def demo_store(tmp_path_factory) -> Store:
     s = Store(root / "store")
     run_night(s, workdir=root / "work", seed=0)
     return s
+
+
+@pytest.fixture
+def hook():
+    """A local webhook receiver (tests/webhooks.py), closed after the test."""
+    from webhooks import Hook
+
+    h = Hook()
+    yield h
+    h.close()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -22,38 +20,6 @@ def policy(level: int, **extra) -> str:
     lines = [f"{k}: {v}" for k, v in extra.items()]
     return "\n".join(lines + ["rules:", "  - id: hpa-max", "    verbs: [patch]", "    kinds: [HorizontalPodAutoscaler]",
                               f"    level: {level}", ""])
-
-
-class Hook:
-    """A webhook on 127.0.0.1 that keeps the JSON bodies POSTed to it."""
-
-    def __init__(self):
-        self.bodies: list[dict] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/afterfix"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def hook():
-    h = Hook()
-    yield h
-    h.close()
 
 
 def night(tmp_path, name: str, text: str, **kw):
@@ -84,7 +50,7 @@ def test_the_same_night_under_two_policies_acts_differently(tmp_path, hook, monk
         ("patch", "HorizontalPodAutoscaler", "applied", 3)
     assert (act3["rule"], act3["policy"]) == ("hpa-max", str(path3))
     assert result3.incidents[0].outcomes[0].action_status == "applied"
-    [body] = hook.bodies
+    [body] = hook.bodies()
     assert body["source"] == "agent" and body["action_id"] == act3["action_id"]
     assert body["trust"] == {"level": 3, "rule": "hpa-max", "policy": str(path3)}
     assert body["target"]["name"] == "catalog"
@@ -97,7 +63,7 @@ def test_the_same_night_under_two_policies_acts_differently(tmp_path, hook, monk
     store1, result1, [act1], _ = night(tmp_path, "level1", policy(1, webhook=hook.url))
     assert (act1["status"], act1["trust_level"], act1["rule"]) == ("recommended", 1, "hpa-max")
     assert result1.incidents[0].outcomes[0].action_status == "recommended"
-    assert len(hook.bodies) == 1 and store1.query("SELECT count(*) AS n FROM alerts")["n"].iloc[0] == 0
+    assert len(hook.bodies()) == 1 and store1.query("SELECT count(*) AS n FROM alerts")["n"].iloc[0] == 0
     assert hpa_max(tmp_path / "level1") == 2  # as the copy-paste left it
 
     # and the compliance check agrees with both: neither night broke its own policy
@@ -112,7 +78,7 @@ def test_level_4_acts_without_notifying_and_level_2_waits_for_the_approver(tmp_p
     monkeypatch.setenv("AFTERFIX_WEBHOOK", hook.url)
     store4, _, [act4], _ = night(tmp_path, "level4", policy(4))
     assert (act4["status"], act4["trust_level"]) == ("applied", 4)
-    assert hook.bodies == [] and store4.query("SELECT count(*) AS n FROM alerts")["n"].iloc[0] == 0
+    assert hook.bodies() == [] and store4.query("SELECT count(*) AS n FROM alerts")["n"].iloc[0] == 0
 
     asked = []
     store2, _, [act2], _ = night(tmp_path, "level2", policy(2), approver=lambda r: asked.append(r) or "approved")
