@@ -159,12 +159,18 @@ def target_run(folder: Path, start: datetime):
 
 
 def make(folder: Path, spans: int, batch: int):
-    """A store under `folder` holding `spans` background spans and the target run; returns seconds taken."""
+    """A store under `folder` holding `spans` background spans and the target run; returns seconds taken.
+
+    Each batch is written as the store's append writes a batch without duplicates (its Parquet
+    files by pyarrow, handed to the lake with ducklake_add_data_files, its run_index rows beside
+    them, one transaction), without the append's check for spans already stored, which nothing
+    here can collide with: 100M spans in about 20 minutes instead of an hour.
+    """
     import duckdb
     import pyarrow as pa
 
-    from afterfix import schema
-    from afterfix.store import Store
+    from afterfix import run_index, schema
+    from afterfix.store import Store, _DataFiles
 
     t0 = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
@@ -173,18 +179,34 @@ def make(folder: Path, spans: int, batch: int):
     middle_run = spans // SPANS_PER_RUN // 2
     middle = middle_run * SPANS_PER_RUN
     target = target_run(folder, T0 + timedelta(seconds=middle_run * RUN_EVERY_S + 5))
-    con = duckdb.connect()
+    gen = duckdb.connect()
+    lake = store.connection(read_only=False)
     span_cols = ", ".join(n for n, *_ in schema.SPAN_COLUMNS)
     for lo in range(0, spans, batch):
         hi = min(lo + batch, spans)
         params = {"lo": lo, "hi": hi, "t0": T0}
-        rows = con.execute(f"SELECT {span_cols} FROM ({_SPANS_SQL})", params).to_arrow_table().cast(schema.SPAN_SCHEMA)
-        events = con.execute(_EVENTS_SQL, params).to_arrow_table().cast(schema.EVENT_SCHEMA)
+        rows = gen.execute(f"SELECT {span_cols} FROM ({_SPANS_SQL})", params).to_arrow_table().cast(schema.SPAN_SCHEMA)
+        events = gen.execute(_EVENTS_SQL, params).to_arrow_table().cast(schema.EVENT_SCHEMA)
         if lo <= middle < hi:  # the target run among its neighbours, in time order, in the same file
             rows = pa.concat_tables([rows, target.spans.cast(schema.SPAN_SCHEMA)]).sort_by("start_time")
             events = pa.concat_tables([events, target.events.cast(schema.EVENT_SCHEMA)]).sort_by("time")
-        store.append(rows, events)
+        index = run_index.rows_for_append(rows, events)
+        files = _DataFiles(store.data)
+        with store.write_lock():
+            lake.execute("BEGIN TRANSACTION")
+            try:
+                files.insert(lake, "spans", rows, "bench_spans")
+                files.insert(lake, "events", events, "bench_events")
+                if index is not None:
+                    files.insert(lake, run_index.TABLE, index, "bench_index")
+                lake.execute("COMMIT")
+            except BaseException:
+                lake.execute("ROLLBACK")
+                files.discard()
+                raise
+        del rows, events
         print(f"  stored {hi:,} of {spans:,} spans ({time.perf_counter() - t0:.0f} s)", flush=True)
+    run_index.mark_complete(lake)  # every span above went through rows_for_append
     store.close()
     return time.perf_counter() - t0
 

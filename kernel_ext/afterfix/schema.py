@@ -98,6 +98,19 @@ METRIC_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
     ("ingested_at", _TS, "TIMESTAMP", False),
 ]
 
+# Where in time each run's spans and events are (run_index.py): one row per run per append, so a
+# query for one run filters on start_time, which the time-ordered files' statistics prune on. A row
+# with a null run_id marks the index complete (every span stored is indexed).
+RUN_INDEX_COLUMNS: list[tuple[str, pa.DataType, str, bool]] = [
+    ("run_id", pa.string(), "VARCHAR", True),  # null: the row marking the index complete
+    ("first_start", _TS, "TIMESTAMP", True),  # the earliest start_time of the run's spans in the batch
+    ("last_start", _TS, "TIMESTAMP", True),  # the latest
+    ("first_event", _TS, "TIMESTAMP", True),  # the earliest time of their events (null: none)
+    ("last_event", _TS, "TIMESTAMP", True),
+    ("spans", pa.int64(), "BIGINT", False),  # spans indexed by the row (the marker: all spans then stored)
+    ("indexed_at", _TS, "TIMESTAMP", False),
+]
+
 # Ledgers: what people and afterfix itself did about the agent's actions. Rows are appended,
 # never updated: the newest row about a thing is its state, the older ones its history.
 
@@ -230,6 +243,7 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str, bool]]] = {
     "events": EVENT_COLUMNS,
     "quarantine": QUARANTINE_COLUMNS,
     "ingest_offsets": OFFSET_COLUMNS,
+    "run_index": RUN_INDEX_COLUMNS,
     "rollbacks": ROLLBACK_COLUMNS,
     "analyses": ANALYSIS_COLUMNS,
     "alerts": ALERT_COLUMNS,

@@ -1,0 +1,137 @@
+"""The run index: where in time each run's spans and events are, so one run is read from the few
+files that hold it.
+
+Run ids are random-looking (the SDK makes them so), so every Parquet file's min/max statistics of
+`run_id` span nearly the whole alphabet and `WHERE run_id IN (...)` prunes nothing: at 100M spans
+the run_id column of every file is read. Spans are stored in time-ordered batches, though, so a
+filter on `start_time` lets DuckLake skip every file (and the Parquet reader every row group)
+outside the run's time range. `run_index` keeps that range: one row per run per append (its
+first and last span start, and the time range of the batch's events), tens of bytes against the
+run's kilobytes.
+
+A row with a null `run_id` says the index covers every span stored: `backfill` writes it after
+indexing the spans already stored (a store written before the index existed), and a reader that
+does not find it reads by run id alone, as before. Rows only ever widen a run's range, so a
+batch indexed twice (a redelivered batch, a backfill over rows already indexed) is still right.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import schema
+
+TABLE = "run_index"
+
+
+def rows_for_append(spans: pa.Table, events: pa.Table | None = None) -> pa.Table | None:
+    """The index rows of one batch about to be appended (spans of the `spans` schema, their events
+    of the `events` schema), or None when no span of it has a run id.
+
+    Events are placed by the batch, not by their span: each run's event range is that of all the
+    batch's events. Matching each event to its span's run took 2 s a 500k-span batch (measured),
+    as long as the append itself; a batch's events lie where its spans are, in the same files."""
+    runs = spans.group_by("run_id").aggregate([("start_time", "min"), ("start_time", "max"), ("start_time", "count")])
+    runs = runs.filter(pc.is_valid(runs["run_id"]))
+    if not runs.num_rows:
+        return None
+    ts = pa.timestamp("us")
+    first_event = last_event = None
+    if events is not None and events.num_rows:
+        bounds = pc.min_max(events["time"])
+        first_event, last_event = bounds["min"].as_py(), bounds["max"].as_py()
+    n = runs.num_rows
+    now = datetime.utcnow().replace(microsecond=0)
+    return pa.table({
+        "run_id": runs["run_id"],
+        "first_start": runs["start_time_min"],
+        "last_start": runs["start_time_max"],
+        "first_event": pa.array([first_event] * n, ts),
+        "last_event": pa.array([last_event] * n, ts),
+        "spans": runs["start_time_count"].cast(pa.int64()),
+        "indexed_at": pa.array([now] * n, ts),
+    }).cast(schema.arrow_schema(TABLE))
+
+
+def complete(con: duckdb.DuckDBPyConnection, prefix: str = "lake.") -> bool:
+    """Whether the index covers every span stored (its marker row is there)."""
+    try:
+        return con.execute(f"SELECT count(*) FROM {prefix}{TABLE} WHERE run_id IS NULL").fetchone()[0] > 0
+    except duckdb.CatalogException:  # a store written before the index existed, opened read-only
+        return False
+
+
+# The index of every span stored, one row per run, and the marker row after it. Events are placed
+# by their own span's run.
+_BACKFILL = f"""
+INSERT INTO {{p}}{TABLE}
+WITH s AS (SELECT run_id, min(start_time) AS first_start, max(start_time) AS last_start, count(*) AS spans
+           FROM {{p}}spans WHERE run_id IS NOT NULL GROUP BY run_id),
+     e AS (SELECT s.run_id, min(e.time) AS first_event, max(e.time) AS last_event
+           FROM {{p}}events e JOIN {{p}}spans s USING (trace_id, span_id)
+           WHERE s.run_id IS NOT NULL GROUP BY s.run_id)
+SELECT s.run_id, s.first_start, s.last_start, e.first_event, e.last_event, s.spans, $now
+FROM s LEFT JOIN e USING (run_id)
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM {{p}}spans), $now
+"""
+
+
+def backfill(con: duckdb.DuckDBPyConnection, prefix: str = "lake.") -> int:
+    """Index every span stored and mark the index complete, in one transaction; nothing when it is
+    complete already. For a writer connection holding the store's write lock (`Store.compact`):
+    a one-off full read of spans and events (about a minute at 100M spans). Returns the runs indexed."""
+    if complete(con, prefix):
+        return 0
+    con.execute(schema.create_table_sql(TABLE, prefix))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {prefix}{TABLE}")  # rows of appends since the table was made: rebuilt below
+        con.execute(_BACKFILL.format(p=prefix), {"now": datetime.utcnow().replace(microsecond=0)})
+        runs = con.execute(f"SELECT count(*) FROM {prefix}{TABLE} WHERE run_id IS NOT NULL").fetchone()[0]
+        con.execute("COMMIT")
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        raise
+    return runs
+
+
+def build(store) -> int:
+    """`backfill` for one store, from outside compaction (a store written before the index existed)."""
+    con = store.connection(read_only=False)
+    with store.write_lock():
+        return store._retry(lambda: backfill(con), "index")
+
+
+def ranges(con: duckdb.DuckDBPyConnection, run_ids_sql: str, prefix: str = "lake.") -> dict | None:
+    """For the runs `run_ids_sql` (a SQL IN list) the index knows of: {"runs": set of run ids,
+    "spans": (first start, last start), "events": (first, last) or None}. None when the index is
+    not complete (read by run id alone)."""
+    try:
+        rows = con.execute(
+            f"SELECT run_id, min(first_start), max(last_start), min(first_event), max(last_event) FROM {prefix}{TABLE} "
+            f"WHERE run_id IS NULL OR run_id IN ({run_ids_sql}) GROUP BY run_id").fetchall()
+    except duckdb.CatalogException:
+        return None
+    if not any(r[0] is None for r in rows):
+        return None
+    found = [r for r in rows if r[0] is not None]
+    if not found:
+        return {"runs": set(), "spans": None, "events": None}
+    events = [r for r in found if r[3] is not None]
+    return {"runs": {r[0] for r in found},
+            "spans": (min(r[1] for r in found), max(r[2] for r in found)),
+            "events": (min(r[3] for r in events), max(r[4] for r in events)) if events else None}
+
+
+def mark_complete(con: duckdb.DuckDBPyConnection, prefix: str = "lake.") -> None:
+    """Write the marker row: for a store whose every span went through `rows_for_append` (a new store)."""
+    con.execute(f"INSERT INTO {prefix}{TABLE} (run_id, spans, indexed_at) "
+                f"SELECT NULL, (SELECT count(*) FROM {prefix}spans), $now", {"now": datetime.utcnow().replace(microsecond=0)})
