@@ -1,7 +1,9 @@
 """Synchronous ingest of trace files and folders into the store (what `afterfix ingest` runs).
 
 `ingest_paths()` decodes OTLP/JSON lines (traces and metrics, told apart line by line: see
-`otlp_metrics.decode_lines`) and OTLP protobuf trace files, commits them in batches of about
+`otlp_metrics.decode_lines`), OTLP protobuf trace files, and the trace documents Tempo's and
+Jaeger's query APIs answer (a JSON file that is one pretty-printed document, or lines of compact
+ones: see `foreign`), commits them in batches of about
 `batch_spans` spans and metric points (or BATCH_BYTES of Arrow data, whichever comes first) so memory stays
 bounded, keeps every refused record in the store's quarantine table, and records each file's final offset in the same transaction as its last
 batch. The offsets use the inbox tailer's fingerprint, so a file the tailer (or an earlier
@@ -31,6 +33,7 @@ import pyarrow as pa
 
 from .. import schema
 from ..store import Store
+from . import foreign
 from .otlp import _native as native
 from .otlp import Decoded, Limits, Refusal, decode_protobuf_file
 from .otlp_metrics import MetricsDecoded, decode_lines
@@ -124,6 +127,7 @@ class _Task:
     last: bool
     refusal: str | None = None  # set for a line too long to decode: refused without reading it
     ident: tuple[int, int] = (0, 0)  # (device, inode) of the file that was cut into tasks
+    document: bool = False  # the whole file is one JSON document (foreign.sniff), decoded at once
 
     @property
     def size(self) -> int:
@@ -155,7 +159,9 @@ def _decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> 
                                            f"the file ends inside a frame ({task.size - consumed} bytes after the last "
                                            "complete one); was the writer cut off?", None))
         return decoded, task.start + consumed
-    return decode_lines(data, first_line=task.first_line, **kw), task.end
+    if task.document:
+        return foreign.decode_document(data, **kw), task.end
+    return decode_lines(data, first_line=task.first_line, traces=foreign.decode_json_lines, **kw), task.end
 
 
 def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: int, on_read) -> Iterator[_Task]:
@@ -177,6 +183,14 @@ def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: 
                 yield _Task(index, source, start, max(size, start), 1, _is_protobuf(path), True, ident=ident)
                 continue
             with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as mm:
+                shape = foreign.sniff(mm)
+                if shape == "pretty" or (shape == "document" and size <= foreign.DOCUMENT_MAX):
+                    # one document, read whole from its start: a document rewritten in place
+                    # keeps its first bytes, and what was stored before is skipped as duplicates
+                    on_read(size - start)
+                    too_big = foreign.too_large(size) if size > foreign.DOCUMENT_MAX else None
+                    yield _Task(index, source, 0, size, 1, False, True, too_big, ident, document=True)
+                    continue
                 offset, line = start, first_line
                 while True:
                     stop = offset + chunk_bytes
