@@ -110,25 +110,24 @@ def build(store) -> int:
         return store._retry(lambda: backfill(con), "index")
 
 
-def ranges(con: duckdb.DuckDBPyConnection, run_ids_sql: str, prefix: str = "lake.") -> dict | None:
+def ranges(store, run_ids_sql: str) -> dict | None:
     """For the runs `run_ids_sql` (a SQL IN list) the index knows of: {"runs": set of run ids,
-    "spans": (first start, last start), "events": (first, last) or None}. None when the index is
-    not complete (read by run id alone)."""
+    "spans": (first start, last start), "events": (first, last) or None}, read through
+    `store.arrow`. None when the index is not complete (read by run id alone)."""
     try:
-        rows = con.execute(
-            f"SELECT run_id, min(first_start), max(last_start), min(first_event), max(last_event) FROM {prefix}{TABLE} "
-            f"WHERE run_id IS NULL OR run_id IN ({run_ids_sql}) GROUP BY run_id").fetchall()
-    except duckdb.CatalogException:
+        rows = store.arrow(
+            f"SELECT run_id, min(first_start) AS fs, max(last_start) AS ls, min(first_event) AS fe, "
+            f"max(last_event) AS le FROM {TABLE} WHERE run_id IS NULL OR run_id IN ({run_ids_sql}) "
+            "GROUP BY run_id").to_pylist()
+    except duckdb.CatalogException:  # a store written before the index existed, opened read-only
         return None
-    if not any(r[0] is None for r in rows):
+    if not any(r["run_id"] is None for r in rows):
         return None
-    found = [r for r in rows if r[0] is not None]
-    if not found:
-        return {"runs": set(), "spans": None, "events": None}
-    events = [r for r in found if r[3] is not None]
-    return {"runs": {r[0] for r in found},
-            "spans": (min(r[1] for r in found), max(r[2] for r in found)),
-            "events": (min(r[3] for r in events), max(r[4] for r in events)) if events else None}
+    found = [r for r in rows if r["run_id"] is not None]
+    events = [r for r in found if r["fe"] is not None]
+    return {"runs": {r["run_id"] for r in found},
+            "spans": (min(r["fs"] for r in found), max(r["ls"] for r in found)) if found else None,
+            "events": (min(r["fe"] for r in events), max(r["le"] for r in events)) if events else None}
 
 
 def mark_complete(con: duckdb.DuckDBPyConnection, prefix: str = "lake.") -> None:

@@ -1,11 +1,13 @@
 """Reading one run's (or one incident's) spans and option events, for trees and timelines.
 
 Only the rows of the runs asked for are read: `WHERE run_id IN (...)` on `spans`, which DuckLake
-and the Parquet reader push down to every file and row group (skipped whole where their run_id
-statistics exclude it), and the option events of those runs' decision spans only, found by their
-trace ids alone (filtering on their span ids and the event name too took DuckDB's scan of 3M
-events from 48 to 100 ms, measured; those are matched here instead). The physical tables are read
-rather than the views, so no JSON is extracted for rows that are not wanted.
+and the Parquet reader push down to every file and row group, and the option events of those runs'
+decision spans only, found by their trace ids (filtering on their span ids and the event name too
+took DuckDB's scan of 3M events from 48 to 100 ms, measured; those are matched here instead). Run
+ids are random-looking, so their file statistics exclude almost nothing: when the store's run index
+(run_index.py) is complete, both queries also get the runs' time range, which the time-ordered
+files' start_time / time statistics prune on, so only the files of that time are opened. The
+physical tables are read rather than the views, so no JSON is extracted for rows that are not wanted.
 
 The ids go into the SQL as literals, not as bound parameters: binding a Python value makes
 DuckDB import pandas (~0.25 s, measured) in a process that has not, such as `afterfix tree`.
@@ -29,6 +31,7 @@ from typing import Any
 import orjson
 
 from afterfix import convention as c
+from afterfix import run_index
 from afterfix._exceptions import NotFound
 
 SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_time", "end_time", "duration_ms",
@@ -100,8 +103,15 @@ def load_runs(store, run_ids: list[str], *, options: bool = True) -> list[RunSpa
     if not run_ids:
         return []
     wanted = [r for r in run_ids if _storable(r)]
-    rows = store.arrow(
-        f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE run_id IN ({_in_list(wanted)})").to_pylist() if wanted else []
+    index = run_index.ranges(store, _in_list(wanted)) if wanted else None
+    indexed = [r for r in wanted if index is not None and r in index["runs"]]
+    rows = []
+    if indexed:
+        lo, hi = index["spans"]
+        rows += _spans(store, f"run_id IN ({_in_list(indexed)}) AND start_time BETWEEN {_ts(lo)} AND {_ts(hi)}")
+    rest = [r for r in wanted if r not in indexed]
+    if rest:  # no complete index, or runs it does not know (not stored, or written by a writer without it)
+        rows += _spans(store, f"run_id IN ({_in_list(rest)})")
     grouped: dict[str, list[dict]] = {r: [] for r in run_ids}
     for row in rows:
         row["attrs"] = json_attrs(row.pop("attributes"))
@@ -110,21 +120,35 @@ def load_runs(store, run_ids: list[str], *, options: bool = True) -> list[RunSpa
     if missing:
         raise NotFound(f"no run {missing[0]!r} in {store.root}: list the run ids with {LIST_RUNS}")
     if options:
-        _attach_options(store, [s for spans in grouped.values() for s in spans if s["afterfix_kind"] == "decision"])
+        decisions = [s for spans in grouped.values() for s in spans if s["afterfix_kind"] == "decision"]
+        # The index places the events of the batches that held these runs' spans: () when they had none.
+        window = (index["events"] or ()) if indexed and not rest else None
+        _attach_options(store, decisions, window)
     return [_prepare(run_id, spans) for run_id, spans in grouped.items()]
 
 
-def _attach_options(store, decisions: list[dict]) -> None:
+def _spans(store, where: str) -> list[dict]:
+    return store.arrow(f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE {where}").to_pylist()
+
+
+def _ts(value: datetime) -> str:
+    return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+
+
+def _attach_options(store, decisions: list[dict], window: tuple | None = None) -> None:
+    """Each decision span's option events. `window`: the (first, last) time they can have, from the
+    run index (an empty tuple: they have none); None reads them by trace id alone."""
     for span in decisions:
         span["options"] = []
-    if not decisions:
+    if not decisions or window == ():
         return
     keys = {(s["trace_id"], s["span_id"]): s for s in decisions}
     traces = sorted({t for t, _ in keys})
+    when = f" AND time BETWEEN {_ts(window[0])} AND {_ts(window[1])}" if window else ""
     # The name is matched here too: a second filter in the scan cost more than the few other
     # events of these traces (exceptions, logs) cost to skip.
     events = store.arrow(
-        f"SELECT trace_id, span_id, seq, name, time, attributes FROM events WHERE trace_id IN ({_in_list(traces)}) "
+        f"SELECT trace_id, span_id, seq, name, time, attributes FROM events WHERE trace_id IN ({_in_list(traces)}){when} "
         "ORDER BY seq",
     ).to_pylist()
     for ev in events:
