@@ -42,19 +42,25 @@ from .. import convention
 from .._exceptions import DecodeError
 from . import mapping, otlp_json, otlp_proto
 from .redact import DEFAULT, Redactor
-from .rows import _KINDS, _STATUS, RECORD_MAX, Bad, Decoded, Limits, Refusal, Rows, paused_gc
+from .rows import _KINDS, _STATUS, NATIVE_MISSING, RECORD_MAX, Bad, Decoded, Limits, Refusal, Rows, _native, paused_gc
 
 __all__ = ["Limits", "Refusal", "Decoded", "decode_json_lines", "decode_json_body", "decode_protobuf",
            "decode_protobuf_file", "decode_path", "JSON_SUFFIXES", "PROTOBUF_SUFFIXES"]  # fmt: skip
 
-try:  # the compiled fast paths (setup.py); without them the same rows come from otlp_json / otlp_proto, slower
-    from . import _otlpjson as _native
-except ImportError:  # pragma: no cover - depends on the build
-    _native = None
-else:
+# _native: the compiled fast paths (setup.py; rows loads them unless $AFTERFIX_NO_NATIVE is set);
+# without them the same rows come from otlp_json / otlp_proto, slower
+if _native is not None:
     _native.setup(mapping.HOT_KEYS, convention.OI_SPAN_KIND, convention.OI_KIND_TO_OPERATION, mapping.as_text,
                   mapping._count, orjson.dumps, tuple(_KINDS.values()), tuple(f"SPAN_KIND_{v}" for v in _KINDS.values()),
                   tuple(_STATUS.values()), tuple(f"STATUS_CODE_{v}" for v in _STATUS.values()))  # fmt: skip
+
+
+def decoding_path() -> str:
+    """Which OTLP decoding this process uses, in one line (for `afterfix status`)."""
+    if _native is not None:
+        return "compiled (afterfix.ingest._otlpjson)"
+    return f"pure Python, slower: the compiled module is not used ({NATIVE_MISSING or 'turned off'})"
+
 
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PROTOBUF_SUFFIXES = (".pb", ".binpb", ".proto")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -25,10 +26,22 @@ from .. import schema
 from . import mapping
 from .redact import Redactor
 
-try:  # the compiled column builder (setup.py)
-    from ._otlpjson import Columns as _Columns
-except ImportError:  # pragma: no cover - depends on the build
-    _Columns = None
+# The compiled module (setup.py builds it when a C compiler works): the column builder here, the
+# OTLP walkers in `otlp`. Without it, or with $AFTERFIX_NO_NATIVE set to anything but 0 (the name
+# setup.py reads to skip building it), the same rows come from the Python code, slower.
+ENV_NO_NATIVE = "AFTERFIX_NO_NATIVE"
+if os.environ.get(ENV_NO_NATIVE, "") not in ("", "0"):
+    _native, NATIVE_MISSING = None, f"${ENV_NO_NATIVE} is set"
+else:
+    try:
+        from . import _otlpjson as _native
+    except ImportError as e:  # depends on the build
+        _native = None
+        NATIVE_MISSING = ("it was not built when afterfix was installed" if e.name == f"{__package__}._otlpjson"
+                          else f"it cannot be loaded: {e}")
+    else:
+        NATIVE_MISSING = None
+_Columns = None if _native is None else _native.Columns
 
 RECORD_MAX = 64 * 1024  # bytes of a refused record kept in quarantine
 
