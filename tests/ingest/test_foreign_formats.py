@@ -203,13 +203,13 @@ def test_a_document_that_holds_no_trace_says_what_it_is(store, tmp_path, doc, me
 # -- files: documents and lines told apart by content --------------------------------------------
 
 
-def test_compact_answers_on_lines_among_otlp_lines(store, tmp_path):
+def test_lines_of_compact_answers_with_otlp_lines_among_them(store, tmp_path):
     tempo = orjson.loads((DATA / "tempo_trace.json").read_bytes())
     jaeger_v2 = orjson.loads((DATA / "tempo_v2_trace.json").read_bytes())
     otlp_line = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [{
         "traceId": "ab" * 16, "spanId": "cd" * 8, "name": "plain otlp",
         "startTimeUnixNano": "1795747620000000000", "endTimeUnixNano": "1795747620500000000"}]}]}]}
-    lines = [orjson.dumps(otlp_line), orjson.dumps(tempo), orjson.dumps(jaeger_v2),
+    lines = [orjson.dumps(tempo), orjson.dumps(otlp_line), orjson.dumps(jaeger_v2),
              orjson.dumps({"error": {"httpCode": 500, "message": "storage down"}}), b'{"resourceSpans": [}']
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -263,6 +263,11 @@ def test_otlp_lines_with_a_broken_first_line_read_as_before(store, tmp_path):
 
 @pytest.mark.parametrize("text, shape", [
     (b'{"resourceSpans": []}\n{"resourceSpans": []}\n', "lines"),
+    (b'{"resourceSpans": []}\n{"batches": []}\n', "lines"),  # only the first line decides
+    (b'{"batches": []}\n{"resourceSpans": []}\n', "answers"),
+    (b'{"result": {"resourceSpans": []}}\n', "answers"),
+    (b'{"error": {"httpCode": 404, "message": "trace not found"}}\n', "answers"),
+    (b'{"trace": "not a trace"}\n', "lines"),
     (b"\xef\xbb\xbf\n\n{\n  \"batches\": []\n}\n", "pretty"),
     (b'{"batches": [\n  {"resource": {}}\n]}\n', "document"),
     (b'{"resourceSpans": [}\n', "document"),  # read whole, then as lines when it is not one value

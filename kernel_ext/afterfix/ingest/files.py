@@ -128,6 +128,7 @@ class _Task:
     refusal: str | None = None  # set for a line too long to decode: refused without reading it
     ident: tuple[int, int] = (0, 0)  # (device, inode) of the file that was cut into tasks
     document: bool = False  # the whole file is one JSON document (foreign.sniff), decoded at once
+    answers: bool = False  # JSON lines that start with a compact Tempo or Jaeger answer (foreign.sniff)
 
     @property
     def size(self) -> int:
@@ -161,7 +162,8 @@ def _decode(task: _Task, limits: Limits, redactor, ingested_at: dt.datetime) -> 
         return decoded, task.start + consumed
     if task.document:
         return foreign.decode_document(data, **kw), task.end
-    return decode_lines(data, first_line=task.first_line, traces=foreign.decode_json_lines, **kw), task.end
+    traces = foreign.decode_json_lines if task.answers else None
+    return decode_lines(data, first_line=task.first_line, traces=traces, **kw), task.end
 
 
 def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: int, on_read) -> Iterator[_Task]:
@@ -191,6 +193,7 @@ def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: 
                     too_big = foreign.too_large(size) if size > foreign.DOCUMENT_MAX else None
                     yield _Task(index, source, 0, size, 1, False, True, too_big, ident, document=True)
                     continue
+                answers = shape == "answers"
                 offset, line = start, first_line
                 while True:
                     stop = offset + chunk_bytes
@@ -211,7 +214,7 @@ def _tasks(files: list[tuple[int, Path, int, int]], chunk_bytes: int, max_line: 
                                 break
                             continue
                     on_read(cut - offset)
-                    yield _Task(index, source, offset, cut, line, False, cut == size, ident=ident)
+                    yield _Task(index, source, offset, cut, line, False, cut == size, ident=ident, answers=answers)
                     if cut == size:
                         break
                     line += _count_newlines(mm, offset, cut)
