@@ -55,3 +55,59 @@ def hook():
     h = Hook()
     yield h
     h.close()
+
+
+# -- team stores: a real PostgreSQL catalog and an S3 server (moto), shared by the session ----------
+
+@pytest.fixture(scope="session")
+def team_services():
+    """Debian's PostgreSQL on loopback with its own data folder and moto's S3 server (tests/teamstore.py),
+    started once per session; their credentials are in this process's environment, as a deployment's are."""
+    import os
+    import shutil
+    import tempfile
+
+    import teamstore
+
+    why = teamstore.missing()
+    if why:
+        pytest.skip(why)
+    # Not under pytest's temporary folders: PostgreSQL runs as its own user, which must reach its data folder.
+    folder = Path(tempfile.mkdtemp(prefix="afterfix-team-"))
+    services = teamstore.TeamServices(folder).start()
+    saved = {k: os.environ.get(k) for k in services.env()}
+    os.environ.update(services.env())
+    yield services
+    services.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def team_store(team_services) -> Store:
+    """A fresh, empty team store: its own PostgreSQL database and S3 prefix."""
+    s = Store(team_services.new_store())
+    s.create()
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=["local", "team"])
+def store_spec(request, tmp_path) -> str:
+    """What `--store` takes for a fresh, not yet created store of each kind: a folder, a team store's file."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    return str(request.getfixturevalue("team_services").new_store())
+
+
+@pytest.fixture
+def any_store(store_spec) -> Store:
+    """A fresh, empty store of each kind (local, team): for behaviour that must hold on both."""
+    s = Store(store_spec)
+    s.create()
+    yield s
+    s.close()

@@ -45,6 +45,23 @@ def make_events(spans: pa.Table) -> pa.Table:
     )
 
 
+@pytest.fixture
+def local_store(tmp_path) -> Store:
+    s = Store(tmp_path / "store")
+    s.create()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def store(store_spec) -> Store:
+    """A fresh store of each kind: the tests without `local_store` hold for both."""
+    s = Store(store_spec)
+    s.create()
+    yield s
+    s.close()
+
+
 def count(store: Store, table: str = "spans") -> int:
     return int(store.query(f"SELECT count(*) AS n FROM {table}")["n"][0])
 
@@ -117,8 +134,8 @@ def test_views_exist_on_an_empty_store(store):
         assert store.query(f"SELECT * FROM {view}").empty
 
 
-def test_a_reader_sees_commits_made_after_it_connected(tmp_path):
-    writer, reader = Store(tmp_path / "s"), Store(tmp_path / "s")
+def test_a_reader_sees_commits_made_after_it_connected(store_spec):
+    writer, reader = Store(store_spec), Store(store_spec)
     writer.append(make_spans(2))
     assert count(reader) == 2
     writer.append(make_spans(3, start=2))
@@ -142,11 +159,11 @@ for r in range(6):
 """
 
 
-def test_processes_writing_the_same_spans_store_them_once(tmp_path):
+def test_processes_writing_the_same_spans_store_them_once(store_spec):
     import subprocess
     import sys
 
-    path = str(tmp_path / "shared")
+    path = store_spec
     Store(path).create()
     import time
 
@@ -178,7 +195,8 @@ def _data_files(store: Store, table: str = "spans") -> list:
     return sorted((store.data / "main" / table).glob("*.parquet"))
 
 
-def test_batches_become_parquet_files_the_lake_lists(store):
+def test_batches_become_parquet_files_the_lake_lists(local_store):
+    store = local_store
     batch = make_spans(50)
     res = store.append(batch, make_events(batch))
     assert (res.spans_new, res.events) == (50, 50)
@@ -203,7 +221,8 @@ def test_a_moved_store_still_reads_its_parquet_files(tmp_path):
     assert count(Store(tmp_path / "there")) == 40
 
 
-def test_an_append_that_does_not_commit_leaves_no_file(store):
+def test_an_append_that_does_not_commit_leaves_no_file(local_store):
+    store = local_store
     batch = make_spans(50)
     bad_offsets = pa.table({"source": ["x"]})  # not the offsets schema: the insert fails after the files are added
     with pytest.raises(Exception):
@@ -259,7 +278,8 @@ def test_compaction_beyond_its_memory_cap_retries_with_the_writers_cap(tmp_path,
     assert store.query("SELECT current_setting('memory_limit') AS m", write=True)["m"][0] == "244.1 MiB"
 
 
-def test_a_held_catalog_keeps_its_wal_between_commits(store):
+def test_a_held_catalog_keeps_its_wal_between_commits(local_store):
+    store = local_store
     from kernels import process_alive  # here: the writer processes above load this file without tests/ on their path
 
     # Each commit's SQLite connection closes at its end; were it the last one open, SQLite would
@@ -277,7 +297,8 @@ def test_a_held_catalog_keeps_its_wal_between_commits(store):
     assert not wal.exists()  # released: the holder was the last connection and checkpointed
 
 
-def test_a_held_catalog_never_holds_back_a_checkpoint(store):
+def test_a_held_catalog_never_holds_back_a_checkpoint(local_store):
+    store = local_store
     # The holder must sit outside any transaction, or the WAL could never be checkpointed
     # and would grow for as long as an ingester runs.
     with store.hold_catalog():
@@ -289,7 +310,8 @@ def test_a_held_catalog_never_holds_back_a_checkpoint(store):
         assert store.catalog.with_name("catalog.sqlite-wal").stat().st_size == 0
 
 
-def test_the_holder_ends_when_its_process_dies(store):
+def test_the_holder_ends_when_its_process_dies(local_store):
+    store = local_store
     from kernels import process_alive, wait_until
 
     code = ("import os, sys\nfrom afterfix import Store\n"
@@ -337,7 +359,7 @@ def test_extension_signatures_are_checked_once_per_process_and_again_when_a_file
     ducklake, sqlite = store_module._extension_files()
     copy = tmp_path / "ducklake.duckdb_extension"
     shutil.copyfile(ducklake, copy)
-    monkeypatch.setattr(store_module, "_extension_files", lambda: (copy, sqlite))
+    monkeypatch.setattr(store_module, "_extension_files", lambda team=False: (copy, sqlite))
     monkeypatch.setattr(store_module, "_VERIFIED", set())
     configs, connect = [], duckdb.connect
     monkeypatch.setattr(duckdb, "connect", lambda *a, **kw: configs.append(kw.get("config")) or connect(*a, **kw))

@@ -53,7 +53,8 @@ def safe(text: object, *, newlines: bool = True) -> str:
 def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store", metavar="PATH", default=None,
-        help=f"store folder (default: ${ENV_STORE}, else traces/store in the checkout or the current folder)",
+        help=f"store folder, or a team store's postgres:// URL or YAML file (default: ${ENV_STORE}, else "
+             "traces/store in the checkout or the current folder)",
     )
 
 
@@ -391,7 +392,7 @@ def describe_capture(status: dict, store) -> str:
         parts.append(f"listening on {url}")
     if status.get("inbox"):
         parts.append(f"tailing {status['inbox']}")
-    parts.append(f"store {store.root}")
+    parts.append(f"store {store.where}")
     return "afterfix serve: " + ", ".join(parts) + " (Ctrl-C to stop)"
 
 
@@ -415,10 +416,13 @@ SELECT (SELECT count(*) FROM spans) AS spans,
 """
 
 
+_KINDS = {"local": "SQLite catalog, Parquet files in the folder", "team": "PostgreSQL catalog, data in S3"}
+
+
 def store_status(store) -> dict:
     """Counts of what `store` holds (cheap: counts and maxima over the physical tables)."""
     row = store.query(STATUS_SQL).iloc[0].to_dict()
-    out = {"store": str(store.root)}
+    out = {"store": store.where, "kind": f"{store.kind} ({_KINDS[store.kind]})"}
     for k, v in row.items():
         if k.startswith("last_"):
             out[k] = None if v is None or v != v else v.isoformat(sep=" ", timespec="seconds") + " UTC"

@@ -18,7 +18,8 @@ from pathlib import Path
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
-from .store import default_store_path
+from .locations import is_team_spec, team_location
+from .store import default_store_spec
 
 ENV_PORT = "AFTERFIX_PORT"
 ENV_INBOX = "AFTERFIX_INBOX"
@@ -73,12 +74,14 @@ class Afterfix(Configurable):
 
     @default("store")
     def _default_store(self) -> str:
-        return str(default_store_path())
+        return default_store_spec()
 
     @default("inbox")
     def _default_inbox(self) -> str:
         if os.environ.get(ENV_INBOX):
             return str(Path(os.environ[ENV_INBOX]).expanduser())
+        if is_team_spec(self.store):  # a team store: this machine's working folder
+            return str(team_location(self.store).local / "inbox")
         return str(Path(self.store).expanduser().parent / "inbox")
 
     @default("port")

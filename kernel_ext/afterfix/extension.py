@@ -55,7 +55,7 @@ class Session:
         from .ingest.sidecar import Sidecar
 
         return Sidecar(
-            self.store.root,
+            self.store.spec,
             inbox=Path(settings["inbox"]),
             listen=listen,
             host=settings["host"],

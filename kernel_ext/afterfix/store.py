@@ -1,5 +1,9 @@
 """The store: one DuckLake shared by every process that reviews, reports or ingests.
 
+A store is local (this module's layout below) or a team store: the same DuckLake with its
+catalog in PostgreSQL and its data under an S3 prefix, which any number of machines reach
+(`locations.py` parses where it is; the code paths that differ are marked "team store").
+
 A plain DuckDB file admits one process at a time (read-only included), so the store is a
 DuckLake whose catalog is SQLite (WAL, busy timeout) and whose data is Parquet under the store
 folder. Any number of processes attach it; each commits in short transactions and retries
@@ -42,6 +46,7 @@ import pyarrow.parquet as pq
 from ._exceptions import ReadOnlyQuery, StoreBusy, StoreError
 from . import schema
 from .catalog_hold import CatalogHold
+from .locations import TeamLocation, is_team_spec, redact, s3_credentials, sql_literal, team_location
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +71,15 @@ def _repo_root() -> Path | None:
     return root if (root / "traces").is_dir() and (root / "pyproject.toml").is_file() else None
 
 
+def default_store_spec() -> str:
+    """AFTERFIX_STORE if set (a folder, or a team store's URL or file), else the default folder."""
+    return os.environ.get(ENV_STORE) or str(default_store_path())
+
+
 def default_store_path() -> Path:
-    """AFTERFIX_STORE if set, else traces/store in the afterfix checkout, else ./traces/store."""
-    if os.environ.get(ENV_STORE):
+    """The default local store folder: AFTERFIX_STORE if it names a folder, else traces/store in
+    the afterfix checkout, else ./traces/store."""
+    if os.environ.get(ENV_STORE) and not is_team_spec(os.environ[ENV_STORE]):
         return Path(os.environ[ENV_STORE]).expanduser()
     root = _repo_root()
     if root is not None:
@@ -76,33 +87,42 @@ def default_store_path() -> Path:
     return Path.cwd() / "traces" / "store"
 
 
-def _extension_files() -> tuple[Path, Path]:
-    """Paths to the DuckLake and SQLite extension binaries shipped as PyPI wheels.
+def _extension_files(team: bool = False) -> tuple[Path, ...]:
+    """Paths to the extension binaries shipped as PyPI wheels: DuckLake and SQLite for a local
+    store, DuckLake, PostgreSQL and httpfs (S3) for a team store.
 
-    The SQLite extension's entry point is named for `sqlite_scanner`, so LOAD only finds it
-    under that file name: it is copied once into a cache folder.
+    The SQLite and PostgreSQL extensions' entry points are named for `sqlite_scanner` and
+    `postgres_scanner`, so LOAD only finds them under those file names: each is copied once into
+    a cache folder.
     """
-    try:
-        import duckdb_extension_ducklake
-        import duckdb_extension_sqlite
-    except ImportError as e:  # pragma: no cover - dependency missing
-        raise StoreError(f"{e.name} is not installed: pip install 'duckdb-extension-{e.name.split('_')[-1]}=={DUCKDB_VERSION}'") from e
+    wanted = ("ducklake", "postgres", "httpfs") if team else ("ducklake", "sqlite")
+    modules = []
+    for name in wanted:
+        try:
+            modules.append(__import__(f"duckdb_extension_{name}"))
+        except ImportError as e:  # pragma: no cover - dependency missing
+            raise StoreError(f"{e.name} is not installed: pip install 'duckdb-extension-{name}=={DUCKDB_VERSION}'") from e
     if duckdb.__version__ != DUCKDB_VERSION:
         raise StoreError(
             f"duckdb {duckdb.__version__} is installed but the extension wheels are built for {DUCKDB_VERSION}: "
             f"pip install 'duckdb=={DUCKDB_VERSION}'"
         )
     sub = Path("extensions") / f"v{DUCKDB_VERSION}"
-    ducklake = Path(duckdb_extension_ducklake.__file__).parent / sub / "ducklake.duckdb_extension"
-    sqlite_src = Path(duckdb_extension_sqlite.__file__).parent / sub / "sqlite.duckdb_extension"
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "afterfix" / f"duckdb-{DUCKDB_VERSION}"
-    sqlite = cache / "sqlite_scanner.duckdb_extension"
-    if not sqlite.exists() or sqlite.stat().st_size != sqlite_src.stat().st_size:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / f".sqlite_scanner.{os.getpid()}.{threading.get_ident()}"
-        shutil.copyfile(sqlite_src, tmp)
-        os.replace(tmp, sqlite)  # atomic: concurrent processes never LOAD a half-copied file
-    return ducklake, sqlite
+    paths = []
+    for name, module in zip(wanted, modules):
+        src = Path(module.__file__).parent / sub / f"{name}.duckdb_extension"
+        if name not in ("sqlite", "postgres"):
+            paths.append(src)
+            continue
+        dest = cache / f"{name}_scanner.duckdb_extension"
+        if not dest.exists() or dest.stat().st_size != src.stat().st_size:
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cache / f".{name}_scanner.{os.getpid()}.{threading.get_ident()}"
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)  # atomic: concurrent processes never LOAD a half-copied file
+        paths.append(dest)
+    return tuple(paths)
 
 
 # Extension files DuckDB has checked the signature of in this process, by (path, size, mtime,
@@ -111,10 +131,10 @@ def _extension_files() -> tuple[Path, Path]:
 _VERIFIED: set[tuple] = set()
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    """A new in-memory DuckDB with the DuckLake and SQLite extensions loaded. Files checked
-    earlier in this process and unchanged since are loaded unchecked."""
-    paths = _extension_files()
+def _connect(team: bool = False) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB with the extensions a store needs loaded (see _extension_files).
+    Files checked earlier in this process and unchanged since are loaded unchecked."""
+    paths = _extension_files(team)
     files = []
     for path in paths:
         st = path.stat()
@@ -156,10 +176,21 @@ class Store:
 
     def __init__(self, path: str | os.PathLike | None = None, *, busy_timeout_ms: int = 5000, retries: int = 60,
                  memory_limit: str = "256MB", compact_memory_limit: str = "64MB"):
-        self.root = Path(path).expanduser() if path else default_store_path()
-        self.root = self.root.resolve()
-        self.catalog = self.root / "catalog.sqlite"
-        self.data = self.root / "data"
+        spec = str(path) if path else default_store_spec()
+        # team store: where it is, and this machine's working folder as `root` (spool, locks, spill)
+        self.team: TeamLocation | None = team_location(spec) if is_team_spec(spec) else None
+        if self.team is not None:
+            self.root = self.team.local
+            self.catalog = None
+            self.data = None
+            if self.team.password and not os.environ.get("PGPASSWORD"):
+                # Processes this one starts (a briefing's kernel, a guard) reopen the store from
+                # `spec`, which never holds the password: they find it where libpq looks.
+                os.environ["PGPASSWORD"] = self.team.password
+        else:
+            self.root = Path(spec).expanduser().resolve()
+            self.catalog = self.root / "catalog.sqlite"
+            self.data = self.root / "data"
         self.busy_timeout_ms = busy_timeout_ms
         # Writers live inside long-running processes (a kernel, `afterfix serve`): DuckDB's
         # default (80 % of RAM) lets one file merge take a gigabyte, so cap it and spill to disk.
@@ -172,17 +203,41 @@ class Store:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._created = False
+        self._seen = False  # team store: its catalog was found once
 
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r})"
+        return f"Store({self.spec!r})"
+
+    @property
+    def kind(self) -> str:
+        """"local" (a folder) or "team" (PostgreSQL catalog, S3 data)."""
+        return "team" if self.team is not None else "local"
+
+    @property
+    def where(self) -> str:
+        """Where the store is, for people: the folder, or the catalog and data path. Never a secret."""
+        return self.team.where if self.team is not None else str(self.root)
+
+    @property
+    def spec(self) -> str:
+        """What reopens this store in another process (`--store`, AFTERFIX_STORE). Never a secret."""
+        return self.team.spec if self.team is not None else str(self.root)
 
     # -- connections --------------------------------------------------------------
 
     def exists(self) -> bool:
-        return self.catalog.exists()
+        if self.team is None:
+            return self.catalog.exists()
+        if not self._seen:
+            row = self._pg().execute("SELECT to_regclass('ducklake_metadata') IS NOT NULL").fetchone()
+            self._seen = bool(row and row[0])
+        return self._seen
 
     def _attach(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
         """Attaches the lake as `lake` to a connection from _connect."""
+        if self.team is not None:
+            self._attach_team(con, read_only)
+            return
         opts = f"DATA_PATH '{self.data}/', META_JOURNAL_MODE 'WAL', META_BUSY_TIMEOUT {self.busy_timeout_ms}"
         if self.catalog.exists():
             # The data folder always sits beside the catalog and file paths inside are relative
@@ -194,6 +249,51 @@ class Store:
         self._retry(lambda: con.execute(f"ATTACH 'ducklake:sqlite:{catalog}' AS lake ({opts})"), "attach")
         con.execute("USE lake")
 
+    def _attach_team(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
+        """Team store: credentials go into DuckDB secrets (temporary, this connection only), so no
+        connection string with a password is ever formed and `duckdb_databases()` shows none."""
+        team = self.team
+        s3 = {"REGION": team.s3.region, "URL_STYLE": team.s3.url_style, "USE_SSL": team.s3.use_ssl,
+              **s3_credentials()}
+        if team.s3.endpoint:
+            s3["ENDPOINT"] = team.s3.endpoint
+        pg = {k.upper(): v for k, v in team.libpq().items()}
+        pg["DATABASE"] = pg.pop("DBNAME", None)
+
+        def opts(values: dict) -> str:
+            return ", ".join(f"{k} {str(v).lower() if isinstance(v, bool) else sql_literal(v)}"
+                             for k, v in values.items() if v is not None)
+
+        try:
+            con.execute(f"CREATE OR REPLACE SECRET afterfix_s3 (TYPE s3, SCOPE {sql_literal(team.data)}, {opts(s3)})")
+            con.execute(f"CREATE OR REPLACE SECRET afterfix_pg (TYPE postgres, {opts(pg)})")
+            con.execute(f"CREATE OR REPLACE SECRET afterfix_lake (TYPE ducklake, METADATA_PATH '', "
+                        f"DATA_PATH {sql_literal(team.data)}, "
+                        "METADATA_PARAMETERS MAP {'TYPE': 'postgres', 'SECRET': 'afterfix_pg'})")
+            self._retry(lambda: con.execute(f"ATTACH 'ducklake:afterfix_lake' AS lake{' (READ_ONLY)' if read_only else ''}"),
+                        "attach")
+        except duckdb.Error as e:
+            raise StoreError(f"cannot open the team store ({self.where}): {redact(e, team)}") from None
+        con.execute("USE lake")
+
+    def _pg(self):
+        """This thread's own PostgreSQL session on the team store's catalog database (psycopg):
+        for the write lock, which must outlive DuckDB's transactions, and cheap existence checks."""
+        pg = getattr(self._local, "pg", None)
+        if pg is not None and not pg.closed:
+            return pg
+        import psycopg
+
+        try:
+            pg = psycopg.connect(**self.team.libpq(), autocommit=True, connect_timeout=10,
+                                 application_name="afterfix")
+        except psycopg.Error as e:
+            raise StoreError(f"cannot reach the team store's catalog {self.team.catalog_url}: "
+                             f"{redact(str(e).strip(), self.team)} (credentials come from the URL, "
+                             "$PGPASSWORD or ~/.pgpass)") from None
+        self._local.pg = pg
+        return pg
+
     def create(self) -> None:
         """Create the store folder, catalog and tables if missing (safe to race)."""
         if self._created:
@@ -202,30 +302,44 @@ class Store:
             if self._created:
                 return
             self.root.mkdir(parents=True, exist_ok=True)
-            self.data.mkdir(exist_ok=True)
+            if self.data is not None:
+                self.data.mkdir(exist_ok=True)
             with self.write_lock():
-                con = _connect()
+                con = _connect(self.team is not None)
                 try:
                     self._attach(con, read_only=False)
-                    existing = {r[0] for r in con.execute(
-                        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
-                    for table in schema.TABLES:
-                        if table not in existing:
-                            self._retry(lambda t=table: con.execute(schema.create_table_sql(t, "lake.")), "create")
-                    # Smaller row groups and files keep a long-running writer's compaction
-                    # (merging a day of small files) within a few hundred MB.
-                    for option, value in _LAKE_OPTIONS.items():
-                        self._retry(lambda o=option, v=value: con.execute(f"CALL lake.set_option('{o}', '{v}')"), "create")
+                    self._retry(lambda: self._create_tables(con), "create")
                 finally:
                     con.close()
             self._created = True
+            self._seen = True
+
+    @staticmethod
+    def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
+        """The missing tables and the lake's options, in one transaction (one catalog commit)."""
+        con.execute("BEGIN TRANSACTION")
+        try:
+            existing = {r[0] for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
+            for table in schema.TABLES:
+                if table not in existing:
+                    con.execute(schema.create_table_sql(table, "lake."))
+            # Smaller row groups and files keep a long-running writer's compaction
+            # (merging a day of small files) within a few hundred MB.
+            for option, value in _LAKE_OPTIONS.items():
+                con.execute(f"CALL lake.set_option('{option}', '{value}')")
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            raise
 
     def _new_connection(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if read_only and not self.exists():
-            raise StoreError(f"no store at {self.root}: ingest something first (afterfix ingest PATH) or pass --store")
+            raise StoreError(f"no store at {self.where}: ingest something first (afterfix ingest PATH) or pass --store")
         if not read_only:
             self.create()
-        con = _connect()
+        con = _connect(self.team is not None)
         try:
             if not read_only:
                 spill = str(self.root / ".spill").replace("'", "''")
@@ -251,7 +365,7 @@ class Store:
         writer itself now and then wait a whole second on the catalog.
         """
         self.create()
-        hold = CatalogHold(self.catalog)
+        hold = CatalogHold(self.catalog) if self.team is None else _NoHold()
         hold.start()
         return hold
 
@@ -265,7 +379,7 @@ class Store:
         return con
 
     def close(self) -> None:
-        for key in ("ro", "rw"):
+        for key in ("ro", "rw", "pg"):
             con = getattr(self._local, key, None)
             if con is not None:
                 con.close()
@@ -311,7 +425,20 @@ class Store:
 
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:
-        """Advisory lock serialising writers on this machine (threads and processes)."""
+        """Advisory lock serialising writers: on a local store, those of this machine (a file
+        lock); on a team store, those of every machine (a PostgreSQL session lock in the catalog's
+        database, taken before DuckDB's transaction begins and released after its COMMIT has
+        returned, so the next writer's check sees this one's rows; a killed writer's session ends
+        and PostgreSQL releases its lock)."""
+        if self.team is not None:
+            pg = self._pg()
+            pg.execute("SELECT pg_advisory_lock(%s)", (_TEAM_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    pg.execute("SELECT pg_advisory_unlock(%s)", (_TEAM_LOCK_KEY,))
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / "write.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -540,7 +667,7 @@ class Store:
             except duckdb.Error as e:
                 if not is_retryable(e) or attempt == self.retries - 1:
                     if is_retryable(e):
-                        raise StoreBusy(f"{self.root}: catalog still locked after {self.retries} tries ({what}): {e}") from e
+                        raise StoreBusy(f"{self.where}: catalog still locked after {self.retries} tries ({what}): {e}") from e
                     raise
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.5)
@@ -573,6 +700,28 @@ _UNIQUE_COLUMNS = {"span_id", "parent_span_id", "start_time", "end_time", "durat
 _LONG_TEXT_COLUMNS = {"attributes", "resource_attributes", "links", "status_message"}
 
 
+# The team store's write lock: one PostgreSQL advisory lock key, per catalog database.
+_TEAM_LOCK_KEY = int.from_bytes(b"afterfix", "big") & 0x7FFFFFFFFFFFFFFF
+
+
+class _NoHold:
+    """A team store's catalog is PostgreSQL, which has no last-connection cost to avoid."""
+
+    pid = None
+
+    def start(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> "_NoHold":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 class _DataFiles:
     """Parquet files one append writes into the lake's data folder and adds to its tables.
 
@@ -582,14 +731,14 @@ class _DataFiles:
     `discard()` deletes them all when it never commits.
     """
 
-    def __init__(self, data: Path):
-        self.data = data
+    def __init__(self, data: Path | None):
+        self.data = data  # None: a team store, whose files DuckLake writes to S3 itself
         self._written: dict[str, Path] = {}  # by table
 
     def insert(self, con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, view: str) -> None:
         """All of `rows` into `table`: as a file, unless DuckLake would keep them in the
         catalog (a few rows; `compact()` flushes those into one file later)."""
-        if rows.num_rows <= _INLINED_ROWS:
+        if rows.num_rows <= _INLINED_ROWS or self.data is None:
             con.register(view, rows)
             con.execute(f"INSERT INTO lake.{table} SELECT * FROM {view}")
             return

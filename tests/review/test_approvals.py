@@ -176,7 +176,8 @@ def test_request_records_the_approval_spans_with_approver_and_reason(store):
     assert all(a["afterfix.approval.action_id"] == "act-7" for a in spans)
 
 
-def test_two_threads_deciding_at_once_one_stands(store):
+def test_two_threads_deciding_at_once_one_stands(any_store):
+    store = any_store  # on a local and on a team store
     ids = [ask(store, n).request_id for n in range(25)]
     barrier = threading.Barrier(2)
     results: dict[str, list] = {"approved": [], "denied": []}
@@ -217,9 +218,10 @@ for i, rid in enumerate(ids):
 """
 
 
-def test_two_processes_deciding_at_once_one_stands(store):
+def test_two_processes_deciding_at_once_one_stands(any_store):
+    store = any_store  # on a local and on a team store
     ids = [ask(store, n).request_id for n in range(20)]
-    people = [subprocess.Popen([sys.executable, "-c", PERSON, str(store.root), decision, who, json.dumps(ids)],
+    people = [subprocess.Popen([sys.executable, "-c", PERSON, store.spec, decision, who, json.dumps(ids)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for decision, who in (("approved", "ana"), ("denied", "bob"))]
     for p in people:
@@ -256,8 +258,9 @@ print(json.dumps(req.to_dict()))
 """
 
 
-def test_an_agent_in_another_process_waits_for_a_person_here(store, capsys):
-    agent = subprocess.Popen([sys.executable, "-c", AGENT, str(store.root)], stdout=subprocess.PIPE,
+def test_an_agent_in_another_process_waits_for_a_person_here(any_store, capsys):
+    store = any_store  # on a local and on a team store
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, store.spec], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -268,7 +271,7 @@ def test_an_agent_in_another_process_waits_for_a_person_here(store, capsys):
         [pending] = requests(store, status="pending")
         assert pending.agent_name == "other-process-agent"
         assert main(["approvals", "approve", pending.request_id, "--comment", "go ahead", "--who", "ana",
-                     "--store", str(store.root)]) == 0
+                     "--store", store.spec]) == 0
         out, err = agent.communicate(timeout=60)
     finally:
         if agent.poll() is None:

@@ -121,7 +121,7 @@ def cmd_guard(args) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"afterfix guard: {guard.name} watching {store.root} with metrics from {source.where}, policy "
+        print(f"afterfix guard: {guard.name} watching {store.where} with metrics from {source.where}, policy "
               f"{args.policy or 'none'}, webhook {'set' if notifier.webhook else 'none'}, cluster {cluster.server}",
               file=sys.stderr, flush=True)
         guard.run(stop, once=args.once, reason=lambda: received[0] if received else "--once")

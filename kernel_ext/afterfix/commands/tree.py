@@ -97,7 +97,7 @@ def cmd_timeline(args) -> int:
         try:
             timeline = run_timeline(store, args.id)
         except NotFound:
-            raise NotFound(f"no incident or run {args.id!r} in {store.root}: list the incident ids with "
+            raise NotFound(f"no incident or run {args.id!r} in {store.where}: list the incident ids with "
                            f"{LIST_INCIDENTS}, the run ids with {LIST_RUNS}") from None
     if args.output:
         _write_figure(timeline_figure(store, timeline), args.output)

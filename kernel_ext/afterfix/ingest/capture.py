@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def default_inbox(store) -> Path:
-    """`traces/inbox/` beside `traces/store/`."""
-    return store.root.parent / "inbox"
+    """`traces/inbox/` beside `traces/store/`; for a team store, inbox/ in this machine's working folder."""
+    return store.root / "inbox" if store.kind == "team" else store.root.parent / "inbox"
 
 
 class Capture:
@@ -125,7 +125,7 @@ class Capture:
             self.spool.last_error,
         ) if e]
         status = {
-            "store": str(self.store.root),
+            "store": self.store.where,
             "sources": sources,
             "spans_stored": st.spans_stored,
             "rate_per_s": round(st.rate_per_s, 1),

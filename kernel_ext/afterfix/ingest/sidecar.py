@@ -137,7 +137,7 @@ class Sidecar:
                  max_body_bytes: int | None = None, redact_patterns: tuple[str, ...] | list[str] = (),
                  interval: float = 0.5, ready_timeout: float = 120, stop_timeout: float = 60,
                  request_timeout: float = 15):
-        self.store = Path(store)
+        self.store = str(store)  # a folder, or a team store's URL or file (never holds a secret)
         self.inbox = Path(inbox) if inbox is not None else None
         self.listen = listen
         self.host = host

@@ -38,7 +38,7 @@ class StoreMetrics(MetricSource):
     def __init__(self, store: Store | str | os.PathLike, *, lookback: pd.Timedelta | str = LOOKBACK):
         self.store = store if isinstance(store, Store) else Store(store)
         self.lookback = pd.Timedelta(lookback)
-        self.where = f"store {self.store.root}"
+        self.where = f"store {self.store.where}"
 
     def range(self, name: str, labels: Mapping[str, str] | None = None, start: Time | None = None,
               end: Time | None = None, step: Step = 60) -> pd.DataFrame:

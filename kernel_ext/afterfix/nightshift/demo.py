@@ -75,12 +75,12 @@ def _clock_time(text: str) -> float:
 
 def _run_demo(args) -> int:
     from afterfix.nightshift.night import run_night
-    from afterfix.store import Store, default_store_path
+    from afterfix.store import Store, default_store_spec
 
-    store = Store(args.store or default_store_path())
+    store = Store(args.store or default_store_spec())
     workdir = args.dir or _default_dir()
     say = (lambda msg: None) if args.quiet else (lambda msg: print("  " + msg, flush=True))
-    print(f"afterfix demo: simulated night shift (seed {args.seed}) into {store.root}", flush=True)
+    print(f"afterfix demo: simulated night shift (seed {args.seed}) into {store.where}", flush=True)
     until = {"until": args.until} if args.until else {}
     result = run_night(store, workdir=workdir, seed=args.seed, progress=say, **until)
     print(result.summary())

@@ -82,7 +82,7 @@ class Incident:
 class NightResult:
     night: str
     seed: int
-    store: Path
+    store: str  # where the store is (Store.where)
     state_file: Path
     kubeconfig: Path
     incidents: list[Incident]
@@ -235,7 +235,7 @@ def run_night(store: Store | Path | str, *, workdir: Path | str, seed: int = 0, 
         from afterfix.ingest.files import ingest_paths
 
         ingest_paths(store, [trace_file], progress=False)
-    result = NightResult(night, seed, store.root, state_file, kubeconfig, incidents, sweeps, time.monotonic() - started,
+    result = NightResult(night, seed, store.where, state_file, kubeconfig, incidents, sweeps, time.monotonic() - started,
                          ended=clock.now())
     result.counts = counts(store, night)
     return result

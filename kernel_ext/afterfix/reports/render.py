@@ -60,7 +60,7 @@ def _open_store(store):
 
     s = store if hasattr(store, "query") else Store(store or None)
     if not s.exists():
-        raise StoreError(f"no store at {s.root}: pass store=PATH (papermill -p store PATH, afterfix brief --store PATH)")
+        raise StoreError(f"no store at {s.where}: pass store=PATH (papermill -p store PATH, afterfix brief --store PATH)")
     return s
 
 
@@ -206,7 +206,7 @@ def brief(store=None, since: str = "24h", until: str | None = None, namespace: s
     if not s.exists():
         from afterfix.store import StoreError
 
-        raise StoreError(f"no store at {s.root}: ingest something first (afterfix ingest PATH) or pass --store")
+        raise StoreError(f"no store at {s.where}: ingest something first (afterfix ingest PATH) or pass --store")
     output = Path(output)
     if keep is not None:
         if keep < 1:
@@ -217,7 +217,7 @@ def brief(store=None, since: str = "24h", until: str | None = None, namespace: s
         target = output / f"briefing-{stamp}.html"
     else:
         target = output
-    params = {"store": str(s.root), "since": since or "24h", "until": until, "namespace": namespace}
+    params = {"store": s.spec, "since": since or "24h", "until": until, "namespace": namespace}
     done = render(template, params, target, notebook=notebook)
     if keep is not None:
         rotate(output, keep)

@@ -113,7 +113,7 @@ def load_decision(store, decision_id: str) -> RecordedDecision:
         f"SELECT run_id, trace_id FROM spans WHERE decision_id = {_load._literal(decision_id)} "
         "AND afterfix_kind = 'decision' LIMIT 1").to_pylist() if _load._storable(decision_id) else []
     if not rows:
-        raise NotFound(f"no decision {decision_id!r} in {store.root}: list the decision ids with {LIST_DECISIONS}")
+        raise NotFound(f"no decision {decision_id!r} in {store.where}: list the decision ids with {LIST_DECISIONS}")
     run = _run_of(store, rows[0]["run_id"], rows[0]["trace_id"])
     for decision in _decisions(run):
         if decision.decision_id == decision_id:

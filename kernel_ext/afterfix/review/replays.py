@@ -67,7 +67,7 @@ def open_replay(store, replay_id: str) -> ReplayResult:
     """A saved replay as it was shown. Raises NotFound naming how to list them."""
     rows = store.arrow("SELECT result, who, time, note FROM replays WHERE replay_id = ? LIMIT 1", [replay_id]).to_pylist()
     if not rows:
-        raise NotFound(f"no saved replay {replay_id!r} in {store.root}: list them with {LIST}")
+        raise NotFound(f"no saved replay {replay_id!r} in {store.where}: list them with {LIST}")
     result = ReplayResult.from_dict(json.loads(rows[0]["result"]))
     result.replay_id, result.who, result.time, result.note = replay_id, rows[0]["who"], rows[0]["time"], rows[0]["note"]
     return result

@@ -76,7 +76,7 @@ def freeze_many(store, incident_ids: list[str]) -> dict[str, dict]:
     incidents = {r["incident_id"]: r for r in _rows(store, f"SELECT * FROM incidents WHERE incident_id IN ({marks})", ids)}
     for iid in ids:
         if iid not in incidents:
-            raise NotFound(f"no incident {iid!r} in {store.root}: list them with {LIST_INCIDENTS}")
+            raise NotFound(f"no incident {iid!r} in {store.where}: list them with {LIST_INCIDENTS}")
     meta = _rows(store, f"""
         SELECT incident_id, run_id, min(start_time) AS t,
                any_value(json_extract_string(attributes, '$."{c.SCENARIO}"'))

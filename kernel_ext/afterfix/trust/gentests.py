@@ -91,7 +91,7 @@ def generate(store, incident_ids: list[str], out_dir, *, kubeconfig=None) -> lis
         fixture.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
         incident = Incident(data, str(fixture))
         module.write_text(template.substitute(
-            docstring=_docstring(_story(incident)), incident_id=_comment(iid), store=_comment(str(store.root)),
+            docstring=_docstring(_story(incident)), incident_id=_comment(iid), store=_comment(store.where),
             generated=generated, fixture=fixture.name, expected=_expected(incident)), encoding="utf-8")
         written += [module, fixture]
     conftest = out / "conftest.py"

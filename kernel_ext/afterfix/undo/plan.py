@@ -115,7 +115,7 @@ def load_action(store, action_id: str) -> dict:
     """The action's row from the `actions` view (the applied one when it was recorded twice)."""
     rows = store.query("SELECT * FROM actions WHERE action_id = ? ORDER BY start_time", [action_id])
     if rows.empty:
-        raise UnknownAction(f"no action {action_id!r} in the store {store.root}: `afterfix actions` lists the "
+        raise UnknownAction(f"no action {action_id!r} in the store {store.where}: `afterfix actions` lists the "
                             "actions it holds (check the id, or --store)")
     records = rows.to_dict("records")
     applied = [r for r in records if r.get("status") == "applied"]

@@ -251,7 +251,7 @@ def rollback_decision(store, cluster, decision_id: str, **kw) -> DecisionRollbac
     ids = list(dict.fromkeys(rows["action_id"])) if not rows.empty else []
     if not ids:
         return DecisionRollback(decision_id, [], [], EXIT_CODES["record"],
-                                f"decision {decision_id!r} has no applied actions in the store {store.root}: "
+                                f"decision {decision_id!r} has no applied actions in the store {store.where}: "
                                 "`afterfix actions` lists actions with their decisions")
     results: list[RollbackResult] = []
     for i, action_id in enumerate(ids):

@@ -35,6 +35,6 @@ def review(store=None, incident_id: str | None = None, *, live: bool = True, **o
     s = open_store(store)
     incident_id = incident_id or most_serious(s)
     if incident_id is None:
-        raise NotFound(f"no incident in the store {s.root}: `afterfix demo` plays a night into one, "
+        raise NotFound(f"no incident in the store {s.where}: `afterfix demo` plays a night into one, "
                           "or pass incident_id=")
     return RunView(s, incident_id=incident_id, live=live, **options)

@@ -107,7 +107,7 @@ def open_store(store=None):
 
     s = store if hasattr(store, "query") else Store(store or None)
     if not s.exists():
-        raise StoreError(f"no store at {s.root}: pass store=PATH (or set AFTERFIX_STORE); `afterfix demo` makes one")
+        raise StoreError(f"no store at {s.where}: pass store=PATH (or set AFTERFIX_STORE); `afterfix demo` makes one")
     return s
 
 
