@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml setup.py $(wildcard kernel_ext/afterfix/ingest/*.[ch])
 venv: $(STAMP)
 
 # Real programs the tests talk to, from Debian's packages: Prometheus (scrapes the simulator's
-# /metrics), kubectl (acts on the Kubernetes API simulator) and Chromium (Playwright drives
-# JupyterLab in it headless; Playwright's own browser download is not used).
-SYSTEM_PACKAGES := prometheus:prometheus kubectl:kubernetes-client chromium:chromium
+# /metrics), kubectl (acts on the Kubernetes API simulator), Chromium (Playwright drives
+# JupyterLab in it headless; Playwright's own browser download is not used) and PostgreSQL (the
+# team store's catalog; the tests start their own cluster on loopback, tests/teamstore.py).
+SYSTEM_PACKAGES := prometheus:prometheus kubectl:kubernetes-client chromium:chromium pg_ctlcluster:postgresql
 
 system-packages:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
