@@ -197,3 +197,51 @@ def test_two_processes_storing_the_same_spans_store_each_once(tmp_path):
     ids = span_ids(Store(store_path))
     assert len(ids) == len(set(ids)) == 600
     assert sum(f["spans_stored"] for f in finals) == 600 and sum(f["duplicates"] for f in finals) == 600
+
+
+def _host_view(conf: Path, folder: Path) -> Path:
+    """The same team store as another machine sees it: the same catalog and data, its own working
+    folder (spool, locks)."""
+    text = conf.read_text()
+    assert "\nlocal: " in text
+    view = folder / f"{folder.name}.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    view.write_text("".join(f"local: {folder / 'work'}\n" if ln.startswith("local: ") else ln
+                            for ln in text.splitlines(keepends=True)))
+    return view
+
+
+def test_two_hosts_on_a_team_store_store_a_span_sent_to_both_once_and_lose_nothing_when_one_is_killed(
+        team_services, tmp_path):
+    conf = team_services.new_store("two-hosts")
+    host_a, host_b = _host_view(conf, tmp_path / "host-a"), _host_view(conf, tmp_path / "host-b")
+    Store(conf).create()
+    a = Server(host_a, tmp_path / "inbox-a", interval=0.1)
+    b = Server(host_b, tmp_path / "inbox-b", interval=3600)  # commits when told, so it can die holding spans
+    acked_a: set[int] = set()
+    acked_b: set[int] = set()
+    # Every batch delivered to both hosts, as a client retrying against another replica does;
+    # host b commits now and then, racing host a for the same spans.
+    for k in range(20):
+        if send(a.url, k):
+            acked_a.add(k)
+        if send(b.url, k):
+            acked_b.add(k)
+        if k % 4 == 3:
+            b.flush()
+    assert acked_a == acked_b == set(range(20))
+    # Then batches only host b acknowledges, still in its spool when it is killed.
+    for k in range(20, 30):
+        assert send(b.url, k)
+        acked_b.add(k)
+    b.kill()
+    reader = Store(conf)
+    wait_for(lambda: batch_ids(19) <= set(span_ids(reader)), "host a to store the first 20 batches")
+    assert not batch_ids(25) & set(span_ids(reader))  # only in the dead host's spool
+
+    again = Server(host_b, tmp_path / "inbox-b", interval=0.1)  # host b back: replays its spool
+    for final in (a.stop(), again.stop()):
+        assert final["flushed"] and final["last_error"] is None
+    ids = span_ids(reader)
+    assert len(ids) == len(set(ids)), "a span was stored twice"
+    assert set(ids) == set().union(*(batch_ids(k) for k in acked_a | acked_b))
