@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,7 +35,7 @@ if os.environ.get(ENV_NO_NATIVE, "") not in ("", "0"):
     _native, NATIVE_MISSING = None, f"${ENV_NO_NATIVE} is set"
 else:
     try:
-        from . import _otlpjson as _native
+        _native = importlib.import_module(f"{__package__}._otlpjson")
     except ImportError as e:  # depends on the build
         _native = None
         NATIVE_MISSING = ("it was not built when afterfix was installed" if e.name == f"{__package__}._otlpjson"
