@@ -1,5 +1,6 @@
-"""The packaging promises: conda and pip users get the same dependencies and pins, and the
-package exposes the public names it documents."""
+"""The packaging promises: conda and pip users get the same dependencies and pins, and pip
+installs afterfix without a C compiler too (without the compiled OTLP fast path, storing the same
+rows)."""
 
 from __future__ import annotations
 
