@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+from urllib.parse import urlsplit
 from pathlib import Path
 
 import nbformat
@@ -75,3 +76,38 @@ def test_every_template_and_each_of_its_parameters_is_documented(name):
 def test_every_template_file_is_one_the_docs_and_render_know():
     shipped = {p.stem for p in TEMPLATES_DIR.glob("*.ipynb")}
     assert shipped == set(TEMPLATES)
+
+
+def test_the_team_cronjob_reads_its_store_config_and_credentials_from_a_secret(tmp_path):
+    from afterfix.locations import team_location
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((TEMPLATES_DIR / "briefing-cronjob-team.yaml").read_text())}
+    assert set(docs) == {"Secret", "CronJob"}
+    secret, job = docs["Secret"], docs["CronJob"]
+    local = yaml.safe_load((TEMPLATES_DIR / "briefing-cronjob.yaml").read_text())
+    assert job["spec"]["schedule"] == local["spec"]["schedule"]  # the same briefing, another store
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = _brief_args(container.get("command", []) + container["args"])
+    assert args.store is None and args.since == "24h" and args.keep >= 1  # the store comes from AFTERFIX_STORE
+    env = {e["name"]: e for e in container["env"]}
+    store_file = Path(env["AFTERFIX_STORE"]["value"])
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volume = {v["name"]: v for v in pod["volumes"]}[mounts[str(store_file.parent)]["name"]]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    (item,) = volume["secret"]["items"]  # the config file only, never the passwords as files
+    assert item["path"] == store_file.name and item["key"] in secret["stringData"]
+    for name in ("PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert "value" not in env[name] and ref["name"] == secret["metadata"]["name"]
+        assert ref["key"] in secret["stringData"]
+    # the Secret's template holds placeholders, not credentials
+    assert all(v == "REPLACE_ME" for k, v in secret["stringData"].items() if k != item["key"])
+    config = secret["stringData"][item["key"]]
+    parsed = yaml.safe_load(config)
+    assert urlsplit(parsed["catalog"]).password is None  # libpq reads PGPASSWORD instead
+    assert not {"password", "key_id", "secret", "aws_secret_access_key"} & {k.lower() for k in parsed.get("s3", {})}
+    conf_file = tmp_path / "team-store.yaml"
+    conf_file.write_text(config)
+    team = team_location(conf_file)  # a config the team store itself accepts
+    assert team.data.startswith("s3://") and team.port == 5432
