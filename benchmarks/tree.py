@@ -158,13 +158,39 @@ def target_run(folder: Path, start: datetime):
     return decoded
 
 
+_ID_COLUMNS = ("trace_id", "span_id", "parent_span_id", "run_id", "incident_id", "tool_call_id", "decision_id", "action_id")
+_TIME_COLUMNS = ("start_time", "end_time", "ingested_at", "time")
+
+
+def _rekeyed(table, n: int, spans_per_batch: int):
+    """Batch 0's rows as batch `n`: every id's last three characters replaced by `n` in hex (the
+    ids stay random-looking and distinct from other batches'), every time moved on by the time
+    batch 0 covers. Generating each batch in SQL took 10-40 s a batch on this shared machine; this
+    takes about one (the JSON attributes keep batch 0's text, which no timed query reads)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    shift = pa.scalar(timedelta(seconds=n * spans_per_batch // SPANS_PER_RUN * RUN_EVERY_S), pa.duration("us"))
+    code = f"{n:03x}"
+    cols = {}
+    for name in table.schema.names:
+        col = table[name]
+        if name in _ID_COLUMNS:
+            col = pc.binary_join_element_wise(pc.utf8_slice_codeunits(col, 0, -3), code, "")
+        elif name in _TIME_COLUMNS:
+            col = pc.add(col, shift)
+        cols[name] = col
+    return pa.table(cols).cast(table.schema)
+
+
 def make(folder: Path, spans: int, batch: int):
     """A store under `folder` holding `spans` background spans and the target run; returns seconds taken.
+    A build that was cut off goes on from its last committed batch.
 
     Each batch is written as the store's append writes a batch without duplicates (its Parquet
     files by pyarrow, handed to the lake with ducklake_add_data_files, its run_index rows beside
     them, one transaction), without the append's check for spans already stored, which nothing
-    here can collide with: 100M spans in about 20 minutes instead of an hour.
+    here can collide with. Batch 0 is made by DuckDB SQL, the others from it by `_rekeyed`.
     """
     import duckdb
     import pyarrow as pa
@@ -172,6 +198,7 @@ def make(folder: Path, spans: int, batch: int):
     from afterfix import run_index, schema
     from afterfix.store import Store, _DataFiles
 
+    assert spans // batch < 4096, "at most 4,095 batches (their number goes into three hex digits of each id)"
     t0 = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     store = Store(folder / "store")
@@ -179,14 +206,27 @@ def make(folder: Path, spans: int, batch: int):
     middle_run = spans // SPANS_PER_RUN // 2
     middle = middle_run * SPANS_PER_RUN
     target = target_run(folder, T0 + timedelta(seconds=middle_run * RUN_EVERY_S + 5))
-    gen = duckdb.connect()
     lake = store.connection(read_only=False)
+    done = lake.execute("SELECT count(*) FROM ducklake_list_files('lake', 'spans')").fetchone()[0]
+    indexed = lake.execute(f"SELECT count(*) FROM ducklake_list_files('lake', '{run_index.TABLE}')").fetchone()[0]
+    if indexed != done:
+        sys.exit(f"{store.root} holds batches without run index rows (an older build): delete {folder} and build again")
+    gen = duckdb.connect()
     span_cols = ", ".join(n for n, *_ in schema.SPAN_COLUMNS)
-    for lo in range(0, spans, batch):
+    params = {"lo": 0, "hi": min(batch, spans), "t0": T0}
+    first = gen.execute(f"SELECT {span_cols} FROM ({_SPANS_SQL})", params).to_arrow_table().cast(schema.SPAN_SCHEMA)
+    first_events = gen.execute(_EVENTS_SQL, params).to_arrow_table().cast(schema.EVENT_SCHEMA)
+    for n, lo in enumerate(range(0, spans, batch)):
+        if n < done:
+            continue
         hi = min(lo + batch, spans)
-        params = {"lo": lo, "hi": hi, "t0": T0}
-        rows = gen.execute(f"SELECT {span_cols} FROM ({_SPANS_SQL})", params).to_arrow_table().cast(schema.SPAN_SCHEMA)
-        events = gen.execute(_EVENTS_SQL, params).to_arrow_table().cast(schema.EVENT_SCHEMA)
+        if n == 0:
+            rows, events = first, first_events
+        else:
+            rows = _rekeyed(first.slice(0, hi - lo), n, batch)
+            last = first["start_time"][hi - lo - 1]  # an option event's time is its decision span's start
+            events = _rekeyed(first_events.filter(pa.compute.less_equal(first_events["time"], last))
+                              if hi - lo < batch else first_events, n, batch)
         if lo <= middle < hi:  # the target run among its neighbours, in time order, in the same file
             rows = pa.concat_tables([rows, target.spans.cast(schema.SPAN_SCHEMA)]).sort_by("start_time")
             events = pa.concat_tables([events, target.events.cast(schema.EVENT_SCHEMA)]).sort_by("time")
@@ -204,9 +244,9 @@ def make(folder: Path, spans: int, batch: int):
                 lake.execute("ROLLBACK")
                 files.discard()
                 raise
-        del rows, events
         print(f"  stored {hi:,} of {spans:,} spans ({time.perf_counter() - t0:.0f} s)", flush=True)
     run_index.mark_complete(lake)  # every span above went through rows_for_append
+    run_index.compact(lake)  # as Store.compact does: the index as one file sorted by run id
     store.close()
     return time.perf_counter() - t0
 
@@ -292,9 +332,10 @@ def main() -> None:
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="afterfix-bench-tree-"))
     try:
-        if not (folder / "store").exists():
+        if not (folder / "store").exists() or not (folder / "store.built").exists():
             print(f"building a store of {args.spans:,} spans in {folder / 'store'}", flush=True)
             print(f"built the store in {make(folder, args.spans, args.batch):.1f} s")
+            (folder / "store.built").write_text(f"{args.spans} {args.batch}\n")
         print(machine())
         store = Store(folder / "store")
         n = store.query("SELECT (SELECT count(*) FROM spans) AS spans, (SELECT count(*) FROM events) AS events, "
