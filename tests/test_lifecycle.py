@@ -311,3 +311,14 @@ def test_the_retention_command_says_what_it_deleted_and_kept(source, capsys):
     out = capsys.readouterr().out
     assert "deleted 1 whole traces" in out and "data files (on disk)" in out and "cleanup:" in out
     assert len(content(source, "spans")) == 3 * N
+
+
+def test_retention_on_a_team_store(team_store):
+    fill(team_store)
+    before = {t: len(content(team_store, t)) for t in schema.TABLES}
+    zero = dt.timedelta(0)
+    report = retention(team_store, 90 * DAY, now=NOW, snapshots=zero, snapshot_floor=zero, orphan_age=zero)
+    assert report.deleted["spans"] == N and len(content(team_store, "spans")) == 3 * N
+    assert all(len(content(team_store, t)) == before[t] for t in schema.LEDGERS)
+    assert report.storage_after.measured == "in the catalog" and report.storage_after.snapshots == 1
+    assert 0 < report.storage_after.files <= report.storage_before.files

@@ -510,7 +510,8 @@ def _compact(store: Store, con, report: RetentionReport, step, orphan_age: timed
                     con.execute(f"SET memory_limit = '{store.memory_limit}'")  # as Store.compact does
                     rel = _retry(lambda s=sql: con.execute(s), "retention", store)
                     con.execute(f"SET memory_limit = '{store.compact_memory_limit}'")
-                results.append(int(rel.fetchall()[0][0]))
+                rows = rel.fetchall()  # no row at all from some calls on a PostgreSQL catalog
+                results.append(int(rows[0][0]) if rows else 0)
         report.steps.append((name, f"{sum(results)} {what[name]}"))
         step(name, "done")
 
