@@ -1,4 +1,4 @@
-"""Three uses of one store at the same time, as in a real morning:
+"""Three uses of one store at the same time, as in a real morning, on a local and on a team store:
 
 (a) a kernel with `%load_ext afterfix` receives spans from the OpenTelemetry SDK's exporter,
 (b) papermill runs tests/notebooks/read_store.ipynb, which queries the store again and again,
@@ -35,8 +35,9 @@ MIN_CLI_FILES, MAX_CLI_FILES, CLI_LINES, CLI_LINE_SPANS = 2, 20, 4, 20
 
 
 @pytest.fixture
-def kernel(tmp_path, free_port):
-    env = {"AFTERFIX_STORE": str(tmp_path / "store"), "AFTERFIX_PORT": str(free_port),
+def kernel(tmp_path, free_port, store_spec):
+    """A kernel whose store is a local folder or a team store (the store_spec fixture's two kinds)."""
+    env = {"AFTERFIX_STORE": store_spec, "AFTERFIX_PORT": str(free_port),
            "AFTERFIX_INBOX": str(tmp_path / "inbox")}
     k = Kernel(env, tmp_path)
     k.port = free_port
@@ -92,11 +93,11 @@ def write_otlp_json(path: Path, file_no: int) -> int:
     return CLI_LINES * CLI_LINE_SPANS
 
 
-def test_kernel_papermill_and_cli_share_one_store(kernel, tmp_path):
+def test_kernel_papermill_and_cli_share_one_store(kernel, tmp_path, store_spec):
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import SpanExportResult
 
-    store = tmp_path / "store"
+    store = store_spec
     kernel.run("%load_ext afterfix")
     batches = sdk_batches(MAX_KERNEL_BATCHES, KERNEL_BATCH_SPANS)
 

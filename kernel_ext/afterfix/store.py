@@ -668,6 +668,14 @@ class Store:
                 if not is_retryable(e) or attempt == self.retries - 1:
                     if is_retryable(e):
                         raise StoreBusy(f"{self.where}: catalog still locked after {self.retries} tries ({what}): {e}") from e
+                    if self.team is not None and isinstance(e, duckdb.HTTPException):
+                        # team store: the object storage refused (no bucket, no permission, unreachable)
+                        first = redact(str(e), self.team).strip().splitlines()
+                        raise StoreError(
+                            f"the team store's data path {self.team.data} ({self.team.s3.where()}) refused a {what}: "
+                            f"{' '.join(x.strip() for x in first if x.strip())}: check that bucket "
+                            f"{self.team.bucket!r} exists and that the S3 credentials ($AWS_ACCESS_KEY_ID, "
+                            "~/.aws/credentials) may read and write it") from None
                     raise
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.5)

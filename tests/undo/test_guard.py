@@ -192,7 +192,8 @@ def run_for(g: Guard, clock: Clock, seconds: float, step: float = 1.0) -> None:
         clock.advance(step)
 
 
-def test_a_degrading_change_is_rolled_back_once_after_its_intent_and_people_are_told(store, tmp_path, clock):
+def test_a_degrading_change_is_rolled_back_once_after_its_intent_and_people_are_told(any_store, tmp_path, clock):
+    store = any_store  # on a local and on a team store
     record(store, tmp_path, clock.t, [{"id": "act-slow", "name": "payments", "analysis": spec(failure_limit=1)}])
     engine = FakeEngine(clock=clock)
     g = guard(store, clock, engine)
@@ -433,9 +434,10 @@ def crash_after_intent(g: Guard, clock: Clock) -> None:
     clock.advance(1)
 
 
-def test_a_guard_killed_after_its_intent_does_not_roll_back_twice(store, tmp_path, clock):
+def test_a_guard_killed_after_its_intent_does_not_roll_back_twice(any_store, tmp_path, clock):
     """What a guard killed during the engine's call leaves: the outcome and intent, and the engine's
     rows. The next guard takes the engine's outcome from the ledger and does not call it again."""
+    store = any_store  # on a local and on a team store
     record(store, tmp_path, clock.t, [{"id": "act-slow", "name": "payments", "analysis": spec(count=1)}])
     engine = FakeEngine(clock=clock)
     crash_after_intent(guard(store, clock, engine), clock)
