@@ -9,13 +9,14 @@ then measures, in one run:
    on its own OTLP/JSON file of `--spans` agent spans (synth.py's runs) and its own working folder
    (`AFTERFIX_STORE_LOCAL`), as ingesters on different hosts sharing one team store. Each N gets a
    fresh team store; at the end it must hold exactly the spans of its files, each once (exit 1
-   otherwise). `afterfix ingest` rather than `afterfix serve`: files put the store's concurrent
+   otherwise); one more ingester puts the first file into a local store, for comparison.
+   `afterfix ingest` rather than `afterfix serve`: files put the store's concurrent
    commits (the PostgreSQL write lock, Parquet uploads to S3) in the path and nothing else, where
    the receiver's HTTP decoding would take most of the two cores first. Each ingester decodes in
    its own process (`--workers 0`): N = 1 and 2 fit this machine's 2 cores, N = 4 shares them.
 2. Commit latency of `Store.append` with `--batch`-span batches (as a streaming receiver commits)
    on the team store and on a local store (SQLite catalog, local files), the same batches, with one
-   writer process and with two at once; then `append_ledger` of one approval row, as an agent's
+   writer process and with two at once, each holding the catalog open as the receiver does; then `append_ledger` of one approval row, as an agent's
    request (plain append) and as a person's decision (conditional on none yet, under the lock).
 
 Exit status: 0 (figures printed), 1 when a store lost or doubled a span, 2 when PostgreSQL or
@@ -143,6 +144,7 @@ def _writer(spec: str, w: int, commits: int, batch: int, barrier, out) -> None:
         first = 1_000_000 + w * (commits + 1)  # the same requests, so the same spans, on every store
         batches = [otlp.decode_protobuf(pool.body(k), source=f"bench-writer-{w}") for k in range(first, first + commits + 1)]
         store = Store(spec)
+        hold = store.hold_catalog()  # as a streaming receiver does (CatalogHold; nothing on a team store)
         t = time.perf_counter()
         store.append(spans=batches[0].spans, events=batches[0].events)  # opens the connection: timed apart
         first_ms = (time.perf_counter() - t) * 1000
@@ -170,6 +172,7 @@ def _writer(spec: str, w: int, commits: int, batch: int, barrier, out) -> None:
             if store.append_ledger("approvals", [row], unless=_DECIDED, params=[rid]) != 1:
                 raise RuntimeError(f"{rid}: decision not written")
             decided.append((time.perf_counter() - t) * 1000)
+        hold.release()
         store.close()
         out.put({"writer": w, "first_ms": first_ms, "append_ms": appends, "requested_ms": requested,
                  "decided_ms": decided, "spans": sum(b.spans.num_rows for b in batches)})
@@ -211,10 +214,10 @@ def pct(values: list[float]) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--spans", type=int, default=200_000, help="spans per ingesting process (default: 200000)")
-    ap.add_argument("--batch-spans", type=int, default=50_000,
+    ap.add_argument("--spans", type=int, default=None, help="spans per ingesting process (default: 200000)")
+    ap.add_argument("--batch-spans", type=int, default=None,
                     help="the ingesters' spans per commit (afterfix ingest --batch-spans; default: 50000)")
-    ap.add_argument("--repeat", type=int, default=60,
+    ap.add_argument("--repeat", type=int, default=None,
                     help="timed appends, and approval requests and decisions, per writer (default: 60)")
     ap.add_argument("--batch", type=int, default=200, help="spans per timed append (default: 200)")
     ap.add_argument("--processes", default="1,2,4", help="ingesting processes at once, one run each (default: 1,2,4)")
@@ -222,8 +225,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (every path still runs): for the smoke test")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (the services are stopped)")
     args = ap.parse_args()
-    if args.quick:
-        args.spans, args.batch_spans, args.repeat = 2_000, 1_000, 5
+    sizes = (2_000, 1_000, 5) if args.quick else (200_000, 50_000, 60)  # what is not given on the command line
+    args.spans, args.batch_spans, args.repeat = (given if given is not None else size for given, size in
+                                                 zip((args.spans, args.batch_spans, args.repeat), sizes))
     counts = [int(n) for n in args.processes.split(",")]
 
     import teamstore
@@ -282,6 +286,20 @@ def main() -> int:
                               for p in per)
                   + f"; stored exactly once: {'yes' if wrong is None else 'NO: ' + wrong}")
         report["ingest"] = curve
+        # The same first file into a local store (SQLite catalog, local files), for the cost of the team's.
+        local = work / "ingest-local"
+        store = Store(local / "store")
+        store.create()
+        r = run_ingesters(local / "store", files[:1], local, args.batch_spans)
+        wrong = check_exactly(store, keys[0])
+        store.close()
+        if wrong:
+            failures.append(wrong)
+        p = r["per_process"][0]
+        report["ingest_local"] = {**r, "stored_exactly": wrong is None}
+        print(f"  1 ingester on a local store (the same file): {r['spans_per_s']:,.0f} spans/s ({p['seconds']:.1f} s, "
+              f"ingest's own {p['ingest_seconds']:.1f} s, CPU {p['cpu_seconds'] / p['spans'] * 1e6:.1f} us/span); "
+              f"stored exactly once: {'yes' if wrong is None else 'NO: ' + wrong}")
         top = max(r["spans_per_s"] for r in curve)
         print(f"ingest curve, team store (N afterfix ingest processes at once, {args.spans:,} spans each):")
         for r in curve:
