@@ -434,6 +434,9 @@ def store_status(store) -> dict:
 def cmd_status(args) -> int:
     store = _store(args)
     info = store_status(store)
+    from .ingest.otlp import decoding_path
+
+    info["decoding"] = decoding_path()  # the compiled fast path, or why not
     if args.format == "json":
         import json
 

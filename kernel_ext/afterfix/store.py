@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._exceptions import ReadOnlyQuery, StoreBusy, StoreError
+from . import run_index as _run_index  # not `run_index`: DuckDB would take the module for the table of that name
 from . import schema
 from .catalog_hold import CatalogHold
 from .locations import TeamLocation, is_team_spec, redact, s3_credentials, sql_literal, team_location
@@ -324,6 +325,8 @@ class Store:
             for table in schema.TABLES:
                 if table not in existing:
                     con.execute(schema.create_table_sql(table, "lake."))
+            if "spans" not in existing:  # a new store: every span it will hold goes through the run index
+                _run_index.mark_complete(con)
             # Smaller row groups and files keep a long-running writer's compaction
             # (merging a day of small files) within a few hundred MB.
             for option, value in _LAKE_OPTIONS.items():
@@ -564,6 +567,12 @@ class Store:
         # and fetching them costs ~0.15 µs a span (measured on 82k-span batches).
         res.spans_new = con.execute(f"SELECT count(*) FROM ({_NEW_KEYS})", params).fetchone()[0]
         res.spans_duplicate = spans.num_rows - res.spans_new
+        if res.spans_new:
+            # where in time each run of the batch is (run_index.py); rows only widen a run's range,
+            # so indexing a batch's duplicates too is harmless
+            index = _run_index.rows_for_append(spans, events)
+            if index is not None:
+                files.insert(con, "run_index", index, "afterfix_batch_r")
         if res.spans_duplicate == 0:
             files.insert(con, "spans", spans, "afterfix_batch_s")
             if events is not None and events.num_rows:
@@ -637,20 +646,22 @@ class Store:
                     # grow by one row per commit for as long as a stream runs.
                     "DELETE FROM lake.ingest_offsets o WHERE EXISTS (SELECT 1 FROM lake.ingest_offsets n "
                     "WHERE n.source = o.source AND n.committed_at > o.committed_at)",
+                    _run_index.backfill,  # a store written before the run index: once
                     "CALL ducklake_flush_inlined_data('lake')",
                     "CALL ducklake_merge_adjacent_files('lake')",
+                    _run_index.compact,
                     "CALL ducklake_expire_snapshots('lake', older_than => now() - INTERVAL 1 HOUR)",
                     "CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL 1 HOUR)",
                 ):
                     try:
-                        self._retry(lambda c=call: con.execute(c), "compact")
+                        self._retry(lambda c=call: c(con) if callable(c) else con.execute(c), "compact")
                     except duckdb.OutOfMemoryException:
                         # Row groups of very large spans need more than the compaction cap:
                         # merge them with the writer's cap rather than never compacting.
                         log.info("afterfix store: %s needed more than %s; retrying with %s", call,
                                  self.compact_memory_limit, self.memory_limit)
                         con.execute(f"SET memory_limit = '{self.memory_limit}'")
-                        self._retry(lambda c=call: con.execute(c), "compact")
+                        self._retry(lambda c=call: c(con) if callable(c) else con.execute(c), "compact")
                         con.execute(f"SET memory_limit = '{self.compact_memory_limit}'")
             finally:
                 self._local.rw = None
@@ -790,7 +801,7 @@ def release_free_heap() -> bool:
     return True
 
 
-_BATCH_VIEWS = ("afterfix_batch_s", "afterfix_batch_e", "afterfix_batch_q", "afterfix_batch_o", "afterfix_new_keys",
+_BATCH_VIEWS = ("afterfix_batch_s", "afterfix_batch_e", "afterfix_batch_r", "afterfix_batch_q", "afterfix_batch_o", "afterfix_new_keys",
                 "afterfix_batch_m", "afterfix_new_points")
 
 
