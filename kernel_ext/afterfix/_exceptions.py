@@ -1,12 +1,14 @@
 """Every error afterfix raises on purpose, in one hierarchy:
 
     AfterfixError
-    ├── StoreError            the store cannot be opened, attached or written
+    ├── StoreError            the store cannot be opened, attached or written (a team store's
+    │                         catalog, bucket or configuration file included)
     │   └── StoreBusy         still locked by other processes after every retry
     ├── DecodeError           a whole input cannot be read (garbage body, wrong content type)
     ├── ConfigError           an option has a value that cannot work
     ├── NotFound              a run, incident or other id the store does not hold
     ├── ReadOnlyQuery         a query would write, and writing was not asked for
+    ├── ingest.pull.PullError     Tempo or Jaeger unreachable or refusing (URL without credentials, status, reason)
     │   (undo, defined where they are raised:)
     ├── undo.kube.ClusterError    the Kubernetes API refused or could not be reached
     │   ├── ClusterUnreachable, Forbidden (names verb and resource), NotFound, Conflict, Rejected

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "ingest", help="store OTLP trace files (JSON lines or protobuf) and folders of them",
+        "ingest", help="store OTLP trace files (JSON lines or protobuf), Tempo's and Jaeger's trace JSON, and folders of them",
         description="Decode OTLP/JSON lines (*.jsonl, *.json, *.ndjson) and OTLP protobuf (*.pb, *.binpb) "
         "files, recursing into folders, and store their spans. Refused records are reported as "
         "'PATH line N: reason' and kept in the quarantine table; files already ingested are skipped.",

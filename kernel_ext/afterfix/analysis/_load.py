@@ -118,7 +118,7 @@ def load_runs(store, run_ids: list[str], *, options: bool = True) -> list[RunSpa
         grouped[row["run_id"]].append(row)
     missing = [r for r, spans in grouped.items() if not spans]
     if missing:
-        raise NotFound(f"no run {missing[0]!r} in {store.root}: list the run ids with {LIST_RUNS}")
+        raise NotFound(f"no run {missing[0]!r} in {store.where}: list the run ids with {LIST_RUNS}")
     if options:
         decisions = [s for spans in grouped.values() for s in spans if s["afterfix_kind"] == "decision"]
         # The index places the events of the batches that held these runs' spans: () when they had none.
@@ -211,7 +211,7 @@ def incident_run_ids(store, incident_id: str) -> list[str]:
         "GROUP BY run_id ORDER BY t, run_id",
     ).to_pylist() if _storable(incident_id) else []
     if not rows:
-        raise NotFound(f"no incident {incident_id!r} in {store.root}: list the incident ids with {LIST_INCIDENTS}")
+        raise NotFound(f"no incident {incident_id!r} in {store.where}: list the incident ids with {LIST_INCIDENTS}")
     return [r["run_id"] for r in rows]
 
 
