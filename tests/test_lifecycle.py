@@ -75,7 +75,8 @@ def fill(store: Store) -> None:
 
 def content(store: Store, table: str) -> list[tuple]:
     cols = ", ".join(n for n, *_ in schema.TABLES[table])
-    return sorted(store.query(f"SELECT {cols} FROM lake.{table}").astype(str).itertuples(index=False, name=None))
+    rows = [tuple(r.values()) for r in store.arrow(f"SELECT {cols} FROM lake.{table}").to_pylist()]
+    return sorted(rows, key=lambda row: [(v is None, str(v)) for v in row])
 
 
 @pytest.fixture
@@ -102,18 +103,31 @@ def test_every_table_has_a_column_to_cut_it_by():
         assert dict((n, d) for n, _, d, _ in schema.TABLES[table])[time_column(table)] == "TIMESTAMP"
 
 
+COPIED = [t for t in schema.TABLES if t != "run_index"]
+
+
+def _indexes_every_run(store: Store) -> bool:
+    """Each run's spans lie within the time range the run index gives it (run_index.py)."""
+    missed = store.query("SELECT count(*) AS n FROM (SELECT run_id, min(start_time) AS lo, max(start_time) AS hi "
+                         "FROM lake.spans GROUP BY run_id) s LEFT JOIN (SELECT run_id, min(first_start) AS lo, "
+                         "max(last_start) AS hi FROM lake.run_index GROUP BY run_id) i USING (run_id) "
+                         "WHERE i.lo IS NULL OR i.lo > s.lo OR i.hi < s.hi")
+    return int(missed["n"][0]) == 0
+
+
 def test_migrate_copies_every_table_exactly_and_a_rerun_copies_nothing(source, destination):
     first = migrate(source, destination, chunk_rows=50)
-    assert first.ok
-    for table in schema.TABLES:
+    assert first.ok and "run_index" not in {t.table for t in first.tables}
+    for table in COPIED:
         assert content(destination, table) == content(source, table), table
+    assert _indexes_every_run(destination)  # the destination's own appends indexed what it stored
     by = {t.table: t for t in first.tables}
     assert by["spans"].copied == 4 * N and by["spans"].chunks >= 4 * N // 50  # 50-row chunks
     assert by["events"].copied == 8 * N and by["verdicts"].copied == 3  # the identical verdict rows both
     again = migrate(source, destination, chunk_rows=50)
     assert again.ok and all(t.copied == 0 for t in again.tables)
     assert all(t.present == t.source_rows == t.destination_rows for t in again.tables)
-    for table in schema.TABLES:
+    for table in COPIED:
         assert content(destination, table) == content(source, table), table
 
 
@@ -190,8 +204,9 @@ def test_a_migrate_killed_mid_chunk_and_run_again_ends_with_exactly_the_source(s
     assert half["spans"] < 4 * N and half["events"] == 2 * half["spans"]  # whole chunks only, events with their spans
     report = migrate(source, destination, chunk_rows=50)
     assert report.ok
-    for table in schema.TABLES:
+    for table in COPIED:
         assert content(destination, table) == content(source, table), table
+    assert _indexes_every_run(destination)
 
 
 # -- retention --------------------------------------------------------------------------------

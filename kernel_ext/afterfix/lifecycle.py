@@ -5,7 +5,7 @@ each chunk one transaction on the destination, by rules that store nothing twice
 their events) and metric points go through `Store.append`, which stores each once by key; events
 left over (an event whose span the destination already had) are added by key (trace_id, span_id,
 seq); every other table (quarantine, ingest offsets, the ledgers) by the whole row, with the
-multiplicity the source has. A migrate stopped at any point (kill -9 included) and run again
+multiplicity the source has. The run index is not copied: the destination's appends write its own. A migrate stopped at any point (kill -9 included) and run again
 therefore ends with exactly the source's rows, and a finished one run again copies nothing.
 
 `retention(store, keep)` deletes trace data older than the cut-off (whole traces whose every span
@@ -42,6 +42,10 @@ DEFAULT_CHUNK_ROWS = 50_000
 _EPOCH = datetime(1970, 1, 1)
 _PARTS = 64  # time buckets per histogram when a range holds more rows than a chunk
 _CHUNK_VIEW = "afterfix_migrate_chunk"
+
+# Tables not copied: the destination derives them from what it stores (its appends index each
+# run's time range, run_index.py, and its compaction rewrites that index).
+DERIVED = ("run_index",)
 
 # Tables whose rows are stored once by a key, and that key.
 _KEYS = {"spans": ("trace_id", "span_id"), "events": ("trace_id", "span_id", "seq"),
@@ -168,7 +172,8 @@ def migrate(source: Store, destination: Store, *, dry_run: bool = False, chunk_r
     if not dry_run:
         destination.create()
         dest_exists = True
-    order = ["spans", "events", "metrics"] + [t for t in schema.TABLES if t not in ("spans", "events", "metrics")]
+    order = ["spans", "events", "metrics"] + [t for t in schema.TABLES
+                                              if t not in ("spans", "events", "metrics") and t not in DERIVED]
     carried = {"events": 0}  # events stored with their spans, before the events' own pass
     for table in order:
         report.tables.append(_migrate_table(source, destination, table, dry_run=dry_run, dest_exists=dest_exists,
