@@ -8,7 +8,7 @@ writing the offline HTML, and the handoff read back. `--repeat` times; the media
 Each run also keeps its executed notebook, whose papermill timings split the time: the kernel's
 start and the cells, nbconvert, and what is left (reading the handoff, writing the file).
 
-    .venv/bin/python benchmarks/briefing.py [--spans 1000000] [--copies 10] [--repeat 3] [--keep DIR]
+    .venv/bin/python benchmarks/briefing.py [--spans 1000000] [--copies 10] [--repeat 3] [--keep DIR] [--night DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bignight  # noqa: E402
+import demo_night  # noqa: E402
 from findings import describe, night  # noqa: E402
 from otlp_http import machine  # noqa: E402
 
@@ -68,13 +69,14 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", type=Path, default=None, help="build the night here and keep it (reused when present)")
+    demo_night.add_argument(ap)
     args = ap.parse_args()
     from afterfix.reports.render import brief
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="afterfix-bench-briefing-"))
     out = Path(tempfile.mkdtemp(prefix="afterfix-bench-briefing-out-"))
     try:
-        big, seed = night(folder, args.copies, args.spans)
+        big, seed = night(folder, args.copies, args.spans, args.night)
         seed.close()
         print(machine())
         since, until = bignight.window(big)

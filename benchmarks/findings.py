@@ -8,7 +8,7 @@ counted by kind, beside those of the demo night it was copied from (each kind th
 yields must be there, `--copies` times as often). A last run shares one Scope across the
 detectors and times each in turn: where the time goes.
 
-    .venv/bin/python benchmarks/findings.py [--spans 1000000] [--copies 10] [--repeat 3] [--keep DIR]
+    .venv/bin/python benchmarks/findings.py [--spans 1000000] [--copies 10] [--repeat 3] [--keep DIR] [--night DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bignight  # noqa: E402
+import demo_night  # noqa: E402
 from otlp_http import machine  # noqa: E402
 
 TARGET_S = 5.0
@@ -45,14 +46,16 @@ def _compare(demo, found, copies: int) -> str:
     return "present (not each in every copy)"
 
 
-def night(folder: Path, copies: int, spans: int):
-    """The big night's store under `folder` (built there unless it is already), and the demo night's."""
+def night(folder: Path, copies: int, spans: int, demo: Path | None = None):
+    """The big night's store under `folder` (built there unless it is already), and the demo night's
+    it was copied from: played under `folder`, or the one under `demo` (demo_night.py's `--night`)."""
     from afterfix.store import Store
 
+    seed = demo_night.played(demo).store if demo is not None else folder / "seed-store"
     if not (folder / "store").exists():
-        _, built = bignight.make(folder, copies=copies, spans=spans)
+        _, built = bignight.make(folder, copies=copies, spans=spans, seed_store=Store(seed) if demo is not None else None)
         print(f"built the night in {built:.1f} s")
-    return Store(folder / "store"), Store(folder / "seed-store")
+    return Store(folder / "store"), Store(seed)
 
 
 def describe(store) -> str:
@@ -68,6 +71,7 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", type=Path, default=None, help="build the night here and keep it (reused when present)")
+    demo_night.add_argument(ap)
     args = ap.parse_args()
     from afterfix.analysis.findings import find
     from afterfix.analysis.findings.scope import Scope
@@ -76,7 +80,7 @@ def main() -> None:
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="afterfix-bench-findings-"))
     try:
-        big, seed = night(folder, args.copies, args.spans)
+        big, seed = night(folder, args.copies, args.spans, args.night)
         print(machine())
         since, until = bignight.window(big)
         print(f"night: {describe(big)}; window {since:%Y-%m-%d %H:%M} to {until:%H:%M:%S} UTC")

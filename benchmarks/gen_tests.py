@@ -1,11 +1,11 @@
 """Benchmark: `afterfix gen-tests` for the demo night's incidents (target ≤ 10 s), and the generated
 suite under plain pytest (target ≤ 60 s).
 
-Plays the demo night (seed 0) into a fresh store, then times `trust.gentests.generate` over every
-incident whose agent did well (`candidates`), the store opened before the clock, and a pytest
-subprocess on the suite it wrote.
+Plays the demo night (seed 0) into a fresh store (demo_night.py; `--night DIR` shares it), then
+times `trust.gentests.generate` over every incident whose agent did well (`candidates`), the store
+opened before the clock, and a pytest subprocess on the suite it wrote.
 
-    .venv/bin/python benchmarks/gen_tests.py [--quick]
+    .venv/bin/python benchmarks/gen_tests.py [--quick] [--night DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import demo_night  # noqa: E402
 from otlp_http import machine  # noqa: E402
 
 GEN_TARGET_S, SUITE_TARGET_S = 10.0, 60.0
@@ -27,17 +28,16 @@ GEN_TARGET_S, SUITE_TARGET_S = 10.0, 60.0
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 incidents only (the smoke run)")
+    demo_night.add_argument(ap)
     args = ap.parse_args()
     print(machine())
-    from afterfix.nightshift.night import run_night
     from afterfix.store import Store
     from afterfix.trust.gentests import candidates, generate
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # The demo night itself (not `afterfix demo`, whose briefing and regression suite are not timed here)
+    with tempfile.TemporaryDirectory() as tmp, demo_night.demo_night(args.night) as night:
         tmp = Path(tmp)
-        # The demo night itself (not `afterfix demo`, whose briefing and regression suite are not timed here)
-        run_night(tmp / "store", workdir=tmp / "demo", seed=0)
-        store = Store(tmp / "store")
+        store = Store(night.store)
         store.query("SELECT count(*) FROM spans")
         ids = candidates(store)
         ids = ids[:3] if args.quick else ids

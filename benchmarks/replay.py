@@ -1,12 +1,13 @@
 """Benchmark: replaying one rule-based decision, target ≤ 50 ms.
 
-Plays the demo night (seed 0) into a fresh store, opens it, and times `review.replay.replay_decision`
-for every decision of the night: reading the decision and its run from the store (spans, option
-events), re-making it with its recorded policy, and comparing the choices. The store is opened and
-its catalog attached before the clock (a reviewer's session has it open); the figure is the slowest
-decision's median over `--repeat` runs.
+Plays the demo night (seed 0) into a fresh store (demo_night.py; `--night DIR` shares it), opens
+it, and times `review.replay.replay_decision` for every decision of the night: reading the
+decision and its run from the store (spans, option events), re-making it with its recorded
+policy, and comparing the choices. The store is opened and its catalog attached before the clock
+(a reviewer's session has it open); the figure is the slowest decision's median over `--repeat`
+runs.
 
-    .venv/bin/python benchmarks/replay.py [--repeat 5] [--quick]
+    .venv/bin/python benchmarks/replay.py [--repeat 5] [--quick] [--night DIR]
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import demo_night  # noqa: E402
 from otlp_http import machine  # noqa: E402
 
 TARGET_MS = 50.0
@@ -29,17 +30,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="time 3 decisions once each (the smoke run)")
+    demo_night.add_argument(ap)
     args = ap.parse_args()
     print(machine())
     from afterfix.review.replay import replay_decision
-    from afterfix.nightshift.night import run_night
     from afterfix.store import Store
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        # The demo night itself (not `afterfix demo`, whose briefing and regression suite are not timed here)
-        run_night(tmp / "store", workdir=tmp / "demo", seed=0)
-        store = Store(tmp / "store")
+    # The demo night itself (not `afterfix demo`, whose briefing and regression suite are not timed here)
+    with demo_night.demo_night(args.night) as night:
+        store = Store(night.store)
         from afterfix.nightshift.policy import POLICIES
 
         rows = store.query("SELECT decision_id, policy FROM decisions ORDER BY start_time")

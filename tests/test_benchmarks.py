@@ -3,6 +3,11 @@
 Timings are never checked here (they depend on the machine); what is checked is that every script
 finishes, stores every span it sent (it exits non-zero otherwise), and prints the figures and
 targets benchmarks/README.md quotes.
+
+The scripts that work on the demo night share one, played by the first of them (`--night`,
+benchmarks/demo_night.py), and findings.py and briefing.py share one big night built from it
+(`--keep`), as a person running them one after the other would; each script still runs from its
+command line to its last figure.
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 NUM = r"[\d,.]+"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> dict[str, str]:
+    """Folders the scripts share: the demo night ({night}) and the big night made from it ({big})."""
+    root = tmp_path_factory.mktemp("bench")
+    return {"night": str(root / "demo-night"), "big": str(root / "big-night")}
 
 
 @pytest.mark.parametrize(
@@ -68,10 +80,10 @@ NUM = r"[\d,.]+"
             rf"^run_tree warm \(same Store\): median {NUM} ms of {NUM} \(target ≤ 200 ms: (met|MISSED)\)$",
             rf"^\(tree\) decision tree from a 2,303-span store: {NUM} ms cold, {NUM} ms in a new process, {NUM} ms warm",
         ]),
-        ("replay.py", ["--quick"], [
+        ("replay.py", ["--quick", "--night", "{night}"], [
             r"^replay: slowest median [\d.]+ ms over 3 decisions \(target ≤ 50 ms\): (met|MISSED)$",
         ]),
-        ("gen_tests.py", ["--quick"], [
+        ("gen_tests.py", ["--quick", "--night", "{night}"], [
             r"^suite: 3 incidents, 7 files; pytest: \d+ passed",
             rf"^gen-tests: {NUM} s for 3 incidents \(target ≤ 10 s\): (met|MISSED)$",
             rf"^suite run: {NUM} s under pytest \(target ≤ 60 s\): (met|MISSED)$",
@@ -79,16 +91,17 @@ NUM = r"[\d,.]+"
         ("run_view.py", ["--sizes", "200", "--repeat", "1"], [
             rf"^run view, 200-step run \(200 steps, 20 decisions\): first open {NUM} s, median {NUM} s of 1$",
         ]),
-        ("plan.py", ["--repeat", "1"], [
+        ("plan.py", ["--repeat", "1", "--night", "{night}"], [
             rf"^plan: slowest median {NUM} ms over \d+ actions, first plan of the process {NUM} ms \(target ≤ 1000 ms\): (met|MISSED)$",
         ]),
-        ("guard.py", ["--analyses", "20", "--minutes", "0.3", "--warmup", "15"], [
-            r"^store: 20 applied actions with their analyses \(10 s interval, count 1000\)",
-            rf"^measurements: {NUM} in the window, \d+% of one per analysis per 10 s .*; 0 not Successful, 0 analyses ended",
-            rf"^\(guard\) 20 active analyses at a 10 s interval: {NUM} % of one core .*\(target <= 5 %\)",
+        # a 2 s interval: the window crosses three intervals in 6 s of wall time
+        ("guard.py", ["--analyses", "20", "--interval", "2", "--minutes", "0.1", "--warmup", "5"], [
+            r"^store: 20 applied actions with their analyses \(2 s interval, count 1000\)",
+            rf"^measurements: {NUM} in the window, \d+% of one per analysis per 2 s .*; 0 not Successful, 0 analyses ended",
+            rf"^\(guard\) 20 active analyses at a 2 s interval: {NUM} % of one core .*\(target <= 5 %\)",
             r"^SIGTERM: exit 0, stop recorded on 20 analyses in progress",
         ]),
-        ("findings.py", ["--spans", "15000", "--copies", "2", "--repeat", "1"], [
+        ("findings.py", ["--spans", "15000", "--copies", "2", "--repeat", "1", "--keep", "{big}", "--night", "{night}"], [
             r"^night: [\d,]+ spans, \d+ incidents, [\d,]+ metric points; window 2026-11-26 21:00 to ",
             r"^demo night's findings  : bundled_rollback \d+, duplicate_investigation \d+, first_bad_step \d+, masked_issue \d+, "
             r"side_effect \d+, unverified_action \d+ \(",
@@ -96,7 +109,7 @@ NUM = r"[\d,.]+"
             rf"^one run, kind by kind .*: masked_issue {NUM}, bundled_rollback {NUM}, first_bad_step {NUM}, ",
             rf"^find\(\): median {NUM} s of {NUM} \(target ≤ 5 s: (met|MISSED)\)$",
         ]),
-        ("briefing.py", ["--spans", "12000", "--copies", "2", "--repeat", "1"], [
+        ("briefing.py", ["--spans", "15000", "--copies", "2", "--repeat", "1", "--keep", "{big}", "--night", "{night}"], [
             r"^night: [\d,]+ spans, \d+ incidents, [\d,]+ metric points; window 2026-11-26 21:00 to ",
             rf"^briefing: {NUM} MB of HTML; handoff: \S",
             rf"^time split \(medians\), s: papermill {NUM} \(kernel start and papermill's own {NUM}, cells {NUM}, "
@@ -105,7 +118,8 @@ NUM = r"[\d,.]+"
         ]),
     ],
 )
-def test_benchmark_runs(script, args, figures):
+def test_benchmark_runs(script, args, figures, shared):
+    args = [a.format(**shared) for a in args]
     proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     assert re.search(r"^machine: \S+, \d+ cores, Python [\d.]+, duckdb [\d.]+", proc.stdout, re.M), proc.stdout
