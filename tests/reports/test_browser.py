@@ -11,7 +11,6 @@ from afterfix.reports.render import brief
 from afterfix.sdk import Option, Target
 
 from tests.nights import Night
-from tests.reports.conftest import NIGHT
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -94,8 +93,8 @@ def _check(path, *, figures: int):
         pw.stop()
 
 
-def test_the_demo_briefing_draws_every_figure_offline(demo_store, tmp_path):
-    html = brief(demo_store, since=NIGHT[0].isoformat(), until=NIGHT[1].isoformat(), output=tmp_path / "b.html").html
+def test_the_demo_briefing_draws_every_figure_offline(demo_briefing):
+    html, _, _ = demo_briefing  # `afterfix brief` over the demo night's window (tests/reports/conftest.py)
     text, _ = _check(html, figures=4)
     assert "Morning briefing" in text and "Yes, worry" in text
 

@@ -13,21 +13,16 @@ import pytest
 from afterfix.cli import main
 from afterfix.reports.render import TEMPLATES, brief, render, rotate, template_path
 
-from tests.reports.conftest import NIGHT
-
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-WINDOW = ["--since", NIGHT[0].isoformat(), "--until", NIGHT[1].isoformat()]
 TITLES = ["What broke", "What the agent tried", "What worked", "What was rolled back", "Side effects to watch",
           "Will it happen again?", "Findings", "Open approvals", "Actions by trust level"]
 
 
 @pytest.fixture(scope="module")
-def briefing(demo_store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("brief") / "briefing.html"
-    nb = out.with_suffix(".ipynb")
-    code = main(["brief", "--store", str(demo_store.root), *WINDOW, "-o", str(out), "--notebook", str(nb)])
-    assert code == 0
+def briefing(demo_briefing):
+    """`afterfix brief` over the demo night's window with --notebook (tests/reports/conftest.py)."""
+    out, nb, _ = demo_briefing
     return out, nb
 
 
@@ -56,10 +51,9 @@ def test_brief_keeps_the_executed_notebook_and_its_handoff(briefing):
     assert len(handoff) == 1 and len(handoff[0]["data"]["text/plain"].splitlines()) == 5
 
 
-def test_brief_prints_the_handoff_and_the_path(demo_store, tmp_path, capsys):
-    out = tmp_path / "b.html"
-    assert main(["brief", "--store", str(demo_store.root), *WINDOW, "-o", str(out)]) == 0
-    lines = capsys.readouterr().out.splitlines()
+def test_brief_prints_the_handoff_and_the_path(demo_briefing):
+    out, _, printed = demo_briefing
+    lines = printed.splitlines()
     assert lines[0].startswith("Yes, worry:") and len(lines) == 6
     assert lines[-1] == f"briefing    {out.resolve()}"
 
