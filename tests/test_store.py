@@ -54,12 +54,9 @@ def local_store(tmp_path) -> Store:
 
 
 @pytest.fixture
-def store(store_spec) -> Store:
+def store(any_store) -> Store:
     """A fresh store of each kind: the tests without `local_store` hold for both."""
-    s = Store(store_spec)
-    s.create()
-    yield s
-    s.close()
+    return any_store
 
 
 def count(store: Store, table: str = "spans") -> int:

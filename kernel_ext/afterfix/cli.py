@@ -190,14 +190,22 @@ def _port(text: str) -> int:
     return value
 
 
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 60:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most 60 seconds")
-    return value
+def seconds_arg(limit: float):
+    """An argparse type: a number of seconds, more than 0 and at most `limit`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not 0 < value <= limit:
+            raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most {limit:g} seconds")
+        return value
+
+    return parse
+
+
+_interval = seconds_arg(60)
 
 
 def _store(args):

@@ -16,19 +16,12 @@ import signal
 import sys
 import threading
 
-from afterfix.cli import safe
+from afterfix.cli import safe, seconds_arg
 
 DEFAULT_LOOKBACK = "24h"
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most 3600 seconds")
-    return value
+_seconds = seconds_arg(3600)
 
 
 def _duration(text: str):

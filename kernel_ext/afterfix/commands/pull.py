@@ -18,7 +18,7 @@ import re
 import sys
 from datetime import timedelta
 
-from afterfix.cli import UsageError, safe
+from afterfix.cli import UsageError, safe, seconds_arg
 
 ENV_TOKEN = "AFTERFIX_PULL_TOKEN"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
@@ -65,14 +65,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_pull)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most 3600 seconds")
-    return value
+_seconds = seconds_arg(3600)
 
 
 def parse_headers(given: list[str], env: dict | None = None, *, token: bool = True) -> dict[str, str]:

@@ -164,54 +164,7 @@ def walk(obj, rows: Rows, at: str = "") -> str:
     if found is None:
         raise Bad(_not_a_trace(obj))
     whose, path, rss = found
-    if rss.__class__ is not list:
-        raise Bad(f"{path} is {_kind(rss)}, not a list")
-    lim = rows.limits
-    for ri, rs in enumerate(rss):
-        here = f"{path}[{ri}]"
-        key = "scopeSpans"
-        try:
-            if rs.__class__ is not dict:
-                raise Bad(f"{here} is {_kind(rs)}, not an object")
-            r = rs.get("resource") or {}
-            if r.__class__ is not dict:
-                raise Bad(f"resource is {_kind(r)}, not an object")
-            res_json, res, service = rows.resource(otlp_json._json_attrs(r.get("attributes"), lim, "resource.attributes"))
-            if "scopeSpans" not in rs and "instrumentationLibrarySpans" in rs:  # the name before OTLP 0.15
-                key = "instrumentationLibrarySpans"
-            sss = rs.get(key) or []
-            if sss.__class__ is not list:
-                raise Bad(f"{key} is {_kind(sss)}, not a list")
-        except Bad as e:
-            rows.refuse(f"{at}{here}", f"{e.args[0]}; none of this resource's spans were stored", rs)
-            continue
-        for si, ss in enumerate(sss):
-            where = f"{here}.{key}[{si}]"
-            try:
-                if ss.__class__ is not dict:
-                    raise Bad(f"{where} is {_kind(ss)}, not an object")
-                sc = ss.get("scope")
-                if sc is None:
-                    sc = ss.get("instrumentationLibrary") or {}
-                if sc.__class__ is not dict:
-                    raise Bad(f"scope is {_kind(sc)}, not an object")
-                sname = sc.get("name")
-                if sname is not None and sname.__class__ is not str:
-                    raise Bad(f"scope.name is {_kind(sname)}, not a string")
-                scope = rows.scope(sname)
-                spans = ss.get("spans") or []
-                if spans.__class__ is not list:
-                    raise Bad(f"spans is {_kind(spans)}, not a list")
-            except Bad as e:
-                rows.refuse(f"{at}{where}", f"{e.args[0]}; none of this scope's spans were stored", ss)
-                continue
-            for pi, sp in enumerate(spans):
-                try:
-                    otlp_json._json_span(_as_otlp(sp), rows, res_json, res, service, scope, lim)
-                except Bad as e:
-                    rows.refuse(f"{at}{where}.spans[{pi}]", e.args[0], sp)
-                except (TypeError, ValueError, OverflowError) as e:  # e.g. a string orjson cannot write
-                    rows.refuse(f"{at}{where}.spans[{pi}]", f"cannot be stored: {e}", sp)
+    otlp_json.walk_resource_spans(rss, rows, at, path, span=_as_otlp)
     return whose
 
 

@@ -253,10 +253,19 @@ def walk(obj, rows: Rows, at: str) -> None:
         if obj:
             raise Bad(f"the record has no resourceSpans (keys: {', '.join(list(obj)[:5])})")
         return
+    walk_resource_spans(rss, rows, at)
+
+
+def walk_resource_spans(rss, rows: Rows, at: str, path: str = "resourceSpans", span=None) -> None:
+    """Every span of a list of ResourceSpans (`path` names it in refusals). A bad resource, scope or
+    span is refused alone. `span(sp)` turns each span object into OTLP/JSON's shape first (for
+    answers of other backends, ingest/foreign.py); by default it is read as it is."""
+    lim = rows.limits
     if rss.__class__ is not list:
-        raise Bad(f"resourceSpans is {_kind(rss)}, not a list")
+        raise Bad(f"{path} is {_kind(rss)}, not a list")
     for ri, rs in enumerate(rss):
-        here = f"resourceSpans[{ri}]"
+        here = f"{path}[{ri}]"
+        key = "scopeSpans"
         try:
             if rs.__class__ is not dict:
                 raise Bad(f"{here} is {_kind(rs)}, not an object")
@@ -265,15 +274,17 @@ def walk(obj, rows: Rows, at: str) -> None:
                 raise Bad(f"resource is {_kind(r)}, not an object")
             res_json, res, service = rows.resource(_json_attrs(r.get("attributes"), lim, "resource.attributes"))
             sss = rs.get("scopeSpans")
-            if sss is None:  # the name before OTLP 0.15
-                sss = rs.get("instrumentationLibrarySpans") or []
+            if sss is None and "instrumentationLibrarySpans" in rs:  # the name before OTLP 0.15
+                key = "instrumentationLibrarySpans"
+                sss = rs.get(key)
+            sss = sss or []
             if sss.__class__ is not list:
-                raise Bad(f"scopeSpans is {_kind(sss)}, not a list")
+                raise Bad(f"{key} is {_kind(sss)}, not a list")
         except Bad as e:
             rows.refuse(f"{at}{here}", f"{e.args[0]}; none of this resource's spans were stored", rs)
             continue
         for si, ss in enumerate(sss):
-            where = f"{here}.scopeSpans[{si}]"
+            where = f"{here}.{key}[{si}]"
             try:
                 if ss.__class__ is not dict:
                     raise Bad(f"{where} is {_kind(ss)}, not an object")
@@ -294,7 +305,7 @@ def walk(obj, rows: Rows, at: str) -> None:
                 continue
             for pi, sp in enumerate(spans):
                 try:
-                    _json_span(sp, rows, res_json, res, service, scope, lim)
+                    _json_span(sp if span is None else span(sp), rows, res_json, res, service, scope, lim)
                 except Bad as e:
                     rows.refuse(f"{at}{where}.spans[{pi}]", e.args[0], sp)
                 except (TypeError, ValueError, OverflowError) as e:  # e.g. a string orjson cannot write
