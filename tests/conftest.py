@@ -37,14 +37,20 @@ DEMO_WINDOW = (datetime(2026, 11, 26, 21, 0), datetime(2026, 11, 27, 7, 30))
 
 
 @pytest.fixture(scope="session")
-def demo_store(tmp_path_factory) -> Store:
-    """One whole demo night (every scenario, seed 0) in a store, played once per session (~10 s)."""
+def demo_played(tmp_path_factory):
+    """(store, NightResult): one whole demo night (every scenario, seed 0), played once per session
+    (~10 s). Tests only read it."""
     from afterfix.nightshift.night import run_night
 
     root = tmp_path_factory.mktemp("demo-night")
     s = Store(root / "store")
-    run_night(s, workdir=root / "work", seed=0)
-    return s
+    return s, run_night(s, workdir=root / "work", seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo_played) -> Store:
+    """The session's demo night's store (demo_played)."""
+    return demo_played[0]
 
 
 @pytest.fixture

@@ -58,9 +58,8 @@ def test_span_times_follow_the_simulated_clock():
 
 
 @pytest.mark.slow
-def test_full_night(tmp_path):
-    store = Store(tmp_path / "store")
-    result = run_night(store, workdir=tmp_path / "demo", seed=0)
+def test_full_night(demo_played):
+    store, result = demo_played  # the session's demo night, played by the same run_night
     c = result.counts
     assert c["spans"] >= 5000
     assert 15 <= c["incidents"] <= 25 and c["incidents"] == len(result.incidents)
@@ -83,7 +82,6 @@ def test_full_night(tmp_path):
     assert len(replays) == views["decisions"] and not [r.decision_id for r in replays if r.first.error or r.diverged]
     span = store.query("SELECT min(start_time) AS first, max(end_time) AS last FROM spans").iloc[0]
     assert span["first"].hour == 22 and span["last"].hour in (6, 7)
-    store.close()
 
 
 def test_unknown_transport_is_refused(tmp_path):
