@@ -21,6 +21,8 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent / "tests"))
+import teamstore  # noqa: E402  (the team store's services: is PostgreSQL or moto missing?)
 
 NUM = r"[\d,.]+"
 
@@ -41,6 +43,20 @@ def shared(tmp_path_factory) -> dict[str, str]:
             r"target >= 150,000 spans/s",
             rf"^afterfix CPU +: +{NUM} us/span \(main process {NUM}, worker processes {NUM}\)",
         ]),
+        ("file_ingest.py", ["--spans", "2000", "--no-native"], [
+            r"^decoding path +: pure Python",
+            rf"^afterfix ingest -> queryable : +{NUM} spans/s",
+        ]),
+        pytest.param("team_store.py", ["--quick"], [
+            r"^services: PostgreSQL on 127\.0\.0\.1:\d+, moto S3 on 127\.0\.0\.1:\d+",
+            r"^  4 ingester\(s\): 8,000 spans in .*; stored exactly once: yes$",
+            r"^  1 ingester on a local store \(the same file\): .*; stored exactly once: yes$",
+            rf"^  N=1: +{NUM} spans/s total, +{NUM} per process",
+            rf"^  N=2: +{NUM} spans/s total, +{NUM} per process",
+            rf"^  N=4: +{NUM} spans/s total, +{NUM} per process",
+            rf"^  SQLite \+ files , 2 writers: append p50 +{NUM} ms, p95 +{NUM}, max +{NUM} .*decision p50 {NUM} ms",
+            rf"^  PostgreSQL \+ S3, 2 writers: append p50 +{NUM} ms, p95 +{NUM}, max +{NUM} .*decision p50 {NUM} ms",
+        ], marks=pytest.mark.skipif(teamstore.missing() is not None, reason=str(teamstore.missing()))),
         ("receiver_sdk.py", ["--spans", "2000", "--senders", "2"], [
             r"^2,000 spans from 2 sender process\(es\) \(created before the clock, then exported by OTLPSpanExporter",
             rf"^  sender 0: 1,000 spans created before the clock, all exported after {NUM} s",
