@@ -430,7 +430,7 @@ _KINDS = {"local": "SQLite catalog, Parquet files in the folder", "team": "Postg
 def store_status(store) -> dict:
     """Counts of what `store` holds (cheap: counts and maxima over the physical tables)."""
     row = store.query(STATUS_SQL).iloc[0].to_dict()
-    out = {"store": store.where, "kind": f"{store.kind} ({_KINDS[store.kind]})"}
+    out = {"store": store.where, "kind": store.kind}
     for k, v in row.items():
         if k.startswith("last_"):
             out[k] = None if v is None or v != v else v.isoformat(sep=" ", timespec="seconds") + " UTC"
@@ -450,6 +450,7 @@ def cmd_status(args) -> int:
 
         print(json.dumps(info, indent=2))
         return EXIT_OK
+    info["kind"] = f"{store.kind} ({_KINDS[store.kind]})"
     width = max(len(k) for k in info)
     for k, v in info.items():
         print(f"{k.replace('_', ' ') + ':':<{width + 2}}{v if v is not None else 'never'}")
