@@ -214,3 +214,18 @@ def test_verdicts_and_approvals_are_recorded_on_a_team_store(team_demo):
     assert done.returncode == 0, done.stderr
     rows = team_demo.query("SELECT who, verdict FROM verdicts WHERE target_id = ?", [decision]).to_dict("records")
     assert rows == [{"who": "ana", "verdict": "correct"}]
+
+
+def test_the_notebook_extension_takes_a_team_store_and_names_what_is_wrong_with_one(tmp_path):
+    from traitlets import TraitError
+
+    from afterfix.config import Afterfix
+
+    conf = tmp_path / "team.yaml"
+    conf.write_text("catalog: postgres://a@h/db\ndata: s3://b/p/\n")
+    assert Afterfix(store=str(conf)).store == str(conf)
+    url = "postgres://a@h/db?data=s3://b/p/"
+    assert Afterfix(store=url).store == url
+    conf.write_text("catalog: postgres://a@h/db\n")
+    with pytest.raises(TraitError, match=r"Afterfix\.store: .*team\.yaml: `data` is missing"):
+        Afterfix(store=str(conf))

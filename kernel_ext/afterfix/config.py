@@ -18,6 +18,7 @@ from pathlib import Path
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
+from ._exceptions import StoreError
 from .locations import is_team_spec, team_location
 from .store import default_store_spec
 
@@ -126,6 +127,12 @@ class Afterfix(Configurable):
         path = Path(proposal["value"]).expanduser()
         if not str(proposal["value"]).strip():
             raise TraitError(f"Afterfix.{name} is empty: give a folder path")
+        if name == "store" and is_team_spec(proposal["value"]):  # a team store's URL or file
+            try:
+                team_location(proposal["value"])
+            except StoreError as e:
+                raise TraitError(f"Afterfix.store: {e}") from None
+            return proposal["value"]
         if path.exists() and not path.is_dir():
             raise TraitError(f"Afterfix.{name} = {str(path)!r} is a file, not a folder: give a folder path")
         if not path.parent.is_dir():
