@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,8 +31,8 @@ import duckdb
 import pyarrow as pa
 
 from . import schema
-from ._exceptions import ConfigError, StoreBusy, StoreError
-from .store import Store, is_retryable
+from ._exceptions import ConfigError, StoreError
+from .store import Store, transaction
 
 __all__ = ["MigrateReport", "TableCopy", "migrate", "RetentionReport", "Storage", "retention",
            "time_column", "TRACE_TABLES", "MIN_SNAPSHOTS"]
@@ -60,14 +59,6 @@ def time_column(table: str) -> str:
     raise ValueError(f"table {table!r} has no non-null TIMESTAMP column to cut it by")
 
 
-def _where(store: Store) -> str:
-    return getattr(store, "where", None) or str(store.root)
-
-
-def _spec(store: Store) -> str:
-    return getattr(store, "spec", None) or str(store.root)
-
-
 def _ts(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
@@ -78,33 +69,6 @@ def _columns(table: str) -> str:
 
 # Results are always read to the end (fetchall): a result left half read (fetchone) keeps its
 # statement open, and a DuckLake call run that way (a merge, an expiry) was never committed.
-
-
-def _retry(fn, what: str, store: Store, tries: int = 60):
-    """`fn()`, again while another process holds the catalog (as Store does for its own writes)."""
-    delay = 0.01
-    for attempt in range(tries):
-        try:
-            return fn()
-        except duckdb.Error as e:
-            if not is_retryable(e):
-                raise
-            if attempt == tries - 1:
-                raise StoreBusy(f"{_where(store)}: catalog still locked after {tries} tries ({what}): {e}") from e
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.5)
-
-
-@contextlib.contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection):
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            con.execute("ROLLBACK")  # after a failed COMMIT the transaction is already gone
-        raise
 
 
 # -- migrate ----------------------------------------------------------------------------------
@@ -164,10 +128,10 @@ def migrate(source: Store, destination: Store, *, dry_run: bool = False, chunk_r
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be at least 1, not {chunk_rows}")
     if not source.exists():
-        raise StoreError(f"no store at {_where(source)}: give --from the folder of an existing store")
-    if _spec(source) == _spec(destination):
-        raise ConfigError(f"{_where(source)} is both the source and the destination: give --to another store")
-    report = MigrateReport(_where(source), _where(destination), dry_run)
+        raise StoreError(f"no store at {source.where}: give --from the folder of an existing store")
+    if source.spec == destination.spec:
+        raise ConfigError(f"{source.where} is both the source and the destination: give --to another store")
+    report = MigrateReport(source.where, destination.where, dry_run)
     dest_exists = destination.exists()
     if not dry_run:
         destination.create()
@@ -289,7 +253,7 @@ def _copy_chunk(source: Store, destination: Store, table: str, chunk: pa.Table, 
 
     def attempt() -> None:
         written.clear()
-        with _transaction(con):
+        with transaction(con):
             con.register(_CHUNK_VIEW, chunk)
             rows = con.execute(sql, {"lo": lo, "hi": hi}).fetchall()
             written.append(int(rows[0][0]) if rows else 0)
@@ -297,7 +261,7 @@ def _copy_chunk(source: Store, destination: Store, table: str, chunk: pa.Table, 
 
     try:
         with destination.write_lock():
-            _retry(attempt, "migrate", destination)
+            destination.retry(attempt, "migrate")
     finally:
         with contextlib.suppress(Exception):
             con.unregister(_CHUNK_VIEW)
@@ -318,7 +282,7 @@ def _missing(destination: Store, table: str, chunk: pa.Table, lo: datetime, hi: 
     con = destination.connection(read_only=True)
     con.register(_CHUNK_VIEW, chunk)
     try:
-        return int(_retry(lambda: con.execute(sql, {"lo": lo, "hi": hi}).fetchall()[0][0], "migrate", destination))
+        return int(destination.retry(lambda: con.execute(sql, {"lo": lo, "hi": hi}).fetchall()[0][0], "migrate"))
     finally:
         con.unregister(_CHUNK_VIEW)
 
@@ -412,8 +376,8 @@ def retention(store: Store, keep: timedelta, *, snapshots: timedelta = timedelta
     """
     check_retention(keep, snapshots, snapshot_floor)
     if not store.exists():
-        raise StoreError(f"no store at {_where(store)}: nothing to age out")
-    report = RetentionReport(_where(store), (now or datetime.utcnow()) - keep, datetime.utcnow() - snapshots, dry_run,
+        raise StoreError(f"no store at {store.where}: nothing to age out")
+    report = RetentionReport(store.where, (now or datetime.utcnow()) - keep, datetime.utcnow() - snapshots, dry_run,
                              cutoff_snapshots_window=snapshots)
     step = on_step or (lambda name, phase: None)
     report.rows_before = _row_counts(store)
@@ -445,7 +409,7 @@ def _expiring(store: Store, cut: datetime) -> tuple[int, dict[str, int], dict[st
     p = {"cut": cut}
 
     def one(sql: str) -> int:
-        return int(_retry(lambda: con.execute(sql, p if "$cut" in sql else None).fetchall()[0][0], "retention", store))
+        return int(store.retry(lambda: con.execute(sql, p if "$cut" in sql else None).fetchall()[0][0], "retention"))
 
     traces = one(f"SELECT count(*) FROM ({_EXPIRED_TRACES})")
     rows = {t: one(f"SELECT count(*) FROM ({sql.replace('DELETE FROM', 'SELECT 1 FROM', 1)})")
@@ -469,14 +433,14 @@ def _delete(store: Store, con, report: RetentionReport, step) -> None:
 
     def attempt() -> None:
         deleted.clear()
-        with _transaction(con):
+        with transaction(con):
             for table, sql in _DELETES.items():
                 rows = con.execute(sql, {"cut": report.cutoff} if "$cut" in sql else None).fetchall()
                 deleted[table] = int(rows[0][0]) if rows else 0
             step("delete", "commit")
 
     with store.write_lock():
-        _retry(attempt, "retention", store)
+        store.retry(attempt, "retention")
     report.deleted = deleted
     report.steps.append(("delete", ", ".join(f"{t} {n}" for t, n in deleted.items())))
     step("delete", "done")
@@ -510,10 +474,10 @@ def _compact(store: Store, con, report: RetentionReport, step, orphan_age: timed
             for call in sqls:
                 sql = f"SELECT count(*) FROM {call}"  # counted here: their TIMESTAMPTZ columns need pytz in Python
                 try:
-                    rel = _retry(lambda s=sql: con.execute(s), "retention", store)
+                    rel = store.retry(lambda s=sql: con.execute(s), "retention")
                 except duckdb.OutOfMemoryException:
                     con.execute(f"SET memory_limit = '{store.memory_limit}'")  # as Store.compact does
-                    rel = _retry(lambda s=sql: con.execute(s), "retention", store)
+                    rel = store.retry(lambda s=sql: con.execute(s), "retention")
                     con.execute(f"SET memory_limit = '{store.compact_memory_limit}'")
                 rows = rel.fetchall()  # no row at all from some calls on a PostgreSQL catalog
                 results.append(int(rows[0][0]) if rows else 0)
@@ -525,9 +489,9 @@ def storage(store: Store) -> Storage:
     """Data files and bytes of a store (a local store's data folder on disk; a team store's as its
     catalog lists them, delete files included), and its snapshots."""
     con = store.connection(read_only=True)
-    snapshots = int(_retry(lambda: con.execute("SELECT count(*) FROM ducklake_snapshots('lake')").fetchall()[0][0],
-                           "retention", store))
-    if getattr(store, "kind", "local") == "local":
+    snapshots = int(store.retry(lambda: con.execute("SELECT count(*) FROM ducklake_snapshots('lake')").fetchall()[0][0],
+                           "retention"))
+    if store.kind == "local":
         files = size = 0
         for folder, _, names in os.walk(store.data):
             for name in names:
@@ -537,7 +501,7 @@ def storage(store: Store) -> Storage:
                         size += os.stat(os.path.join(folder, name)).st_size
         return Storage(files, size, snapshots, "on disk")
     meta = "__ducklake_metadata_lake"
-    files, size = _retry(lambda: con.execute(
+    files, size = store.retry(lambda: con.execute(
         f"SELECT count(*), coalesce(sum(file_size_bytes), 0) FROM (SELECT file_size_bytes FROM {meta}.ducklake_data_file "
-        f"UNION ALL SELECT file_size_bytes FROM {meta}.ducklake_delete_file)").fetchall()[0], "retention", store)
+        f"UNION ALL SELECT file_size_bytes FROM {meta}.ducklake_delete_file)").fetchall()[0], "retention")
     return Storage(int(files), int(size), snapshots, "in the catalog")

@@ -98,19 +98,13 @@ def backfill(con: duckdb.DuckDBPyConnection, prefix: str = "lake.") -> int:
     if complete(con, prefix):
         return 0
     con.execute(schema.create_table_sql(TABLE, prefix))
-    con.execute("BEGIN TRANSACTION")
-    try:
+    from .store import transaction  # late: store.py imports this module
+
+    with transaction(con):
         con.execute(f"DELETE FROM {prefix}{TABLE}")  # rows of appends since the table was made: rebuilt below
         con.execute(_BACKFILL.format(p=prefix), {"now": datetime.utcnow().replace(microsecond=0)})
         runs = con.execute(f"SELECT count(*) FROM {prefix}{TABLE} WHERE run_id IS NOT NULL").fetchone()[0]
         _comment_complete(con, prefix)
-        con.execute("COMMIT")
-    except BaseException:
-        try:
-            con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
-        raise
     return runs
 
 
@@ -118,7 +112,7 @@ def build(store) -> int:
     """`backfill` for one store, from outside compaction (a store written before the index existed)."""
     con = store.connection(read_only=False)
     with store.write_lock():
-        return store._retry(lambda: backfill(con), "index")
+        return store.retry(lambda: backfill(con), "index")
 
 
 def ranges(store, run_ids_sql: str) -> dict | None:
@@ -157,17 +151,11 @@ def compact(con: duckdb.DuckDBPyConnection, prefix: str = "lake.", max_files: in
     files = con.execute(f"SELECT count(*) FROM ducklake_list_files('{prefix.rstrip('.')}', '{TABLE}')").fetchone()[0]
     if files <= max_files:
         return False
-    con.execute("BEGIN TRANSACTION")
-    try:
+    from .store import transaction  # late: store.py imports this module
+
+    with transaction(con):
         con.execute(f"CREATE OR REPLACE TEMP TABLE afterfix_run_index AS SELECT * FROM {prefix}{TABLE}")
         con.execute(f"DELETE FROM {prefix}{TABLE}")
         con.execute(f"INSERT INTO {prefix}{TABLE} SELECT * FROM afterfix_run_index ORDER BY run_id NULLS FIRST")
         con.execute("DROP TABLE afterfix_run_index")
-        con.execute("COMMIT")
-    except BaseException:
-        try:
-            con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
-        raise
     return True

@@ -152,6 +152,19 @@ def _connect(team: bool = False) -> duckdb.DuckDBPyConnection:
     return con
 
 
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN ... COMMIT on `con`; ROLLBACK (if the transaction is still there) when anything fails."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            con.execute("ROLLBACK")  # after a failed COMMIT the transaction is already gone
+        raise
+
+
 def is_retryable(err: BaseException) -> bool:
     text = str(err)
     return any(m.lower() in text.lower() for m in _RETRY_MARKERS)
@@ -247,7 +260,7 @@ class Store:
         if read_only:
             opts += ", READ_ONLY"
         catalog = str(self.catalog).replace("'", "''")
-        self._retry(lambda: con.execute(f"ATTACH 'ducklake:sqlite:{catalog}' AS lake ({opts})"), "attach")
+        self.retry(lambda: con.execute(f"ATTACH 'ducklake:sqlite:{catalog}' AS lake ({opts})"), "attach")
         con.execute("USE lake")
 
     def _attach_team(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
@@ -271,7 +284,7 @@ class Store:
             con.execute(f"CREATE OR REPLACE SECRET afterfix_lake (TYPE ducklake, METADATA_PATH '', "
                         f"DATA_PATH {sql_literal(team.data)}, "
                         "METADATA_PARAMETERS MAP {'TYPE': 'postgres', 'SECRET': 'afterfix_pg'})")
-            self._retry(lambda: con.execute(f"ATTACH 'ducklake:afterfix_lake' AS lake{' (READ_ONLY)' if read_only else ''}"),
+            self.retry(lambda: con.execute(f"ATTACH 'ducklake:afterfix_lake' AS lake{' (READ_ONLY)' if read_only else ''}"),
                         "attach")
         except duckdb.Error as e:
             raise StoreError(f"cannot open the team store ({self.where}): {redact(e, team)}") from None
@@ -309,7 +322,7 @@ class Store:
                 con = _connect(self.team is not None)
                 try:
                     self._attach(con, read_only=False)
-                    self._retry(lambda: self._create_tables(con), "create")
+                    self.retry(lambda: self._create_tables(con), "create")
                 finally:
                     con.close()
             self._created = True
@@ -318,8 +331,7 @@ class Store:
     @staticmethod
     def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
         """The missing tables and the lake's options, in one transaction (one catalog commit)."""
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             existing = {r[0] for r in con.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
             for table in schema.TABLES:
@@ -331,11 +343,6 @@ class Store:
             # (merging a day of small files) within a few hundred MB.
             for option, value in _LAKE_OPTIONS.items():
                 con.execute(f"CALL lake.set_option('{option}', '{value}')")
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
-            raise
 
     def _new_connection(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if read_only and not self.exists():
@@ -402,7 +409,7 @@ class Store:
         for name, build in self.computed_views.items():
             if re.search(rf"\b{name}\b", sql, re.IGNORECASE):
                 con.register(name, build(self))
-        rel = self._retry(lambda: con.execute(sql, params) if params is not None else con.execute(sql), "query")
+        rel = self.retry(lambda: con.execute(sql, params) if params is not None else con.execute(sql), "query")
         if rel.description is None:
             import pandas as pd
 
@@ -412,14 +419,14 @@ class Store:
     def arrow(self, sql: str, params: list | None = None) -> pa.Table:
         check_read_only(sql)
         con = self.connection(read_only=True)
-        return self._retry(lambda: con.execute(sql, params or []).to_arrow_table(), "query")
+        return self.retry(lambda: con.execute(sql, params or []).to_arrow_table(), "query")
 
     def offsets(self) -> dict[str, tuple[str, int]]:
         """The newest committed (fingerprint, position) per input source."""
         if not self.exists():
             return {}
         con = self.connection(read_only=True)
-        rows = self._retry(lambda: con.execute(
+        rows = self.retry(lambda: con.execute(
             "SELECT source, arg_max(fingerprint, committed_at), arg_max(position, committed_at) "
             "FROM lake.ingest_offsets GROUP BY source").fetchall(), "query")
         return {src: (fp, pos) for src, fp, pos in rows}
@@ -506,7 +513,7 @@ class Store:
 
         try:
             with self.write_lock():
-                self._retry(attempt, "append")
+                self.retry(attempt, "append")
         except BaseException:
             files.discard()
             raise
@@ -555,7 +562,7 @@ class Store:
                 raise
 
         with self.write_lock():
-            self._retry(attempt, "append")
+            self.retry(attempt, "append")
         return found[0] if found else batch.num_rows
 
     @staticmethod
@@ -654,14 +661,14 @@ class Store:
                     "CALL ducklake_cleanup_old_files('lake', older_than => now() - INTERVAL 1 HOUR)",
                 ):
                     try:
-                        self._retry(lambda c=call: c(con) if callable(c) else con.execute(c), "compact")
+                        self.retry(lambda c=call: c(con) if callable(c) else con.execute(c), "compact")
                     except duckdb.OutOfMemoryException:
                         # Row groups of very large spans need more than the compaction cap:
                         # merge them with the writer's cap rather than never compacting.
                         log.info("afterfix store: %s needed more than %s; retrying with %s", call,
                                  self.compact_memory_limit, self.memory_limit)
                         con.execute(f"SET memory_limit = '{self.memory_limit}'")
-                        self._retry(lambda c=call: c(con) if callable(c) else con.execute(c), "compact")
+                        self.retry(lambda c=call: c(con) if callable(c) else con.execute(c), "compact")
                         con.execute(f"SET memory_limit = '{self.compact_memory_limit}'")
             finally:
                 self._local.rw = None
@@ -670,7 +677,8 @@ class Store:
 
     # -- retries ----------------------------------------------------------------
 
-    def _retry(self, fn, what: str):
+    def retry(self, fn, what: str):
+        """`fn()`, again while another process holds the catalog (backing off), up to `retries` times."""
         delay = 0.01
         for attempt in range(self.retries):
             try:
