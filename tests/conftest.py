@@ -77,7 +77,9 @@ def team_services():
 
     why = teamstore.missing()
     if why:
-        pytest.skip(why)
+        if teamstore.skip_reason():
+            pytest.skip(teamstore.skip_reason())
+        pytest.fail(f"{why}; or set ${teamstore.SKIP_ENV}=1 to skip the team store's tests", pytrace=False)
     # Not under pytest's temporary folders: PostgreSQL runs as its own user, which must reach its data folder.
     folder = Path(tempfile.mkdtemp(prefix="afterfix-team-"))
     services = teamstore.TeamServices(folder).start()

@@ -22,7 +22,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests"))
-import teamstore  # noqa: E402  (the team store's services: is PostgreSQL or moto missing?)
+import teamstore  # noqa: E402  (the team store's services: are they missing, and may their tests be skipped?)
 
 NUM = r"[\d,.]+"
 
@@ -56,7 +56,7 @@ def shared(tmp_path_factory) -> dict[str, str]:
             rf"^  N=4: +{NUM} spans/s total, +{NUM} per process",
             rf"^  SQLite \+ files , 2 writers: append p50 +{NUM} ms, p95 +{NUM}, max +{NUM} .*decision p50 {NUM} ms",
             rf"^  PostgreSQL \+ S3, 2 writers: append p50 +{NUM} ms, p95 +{NUM}, max +{NUM} .*decision p50 {NUM} ms",
-        ], marks=pytest.mark.skipif(teamstore.missing() is not None, reason=str(teamstore.missing()))),
+        ], marks=pytest.mark.skipif(teamstore.skip_reason() is not None, reason=str(teamstore.skip_reason()))),
         ("receiver_sdk.py", ["--spans", "2000", "--senders", "2"], [
             r"^2,000 spans from 2 sender process\(es\) \(created before the clock, then exported by OTLPSpanExporter",
             rf"^  sender 0: 1,000 spans created before the clock, all exported after {NUM} s",
