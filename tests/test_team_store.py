@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,8 @@ def test_the_briefing_template_renders_from_a_team_store(team_demo, tmp_path):
     assert result.returncode == 0, result.stderr
     html = out.read_text()
     assert "handoff" in html.lower()
+    # the header names the team store as people know it, not this machine's working folder
+    assert f"store {html_escape(team_demo.where)}" in html and str(team_demo.root) not in html
     notebook = (tmp_path / "briefing.ipynb").read_text()
     assert team_demo.spec in notebook  # the kernel reopened the store from its spec...
     assert os.environ["PGPASSWORD"] not in notebook + html  # ...and no credential went into either

@@ -102,7 +102,7 @@ def build_briefing(store, since: datetime | None = None, until: datetime | None 
     night = _Night(scope, find(store, scope=scope))
     sections = [night.what_broke(figures), night.what_tried(figures), night.what_worked(), night.rolled_back(),
                 night.side_effects(), night.again(), night.findings_section(), night.approvals(), night.trust()]
-    return Briefing(since=since, until=until, namespace=namespace, store=str(getattr(store, "root", store)),
+    return Briefing(since=since, until=until, namespace=namespace, store=str(getattr(store, "where", store)),
                     worry=night.worry(), handoff=night.handoff(), sections=sections, findings=night.found,
                     counts=night.counts(), verdicts=night.verdicts_section(), ladder=trust.ladder_section(),
                     violations=trust.violations_section())

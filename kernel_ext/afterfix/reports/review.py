@@ -47,7 +47,7 @@ def _unknown(store, what: str, ident: str, sql: str, column: str) -> Page:
     known = store.query(sql)
     examples = ", ".join(str(v) for v in known[column].head(5))
     hint = f"It holds {len(known)}, the latest: {examples}." if len(known) else f"It holds no {what}s yet."
-    return Page(Header(f"No {what} {ident!r}", f"store {getattr(store, 'root', store)}",
+    return Page(Header(f"No {what} {ident!r}", f"store {getattr(store, 'where', store)}",
                        [f"The store holds no {what} with the id {ident!r}.", hint,
                         f"Run the template again with one of those ids (papermill -p {column} ID)."], worry=True))
 
@@ -65,7 +65,7 @@ def incident_review(store, incident_id: str, *, figures: bool = True) -> Page:
              f"From {c.when(row['start_time'])} for {c.duration((row['end_time'] - row['start_time']).total_seconds())}: "
              f"{len(runs)} run(s) by {row['agents']} agent(s), {row['decisions']} decision(s), {row['changes']} change(s).",
              (f"{len(found)} finding(s), the first: {found[0].title}." if found else "No findings.")]
-    header = Header(f"Incident review · {incident_id}", f"store {getattr(store, 'root', store)}", lines,
+    header = Header(f"Incident review · {incident_id}", f"store {getattr(store, 'where', store)}", lines,
                     worry=any(f.severity in ("critical", "high") for f in found) or row["status"] not in ("resolved", "mitigated"))
 
     table = pd.DataFrame({"run": runs["run_id"], "agent": runs["agent_name"], "started": runs["start_time"].map(c.when),
@@ -101,7 +101,7 @@ def run_review(store, run_id: str, *, figures: bool = True) -> Page:
              + (f" on incident {r['incident_id']}" if isinstance(r["incident_id"], str) else "") + ".",
              f"{r['spans']} spans from {c.when(r['start_time'])}: {r['tool_calls']} tool calls, {r['llm_calls']} model calls, "
              f"{r['decisions']} decisions, {r['changes']} changes, {r['errors']} errors."]
-    header = Header(f"Decision tree · {run_id}", f"store {getattr(store, 'root', store)}", lines, worry=bool(r["errors"]))
+    header = Header(f"Decision tree · {run_id}", f"store {getattr(store, 'where', store)}", lines, worry=bool(r["errors"]))
     tree_section = Section("tree", "The decision tree", "The chosen path is in bold; rejected options carry their reasons.",
                            figures=[_tree_figure(tree)] if figures else [])
     return Page(header, [tree_section, _options_section(store, run_id)])

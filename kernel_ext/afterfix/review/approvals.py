@@ -246,7 +246,7 @@ def get(store, request_id: str) -> Request:
     rid = (request_id or "").strip()
     found = _read(store, " WHERE r.request_id = ?", [rid]) if rid else []
     if not found:
-        raise NotFound(f"no approval request {rid!r} in {getattr(store, 'root', store)}: list them with {LIST_HINT}")
+        raise NotFound(f"no approval request {rid!r} in {getattr(store, 'where', store)}: list them with {LIST_HINT}")
     return found[0]
 
 

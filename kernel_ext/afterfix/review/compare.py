@@ -213,7 +213,7 @@ def _action_diff(s: AlignedStep) -> dict:
 def _run(store, run_id: str) -> dict:
     row = store.query("SELECT run_id, incident_id, agent_name, start_time FROM runs WHERE run_id = ?", [run_id])
     if row.empty:
-        raise NotFound(f"no run {run_id!r} in {getattr(store, 'root', store)}: list the run ids with {LIST_RUNS}")
+        raise NotFound(f"no run {run_id!r} in {getattr(store, 'where', store)}: list the run ids with {LIST_RUNS}")
     r = row.iloc[0]
     return {"run_id": run_id, "incident_id": _s(r["incident_id"]), "agent_name": _s(r["agent_name"]),
             "start_time": _json(r["start_time"])}

@@ -94,7 +94,7 @@ def find_target(store, target_id: str) -> Target:
         return Target("action", tid, decision, _str(a["run_id"]), _str(a["incident_id"]),
                       f"{_str(a['verb']) or 'act'} {_str(a['target_kind']) or 'object'} {where}".strip(),
                       options=_options(store, decision) if decision else [])
-    raise NotFound(f"no decision or action {tid!r} in {getattr(store, 'root', store)}: "
+    raise NotFound(f"no decision or action {tid!r} in {getattr(store, 'where', store)}: "
                    f"list the ids with {LIST_TARGETS}")
 
 
